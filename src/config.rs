@@ -1,0 +1,270 @@
+//! Wire types of the plugin configuration (DESIGN §3).
+//!
+//! These types only describe the JSON shape; every semantic check (expressions, regexes, list
+//! names, host patterns) happens in [`crate::policy::Policy::compile`], which reports each problem
+//! with the path of the field that holds it. Unknown fields are rejected everywhere so that a typo
+//! (`blackList`, `mach`) cannot silently turn a rule off.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, ConfigErrors};
+
+/// The plugin configuration: the object in Envoy's `configuration` or the WasmPlugin's
+/// `pluginConfig`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PluginConfig {
+    /// HTTP status of the local reply sent for a denied request. Default 404, as the source
+    /// documents' VirtualService and listchecker produced. Must be 200..=599.
+    #[serde(default = "default_deny_status")]
+    pub deny_status: u16,
+    /// How log entries are written. Default: instance `egress-access` with the seven fields of
+    /// the source documents' `logentry`.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Named lists (Mixer `listchecker` + `listentry` in one), referenced by `rules[].check`.
+    /// Default: none.
+    #[serde(default)]
+    pub lists: BTreeMap<String, ListConfig>,
+    /// Rules, evaluated in order; every rule whose `match` holds fires (Mixer semantics).
+    /// Default: none.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// VirtualService-style routes: a host named here reaches only the URIs its routes allow.
+    /// Default: none.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_deny_status() -> u16 {
+    404
+}
+
+/// The log entry every logging rule writes (Mixer `logentry` + `stdio` with `outputAsJson`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogConfig {
+    /// Value of the `instance` field of every entry. Default `egress-access`.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Output field name -> expression (Mixer `variables`). Fields are written in name order
+    /// after `level`, `time` and `instance`. May use `response.*`. Default: `destination`,
+    /// `path`, `source`, `sourceNamespace`, `user`, `responseCode`, `responseSize` as in the
+    /// source documents.
+    #[serde(default = "default_log_fields")]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            instance: default_instance(),
+            fields: default_log_fields(),
+        }
+    }
+}
+
+fn default_instance() -> String {
+    "egress-access".to_owned()
+}
+
+fn default_log_fields() -> BTreeMap<String, String> {
+    [
+        ("destination", r#"request.host | "unknown""#),
+        ("path", r#"request.path | "unknown""#),
+        (
+            "source",
+            r#"source.labels["app"] | source.serviceAccount | "unknown""#,
+        ),
+        ("sourceNamespace", r#"source.namespace | "unknown""#),
+        ("user", r#"source.user | "unknown""#),
+        ("responseCode", "response.code | 0"),
+        ("responseSize", "response.size | 0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A list the rules can check a value against (Mixer `listchecker` with `overrides`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListConfig {
+    /// Expression whose value is looked up (Mixer `listentry.value`), e.g. `request.url_path`.
+    /// Required. Must not use `response.*`.
+    pub value: String,
+    /// The entries (Mixer `overrides`). Default: empty.
+    #[serde(default)]
+    pub entries: Vec<String>,
+    /// `false` (default): a whitelist, the value must be listed. `true`: a blacklist, the value
+    /// must not be listed.
+    #[serde(default)]
+    pub blacklist: bool,
+    /// How entries are compared with the value. Default `STRINGS`.
+    #[serde(default)]
+    pub entry_type: EntryType,
+}
+
+/// How list entries are compared with the looked-up value.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EntryType {
+    /// Exact, case-sensitive string equality.
+    #[default]
+    Strings,
+    /// String equality ignoring case.
+    CaseInsensitiveStrings,
+    /// Regular expressions (RE2 syntax) that must match the whole value.
+    Regex,
+    /// Shell-style globs: `*` any run of characters, `?` one character. `*.example.com` is
+    /// indexed as a host suffix.
+    Glob,
+    /// IP addresses and CIDR ranges, IPv4 or IPv6.
+    IpAddresses,
+}
+
+/// Log level of a rule's entries (Mixer `stdio` `severity_levels`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Routine access.
+    Info,
+    /// Suspicious access.
+    Warning,
+    /// Forbidden access: what operators search for.
+    Error,
+}
+
+impl LogLevel {
+    /// The value of the `level` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// A Mixer-style rule: when `match` holds, write a log entry and/or check lists.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleConfig {
+    /// Unique name: letters, digits, `.`, `_`, `-`. Required. Appears in deny details.
+    pub name: String,
+    /// Boolean expression over request and source attributes. Default `true` (always fires).
+    #[serde(default, rename = "match")]
+    pub match_: Option<String>,
+    /// Level of the log entry written when the rule fires. Default: no entry.
+    #[serde(default)]
+    pub log: Option<LogLevel>,
+    /// Names of lists to check when the rule fires; the first failing check denies.
+    /// Default: none.
+    #[serde(default)]
+    pub check: Vec<String>,
+}
+
+/// A VirtualService-style route: requests for `hosts` must match one of `match`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteConfig {
+    /// Name used in deny details. Default `routes[<index>]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Host names (`edition.cnn.com`) or wildcards (`*.cnn.com`). Required, non-empty.
+    pub hosts: Vec<String>,
+    /// Allowed requests; any one matching allows. Default: empty, which allows every request
+    /// to these hosts.
+    #[serde(default, rename = "match")]
+    pub match_: Vec<HttpMatchConfig>,
+}
+
+/// One VirtualService `HTTPMatchRequest`: all conditions given must hold.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpMatchConfig {
+    /// Condition on the path without the query string. Default: any.
+    #[serde(default)]
+    pub uri: Option<StringMatchConfig>,
+    /// Condition on the method. Default: any.
+    #[serde(default)]
+    pub method: Option<StringMatchConfig>,
+    /// Conditions on request headers (names are case-insensitive); an absent header fails.
+    /// Default: none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, StringMatchConfig>,
+}
+
+/// Exactly one of `exact`, `prefix`, `regex` (VirtualService `StringMatch`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StringMatchConfig {
+    /// The value must equal this string.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The value must start with this string.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The value must match this regular expression in full (RE2 syntax, as Envoy's safe_regex).
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+impl PluginConfig {
+    /// Parses plugin configuration JSON. Errors name the field path (`rules[1].mach`) and, for
+    /// malformed JSON, the line and column.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigErrors> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(
+                ConfigError::new("", "configuration is empty; expected a JSON object").into(),
+            );
+        }
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[') => return Err(not_an_object("an array")),
+            _ => {
+                return Err(ConfigError::new("", "the configuration must be a JSON object").into());
+            }
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let config: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(path_or_root(&path), e.into_inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| ConfigError::new("", format!("trailing data after the object: {e}")))?;
+        Ok(config)
+    }
+
+    /// Parses an already decoded JSON value (YAML documents and WasmPlugin manifests arrive so).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, ConfigErrors> {
+        let kind = match &value {
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::Array(_) => Some("an array"),
+            serde_json::Value::Null => Some("nothing"),
+            serde_json::Value::String(_) => Some("a string"),
+            _ => Some("a scalar"),
+        };
+        if let Some(kind) = kind {
+            return Err(not_an_object(kind));
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(path_or_root(&path), e.into_inner().to_string()).into()
+        })
+    }
+}
+
+fn not_an_object(found: &str) -> ConfigErrors {
+    ConfigError::new(
+        "",
+        format!("the configuration must be a JSON object, found {found}"),
+    )
+    .into()
+}
+
+fn path_or_root(path: &str) -> &str {
+    if path == "." { "" } else { path }
+}

@@ -1,0 +1,190 @@
+//! The per-request flow of the filter, written against a small [`Host`] trait so that it runs
+//! natively in tests with a fake host; [`wasm`] implements the trait with proxy-wasm host calls.
+//!
+//! Per request the filter reads only what the policy needs (one host call per header or
+//! property), decides in the request-headers phase, and renders log entries after the response.
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+use std::rc::Rc;
+
+use crate::decision::Decision;
+use crate::expr::Attr;
+use crate::log_entry;
+use crate::policy::Policy;
+use crate::request::{Request, Response, lossy};
+
+/// What the filter needs from the proxy. Every method returns an absent value or `false` on
+/// failure instead of panicking: a host error must never take the VM down.
+pub trait Host {
+    /// A request header (or pseudo-header like `:authority`) as raw bytes.
+    fn request_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// A host property (`["source", "address"]`) as raw bytes.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Current time in microseconds since the Unix epoch.
+    fn now_micros(&self) -> Option<i64>;
+    /// Answers the request locally; `details` becomes Envoy's response code details.
+    fn send_local_reply(&self, status: u16, details: &str) -> bool;
+    /// Hands the rendered entries (JSON lines joined by `\n`) to the proxy's access log.
+    fn write_log_entries(&self, entries: &str) -> bool;
+    /// Reports a problem of the filter itself in the proxy's log.
+    fn log_warning(&self, message: &str);
+}
+
+/// Whether the proxy may go on with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The filter answered (or refused) the request; stop iteration.
+    Stop,
+}
+
+/// Response code details of requests refused because no valid configuration is loaded.
+pub const UNCONFIGURED_DETAILS: &str = "egress_policy_unconfigured";
+
+/// One request's state between its headers and its access-log phase.
+pub struct RequestFilter {
+    policy: Option<Rc<Policy>>,
+    request: Request,
+    decision: Option<Decision>,
+}
+
+impl RequestFilter {
+    /// `policy` is `None` when no valid configuration is loaded: every request is then refused
+    /// with 503 (fail closed), never passed through unchecked.
+    pub fn new(policy: Option<Rc<Policy>>) -> Self {
+        Self {
+            policy,
+            request: Request::default(),
+            decision: None,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, host: &impl Host) -> Flow {
+        let Some(policy) = self.policy.clone() else {
+            host.send_local_reply(503, UNCONFIGURED_DETAILS);
+            return Flow::Stop;
+        };
+        self.request = read_request(&policy, host);
+        let decision = policy.evaluate(&self.request);
+        let flow = match &decision.denied {
+            Some(reason) => {
+                if !host.send_local_reply(policy.deny_status, &policy.details(reason)) {
+                    host.log_warning("could not send the local reply for a denied request");
+                }
+                Flow::Stop
+            }
+            None => Flow::Continue,
+        };
+        self.decision = Some(decision);
+        flow
+    }
+
+    pub fn on_log(&mut self, host: &impl Host) {
+        let (Some(policy), Some(decision)) = (&self.policy, &self.decision) else {
+            return;
+        };
+        if !log_entry::has_entries(policy, decision) {
+            return;
+        }
+        let response = read_response(policy, host);
+        let entries = log_entry::render(policy, decision, &self.request, &response);
+        if !host.write_log_entries(&entries) {
+            host.log_warning("could not hand log entries to the access log");
+        }
+    }
+}
+
+fn text(host: &impl Host, header: &str) -> Option<String> {
+    host.request_header(header).map(|bytes| lossy(&bytes))
+}
+
+fn read_request(policy: &Policy, host: &impl Host) -> Request {
+    let needs = &policy.reads;
+    let mut request = Request {
+        time_micros: host.now_micros(),
+        ..Request::default()
+    };
+    if needs.attr(Attr::RequestHost) {
+        // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
+        // host is absent, never a near-miss of a listed one.
+        if let Some(authority) = text(host, ":authority") {
+            request.set_host(&authority);
+        }
+    }
+    if needs.attr(Attr::RequestPath) || needs.attr(Attr::RequestUrlPath) {
+        request.path = text(host, ":path");
+    }
+    if needs.attr(Attr::RequestMethod) {
+        request.method = text(host, ":method");
+    }
+    if needs.attr(Attr::RequestScheme) {
+        request.scheme = text(host, ":scheme");
+    }
+    if needs.attr(Attr::RequestUseragent) {
+        request.useragent = text(host, "user-agent");
+    }
+    for name in &needs.headers {
+        if let Some(value) = text(host, name) {
+            request.headers.push((name.clone(), value));
+        }
+    }
+    if needs.attr(Attr::SourceIp) {
+        request.source.ip = host
+            .property(&["source", "address"])
+            .map(|bytes| strip_port(&lossy(&bytes)).to_owned());
+    }
+    if needs.attr(Attr::ConnectionMtls) {
+        request.mtls = host
+            .property(&["connection", "mtls"])
+            .map(|b| b.first() == Some(&1));
+    }
+    if needs.attr(Attr::ConnectionRequestedServerName) {
+        request.requested_server_name = host
+            .property(&["connection", "requested_server_name"])
+            .map(|bytes| lossy(&bytes))
+            .filter(|sni| !sni.is_empty());
+    }
+    request
+}
+
+fn read_response(policy: &Policy, host: &impl Host) -> Response {
+    let needs = &policy.log_needs;
+    let int = |path: &[&str]| host.property(path).and_then(|bytes| le_i64(&bytes));
+    Response {
+        code: needs
+            .attr(Attr::ResponseCode)
+            .then(|| int(&["response", "code"]))
+            .flatten(),
+        size: needs
+            .attr(Attr::ResponseSize)
+            .then(|| int(&["response", "size"]))
+            .flatten(),
+        duration_ms: needs
+            .attr(Attr::ResponseDuration)
+            .then(|| int(&["request", "duration"]))
+            .flatten()
+            .map(|nanos| nanos / 1_000_000),
+    }
+}
+
+/// Envoy serializes integer properties as 8 little-endian bytes.
+fn le_i64(bytes: &[u8]) -> Option<i64> {
+    let array: [u8; 8] = bytes.try_into().ok()?;
+    Some(i64::from_le_bytes(array))
+}
+
+/// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
+fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((ip, _)) if !ip.contains(':') => ip,
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! egress-policy: a proxy-wasm filter for Envoy egress gateways that decides which outbound HTTP
+//! requests may leave a service mesh, answers forbidden ones with a local reply, and writes a
+//! JSON log line per matching rule: Istio Mixer's egress rules, listchecker and VirtualService
+//! URI routes, inside the proxy.
+//!
+//! The crate is a pure policy core (everything but [`filter`]'s wasm glue) that compiles and tests
+//! natively, plus a thin proxy-wasm adapter compiled only for `wasm32`.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod expr;
+pub mod filter;
+pub mod log_entry;
+pub mod policy;
+pub mod request;
+pub mod time;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,104 @@
+//! Renders the JSON log lines of a request: one per fired rule that logs, in rule order, with the
+//! field names of the source documents (`level`, `time`, `instance`, then the configured fields
+//! in name order).
+
+use std::fmt::Write;
+
+use crate::decision::Decision;
+use crate::expr::{Env, Value};
+use crate::policy::Policy;
+use crate::request::{Request, Response};
+use crate::time::rfc3339_micros;
+
+/// Whether any fired rule writes an entry; lets the adapter skip reading the response.
+pub fn has_entries(policy: &Policy, decision: &Decision) -> bool {
+    logging_rules(policy, decision).next().is_some()
+}
+
+fn logging_rules<'p>(
+    policy: &'p Policy,
+    decision: &'p Decision,
+) -> impl Iterator<Item = &'p str> + 'p {
+    decision
+        .fired
+        .iter()
+        .filter_map(|&i| policy.rules.get(usize::try_from(i).ok()?))
+        .filter_map(|rule| rule.log.map(|level| level.as_str()))
+}
+
+/// The entries, each a JSON object, joined by `\n` (no trailing newline); empty when no rule logs.
+pub fn render(
+    policy: &Policy,
+    decision: &Decision,
+    request: &Request,
+    response: &Response,
+) -> String {
+    let env = Env {
+        request,
+        response: Some(response),
+    };
+    let time = request.time_micros.map(rfc3339_micros);
+    let mut out = String::new();
+    for level in logging_rules(policy, decision) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str("{\"level\":");
+        push_json_string(&mut out, level);
+        if let Some(time) = &time {
+            out.push_str(",\"time\":");
+            push_json_string(&mut out, time);
+        }
+        out.push_str(",\"instance\":");
+        push_json_string(&mut out, &policy.instance);
+        for field in &policy.log_fields {
+            out.push(',');
+            push_json_string(&mut out, &field.name);
+            out.push(':');
+            match field.value.eval(&env) {
+                Some(Value::Str(s)) => push_json_string(&mut out, s),
+                Some(Value::Int(i)) => {
+                    let _ = write!(out, "{i}");
+                }
+                Some(Value::Bool(b)) => out.push_str(if b { "true" } else { "false" }),
+                None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+    }
+    out
+}
+
+/// Writes `s` as a JSON string. Control characters, quotes, backslashes and the line separators
+/// that some log shippers split on are escaped, so one entry is always one line.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_cannot_break_the_line_or_the_object() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{0}e\u{2028}");
+        assert_eq!(out, r#""a\"b\\c\nd\u0000e\u2028""#);
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{0}e\u{2028}");
+    }
+}

@@ -1,0 +1,374 @@
+//! List entries indexed so that a lookup costs the same for 10 entries as for 100,000: hash sets,
+//! host-suffix walks for `*.domain` globs, one compiled regex set, and per-prefix-length hash
+//! sets for CIDR ranges.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use regex::RegexSet;
+
+use crate::config::EntryType;
+use crate::expr::one_line;
+
+/// Compiled entries of one list.
+#[derive(Debug)]
+pub enum EntryIndex {
+    Strings(HashSet<Box<str>>),
+    /// Entries stored lower-cased.
+    CaseInsensitive(HashSet<Box<str>>),
+    /// `None` when the list is empty (an empty `RegexSet` would still cost a call).
+    Regex(Option<RegexSet>),
+    Glob(GlobIndex),
+    Ip(IpIndex),
+}
+
+/// A problem with one entry, by its index in `entries`.
+#[derive(Debug)]
+pub struct EntryError {
+    pub index: usize,
+    pub message: String,
+}
+
+impl EntryIndex {
+    pub fn build(entry_type: EntryType, entries: &[String]) -> Result<Self, Vec<EntryError>> {
+        match entry_type {
+            EntryType::Strings => Ok(Self::Strings(
+                entries.iter().map(|e| e.as_str().into()).collect(),
+            )),
+            EntryType::CaseInsensitiveStrings => Ok(Self::CaseInsensitive(
+                entries.iter().map(|e| e.to_lowercase().into()).collect(),
+            )),
+            EntryType::Regex => {
+                let mut errors = Vec::new();
+                for (index, entry) in entries.iter().enumerate() {
+                    if let Err(e) = regex::Regex::new(entry) {
+                        errors.push(EntryError {
+                            index,
+                            message: format!("invalid regex: {}", one_line(&e.to_string())),
+                        });
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                let anchored = entries.iter().map(|e| format!("^(?:{e})$"));
+                regex_set(anchored, entries.len()).map(Self::Regex)
+            }
+            EntryType::Glob => GlobIndex::build(entries).map(Self::Glob),
+            EntryType::IpAddresses => IpIndex::build(entries).map(Self::Ip),
+        }
+    }
+
+    /// Whether `value` is listed.
+    pub fn contains(&self, value: &str) -> bool {
+        match self {
+            Self::Strings(set) => set.contains(value),
+            Self::CaseInsensitive(set) => {
+                if value.chars().any(char::is_uppercase) {
+                    set.contains(value.to_lowercase().as_str())
+                } else {
+                    set.contains(value)
+                }
+            }
+            Self::Regex(set) => set.as_ref().is_some_and(|set| set.is_match(value)),
+            Self::Glob(index) => index.contains(value),
+            Self::Ip(index) => index.contains(value),
+        }
+    }
+
+    /// Number of entries, for diagnostics.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Strings(set) | Self::CaseInsensitive(set) => set.len(),
+            Self::Regex(set) => set.as_ref().map_or(0, RegexSet::len),
+            Self::Glob(index) => index.len,
+            Self::Ip(index) => index.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn regex_set(
+    patterns: impl Iterator<Item = String>,
+    count: usize,
+) -> Result<Option<RegexSet>, Vec<EntryError>> {
+    if count == 0 {
+        return Ok(None);
+    }
+    RegexSet::new(patterns).map(Some).map_err(|e| {
+        vec![EntryError {
+            index: 0,
+            message: format!(
+                "entries cannot be compiled together: {}",
+                one_line(&e.to_string())
+            ),
+        }]
+    })
+}
+
+/// Globs: literal entries in a hash set, `*.suffix` entries as suffixes looked up once per `.`
+/// of the value (a label walk), everything else in one regex set.
+#[derive(Debug)]
+pub struct GlobIndex {
+    exact: HashSet<Box<str>>,
+    /// Suffixes including their leading dot: `*.cnn.com` is stored as `.cnn.com`.
+    dot_suffixes: HashSet<Box<str>>,
+    match_all: bool,
+    patterns: Option<RegexSet>,
+    len: usize,
+}
+
+impl GlobIndex {
+    fn build(entries: &[String]) -> Result<Self, Vec<EntryError>> {
+        let mut index = GlobIndex {
+            exact: HashSet::new(),
+            dot_suffixes: HashSet::new(),
+            match_all: false,
+            patterns: None,
+            len: entries.len(),
+        };
+        let is_meta = |c: char| c == '*' || c == '?';
+        let mut patterns = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.is_empty() {
+                return Err(vec![EntryError {
+                    index: i,
+                    message: "empty glob".into(),
+                }]);
+            }
+            if entry == "*" {
+                index.match_all = true;
+            } else if !entry.contains(is_meta) {
+                index.exact.insert(entry.as_str().into());
+            } else if let Some(suffix) = entry
+                .strip_prefix('*')
+                .filter(|s| s.starts_with('.') && !s.contains(is_meta))
+            {
+                index.dot_suffixes.insert(suffix.into());
+            } else {
+                patterns.push(glob_to_regex(entry));
+            }
+        }
+        let count = patterns.len();
+        index.patterns = regex_set(patterns.into_iter(), count)?;
+        Ok(index)
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        if self.match_all || self.exact.contains(value) {
+            return true;
+        }
+        if !self.dot_suffixes.is_empty() {
+            let walk = value.match_indices('.').filter_map(|(i, _)| value.get(i..));
+            for suffix in walk {
+                // `*.cnn.com` needs at least one character before the suffix.
+                if suffix.len() < value.len() && self.dot_suffixes.contains(suffix) {
+                    return true;
+                }
+            }
+        }
+        self.patterns
+            .as_ref()
+            .is_some_and(|set| set.is_match(value))
+    }
+}
+
+fn glob_to_regex(glob: &str) -> String {
+    let mut out = String::from("^(?s:");
+    for c in glob.chars() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            other => out.push_str(&regex::escape(other.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    out.push_str(")$");
+    out
+}
+
+/// Addresses and CIDR ranges: one hash set of masked networks per prefix length, so a lookup
+/// is at most 33 (IPv4) or 129 (IPv6) hash probes whatever the list size.
+#[derive(Debug, Default)]
+pub struct IpIndex {
+    v4: HashSet<(u8, u32)>,
+    v4_lengths: Vec<u8>,
+    v6: HashSet<(u8, u128)>,
+    v6_lengths: Vec<u8>,
+    len: usize,
+}
+
+fn mask_v4(addr: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(len)))
+    }
+}
+
+fn mask_v6(addr: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    }
+}
+
+impl IpIndex {
+    fn build(entries: &[String]) -> Result<Self, Vec<EntryError>> {
+        let mut index = IpIndex {
+            len: entries.len(),
+            ..IpIndex::default()
+        };
+        let mut errors = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match parse_network(entry) {
+                Ok((IpAddr::V4(addr), len)) => {
+                    index.v4.insert((len, mask_v4(u32::from(addr), len)));
+                    if !index.v4_lengths.contains(&len) {
+                        index.v4_lengths.push(len);
+                    }
+                }
+                Ok((IpAddr::V6(addr), len)) => {
+                    index.v6.insert((len, mask_v6(u128::from(addr), len)));
+                    if !index.v6_lengths.contains(&len) {
+                        index.v6_lengths.push(len);
+                    }
+                }
+                Err(message) => errors.push(EntryError { index: i, message }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(index)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        match value
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(IpAddr::V4(addr)) => {
+                let addr = u32::from(addr);
+                self.v4_lengths
+                    .iter()
+                    .any(|&len| self.v4.contains(&(len, mask_v4(addr, len))))
+            }
+            Ok(IpAddr::V6(addr)) => {
+                if let Some(v4) = addr.to_ipv4_mapped() {
+                    return self.contains(&v4.to_string());
+                }
+                let addr = u128::from(addr);
+                self.v6_lengths
+                    .iter()
+                    .any(|&len| self.v6.contains(&(len, mask_v6(addr, len))))
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn parse_network(entry: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match entry.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (entry, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{entry}' is not an IP address or CIDR range"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(len) => len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("'{entry}' has an invalid prefix length (0..={max})"))?,
+    };
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(entry_type: EntryType, entries: &[&str]) -> EntryIndex {
+        let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
+        EntryIndex::build(entry_type, &entries).unwrap()
+    }
+
+    #[test]
+    fn strings_match_exactly() {
+        let list = index(EntryType::Strings, &["/health", "/sport"]);
+        assert!(list.contains("/sport"));
+        assert!(!list.contains("/sports"));
+        assert!(!list.contains("/Sport"));
+    }
+
+    #[test]
+    fn case_insensitive_strings_ignore_case() {
+        let list = index(EntryType::CaseInsensitiveStrings, &["Edition.CNN.com"]);
+        assert!(list.contains("edition.cnn.com"));
+        assert!(list.contains("EDITION.cnn.COM"));
+        assert!(!list.contains("cnn.com"));
+    }
+
+    #[test]
+    fn regex_entries_must_match_the_whole_value() {
+        let list = index(EntryType::Regex, &["/health|/sport", "/news/[0-9]+"]);
+        assert!(list.contains("/sport"));
+        assert!(list.contains("/news/42"));
+        assert!(!list.contains("/politics/sport"));
+        assert!(!list.contains("/news/42/politics"));
+    }
+
+    #[test]
+    fn wildcard_globs_walk_host_labels() {
+        let list = index(
+            EntryType::Glob,
+            &["*.cnn.com", "ibm.com", "/sport/*", "mongo?.composedb.com"],
+        );
+        assert!(list.contains("edition.cnn.com"));
+        assert!(list.contains("a.b.cnn.com"));
+        assert!(!list.contains("cnn.com"));
+        assert!(!list.contains(".cnn.com"));
+        assert!(!list.contains("evilcnn.com"));
+        assert!(list.contains("ibm.com"));
+        assert!(list.contains("/sport/football"));
+        assert!(list.contains("mongo1.composedb.com"));
+        assert!(!list.contains("mongo12.composedb.com"));
+    }
+
+    #[test]
+    fn ip_entries_match_addresses_and_ranges() {
+        let list = index(
+            EntryType::IpAddresses,
+            &["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"],
+        );
+        assert!(list.contains("10.1.2.3"));
+        assert!(list.contains("192.168.1.7"));
+        assert!(!list.contains("192.168.1.8"));
+        assert!(list.contains("2001:db8::1"));
+        assert!(list.contains("::ffff:10.9.9.9"));
+        assert!(!list.contains("not-an-ip"));
+    }
+
+    #[test]
+    fn bad_entries_are_reported_by_index() {
+        let entries: Vec<String> = vec!["10.0.0.0/8".into(), "10.0.0.0/33".into(), "x".into()];
+        let errors = EntryIndex::build(EntryType::IpAddresses, &entries).unwrap_err();
+        let indices: Vec<usize> = errors.iter().map(|e| e.index).collect();
+        assert_eq!(indices, vec![1, 2]);
+        let errors = EntryIndex::build(EntryType::Regex, &["(".to_string()]).unwrap_err();
+        assert!(
+            errors[0].message.starts_with("invalid regex"),
+            "{}",
+            errors[0].message
+        );
+    }
+}

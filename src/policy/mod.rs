@@ -1,0 +1,368 @@
+//! `compile(config) -> Policy` once, at configure time; `evaluate(&Request) -> Decision` per
+//! request, which cannot fail.
+
+pub mod list;
+pub mod route;
+
+use crate::config::{LogLevel, PluginConfig};
+use crate::decision::{Decision, DenyReason, ListFailure};
+use crate::error::{ConfigError, ConfigErrors};
+use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
+use crate::request::Request;
+use list::EntryIndex;
+use route::{RouteOutcome, RouteTable};
+
+/// A compiled list check.
+#[derive(Debug)]
+pub struct List {
+    pub name: String,
+    value: Expr,
+    pub blacklist: bool,
+    pub entries: EntryIndex,
+}
+
+impl List {
+    fn check(&self, env: &Env<'_>) -> Option<ListFailure> {
+        let Some(Value::Str(value)) = self.value.eval(env) else {
+            return Some(ListFailure::ValueAbsent);
+        };
+        match (self.entries.contains(value), self.blacklist) {
+            (false, false) => Some(ListFailure::NotListed),
+            (true, true) => Some(ListFailure::Listed),
+            _ => None,
+        }
+    }
+
+    /// The looked-up value for this request, for explanations.
+    pub fn value_of<'a>(&'a self, request: &'a Request) -> Option<&'a str> {
+        match self.value.eval(&Env {
+            request,
+            response: None,
+        }) {
+            Some(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    condition: Option<Expr>,
+    pub log: Option<LogLevel>,
+    /// Indices into [`Policy::lists`].
+    pub checks: Vec<usize>,
+}
+
+/// A compiled log field.
+#[derive(Debug)]
+pub struct LogField {
+    pub name: String,
+    pub value: Expr,
+}
+
+/// The compiled plugin configuration.
+#[derive(Debug)]
+pub struct Policy {
+    pub deny_status: u16,
+    pub instance: String,
+    pub log_fields: Vec<LogField>,
+    pub lists: Vec<List>,
+    pub rules: Vec<Rule>,
+    pub routes: RouteTable,
+    /// What decisions read (request phase).
+    pub decision_needs: Needs,
+    /// What log fields read (response phase).
+    pub log_needs: Needs,
+    /// Both together: everything the adapter reads for a request, and nothing more.
+    pub reads: Needs,
+}
+
+/// Names end up in response code details and metric labels, so they stay simple.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "'{name}' may only contain letters, digits, '.', '_' and '-' (at most 128)"
+        ));
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// Parses and compiles plugin configuration JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigErrors> {
+        Self::compile(&PluginConfig::from_json(bytes)?)
+    }
+
+    /// Compiles a parsed configuration, reporting every problem with its field path.
+    pub fn compile(config: &PluginConfig) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut decision_needs = Needs::default();
+        let mut log_needs = Needs::default();
+
+        if !(200..=599).contains(&config.deny_status) {
+            errors.push(ConfigError::new(
+                "denyStatus",
+                format!("{} is not an HTTP status (200..=599)", config.deny_status),
+            ));
+        }
+        if config.log.instance.is_empty() {
+            errors.push(ConfigError::new("log.instance", "must not be empty"));
+        }
+        let mut log_fields = Vec::new();
+        for (name, source) in &config.log.fields {
+            let path = format!("log.fields.{name}");
+            if ["level", "time", "instance"].contains(&name.as_str()) || name.is_empty() {
+                errors.push(ConfigError::new(
+                    &path,
+                    "this field name is reserved (level, time and instance are always written)",
+                ));
+                continue;
+            }
+            match expr::compile_value(source, Phase::Log) {
+                Ok((_, Type::Map, _)) => {
+                    errors.push(ConfigError::new(&path, "a map cannot be logged; index it"))
+                }
+                Ok((value, _, needs)) => {
+                    log_needs.merge(&needs);
+                    log_fields.push(LogField {
+                        name: name.clone(),
+                        value,
+                    });
+                }
+                Err(e) => errors.push(ConfigError::new(&path, e.to_string())),
+            }
+        }
+
+        let mut lists = Vec::new();
+        for (name, list) in &config.lists {
+            let path = format!("lists.{name}");
+            if let Err(message) = check_name(name) {
+                errors.push(ConfigError::new(&path, format!("list name {message}")));
+            }
+            let value = match expr::compile_value(&list.value, Phase::Decision) {
+                Ok((value, Type::String, needs)) => {
+                    decision_needs.merge(&needs);
+                    Some(value)
+                }
+                Ok((_, other, _)) => {
+                    errors.push(ConfigError::new(
+                        format!("{path}.value"),
+                        format!("must yield a string, found {other:?}").to_lowercase(),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(ConfigError::new(format!("{path}.value"), e.to_string()));
+                    None
+                }
+            };
+            let entries = match EntryIndex::build(list.entry_type, &list.entries) {
+                Ok(entries) => Some(entries),
+                Err(entry_errors) => {
+                    for e in entry_errors {
+                        errors.push(ConfigError::new(
+                            format!("{path}.entries[{}]", e.index),
+                            e.message,
+                        ));
+                    }
+                    None
+                }
+            };
+            if let (Some(value), Some(entries)) = (value, entries) {
+                lists.push(List {
+                    name: name.clone(),
+                    value,
+                    blacklist: list.blacklist,
+                    entries,
+                });
+            }
+        }
+
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, rule) in config.rules.iter().enumerate() {
+            let path = format!("rules[{i}]");
+            if let Err(message) = check_name(&rule.name) {
+                errors.push(ConfigError::new(format!("{path}.name"), message));
+            } else if config.rules.iter().take(i).any(|r| r.name == rule.name) {
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("'{}' is already the name of an earlier rule", rule.name),
+                ));
+            }
+            let condition = match &rule.match_ {
+                None => None,
+                Some(source) => match expr::compile_condition(source, Phase::Decision) {
+                    Ok((condition, needs)) => {
+                        decision_needs.merge(&needs);
+                        Some(condition)
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::new(format!("{path}.match"), e.to_string()));
+                        continue;
+                    }
+                },
+            };
+            let mut checks = Vec::new();
+            for (c, list_name) in rule.check.iter().enumerate() {
+                match config.lists.keys().position(|name| name == list_name) {
+                    Some(index) => checks.push(index),
+                    None => errors.push(ConfigError::new(
+                        format!("{path}.check[{c}]"),
+                        format!(
+                            "unknown list '{list_name}'; lists defined: {}",
+                            known(config.lists.keys())
+                        ),
+                    )),
+                }
+            }
+            if rule.log.is_none() && rule.check.is_empty() {
+                errors.push(ConfigError::new(
+                    &path,
+                    "a rule needs 'log', 'check' or both; this one does nothing",
+                ));
+            }
+            rules.push(Rule {
+                name: rule.name.clone(),
+                condition,
+                log: rule.log,
+                checks,
+            });
+        }
+
+        let routes = RouteTable::compile(&config.routes, &mut errors);
+        if !routes.is_empty() {
+            for attr in [Attr::RequestHost, Attr::RequestUrlPath, Attr::RequestMethod] {
+                decision_needs.add(attr);
+            }
+        }
+        for name in routes.header_names() {
+            decision_needs.headers.insert(name.to_owned());
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let mut reads = decision_needs.clone();
+        reads.merge(&log_needs);
+        Ok(Policy {
+            reads,
+            deny_status: config.deny_status,
+            instance: config.log.instance.clone(),
+            log_fields,
+            lists,
+            rules,
+            routes,
+            decision_needs,
+            log_needs,
+        })
+    }
+
+    /// Decides one request: routes first, then every rule in order. Every rule whose match holds
+    /// is recorded (for its log entry) even after a denial; the first denial is the reason.
+    pub fn evaluate(&self, request: &Request) -> Decision {
+        let env = Env {
+            request,
+            response: None,
+        };
+        let mut denied = match self.routes.check(request) {
+            RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
+            RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
+            RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
+        };
+        let mut fired = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.condition.as_ref().is_none_or(|c| c.holds(&env)) {
+                continue;
+            }
+            fired.push(u32::try_from(index).unwrap_or(u32::MAX));
+            if denied.is_some() {
+                continue;
+            }
+            for &list in &rule.checks {
+                if let Some(failure) = self.lists.get(list).and_then(|l| l.check(&env)) {
+                    denied = Some(DenyReason::List {
+                        rule: index,
+                        list,
+                        failure,
+                    });
+                    break;
+                }
+            }
+        }
+        Decision { denied, fired }
+    }
+
+    fn rule_name(&self, index: usize) -> &str {
+        self.rules.get(index).map_or("?", |r| r.name.as_str())
+    }
+
+    fn list_name(&self, index: usize) -> &str {
+        self.lists.get(index).map_or("?", |l| l.name.as_str())
+    }
+
+    fn route_name(&self, index: usize) -> &str {
+        self.routes.route(index).map_or("?", |r| r.name.as_str())
+    }
+
+    /// Envoy response code details for a denial: no spaces, names the deciding rule, list or
+    /// route (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`).
+    pub fn details(&self, reason: &DenyReason) -> String {
+        match reason {
+            DenyReason::HostUnknown => "egress_policy_denied:host_unknown".into(),
+            DenyReason::NoRouteMatch { route } => {
+                format!("egress_policy_denied:route={}", self.route_name(*route))
+            }
+            DenyReason::List { rule, list, .. } => format!(
+                "egress_policy_denied:rule={},list={}",
+                self.rule_name(*rule),
+                self.list_name(*list)
+            ),
+        }
+    }
+
+    /// One sentence saying why a request was denied, for people.
+    pub fn explain(&self, reason: &DenyReason, request: &Request) -> String {
+        match reason {
+            DenyReason::HostUnknown => {
+                "denied: the request has no usable host and routes are configured, so no route can admit it".into()
+            }
+            DenyReason::NoRouteMatch { route } => format!(
+                "denied by route {}: host {} only reaches the URIs its routes allow, and {} {} matches none",
+                self.route_name(*route),
+                request.host.as_deref().unwrap_or("?"),
+                request.method.as_deref().unwrap_or("?"),
+                request.url_path().unwrap_or("?"),
+            ),
+            DenyReason::List { rule, list, failure } => {
+                let value = self.lists.get(*list).and_then(|l| l.value_of(request)).unwrap_or("");
+                let why = match failure {
+                    ListFailure::NotListed => format!("\"{value}\" is not in whitelist"),
+                    ListFailure::Listed => format!("\"{value}\" is in blacklist"),
+                    ListFailure::ValueAbsent => "the looked-up value is absent for list".into(),
+                };
+                format!("denied by rule {}: {why} {}", self.rule_name(*rule), self.list_name(*list))
+            }
+        }
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;
