@@ -1,0 +1,256 @@
+//! The `egress-policy` command line: check and explain, their exit codes and messages.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn cli_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .current_dir(repo())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let mut examples: Vec<String> = std::fs::read_dir(repo().join("envoy/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3);
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(examples.iter().map(String::as_str))
+        .collect();
+    let output = cli(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).lines().count(), examples.len());
+}
+
+#[test]
+fn wasmplugin_manifest_passes_check_and_carries_the_s3_policy() {
+    let output = cli(&["check", "manifests/wasmplugin.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("valid (2 rules, 1 lists, 0 routes)"));
+
+    let manifest: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("manifests/wasmplugin.yaml")).unwrap(),
+    )
+    .unwrap();
+    let s3: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("envoy/examples/s3-listcheck.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["spec"]["pluginConfig"], s3);
+    assert_eq!(
+        manifest["spec"]["selector"]["matchLabels"]["istio"],
+        "egressgateway"
+    );
+    assert_eq!(manifest["spec"]["phase"], "AUTHZ");
+    assert_eq!(manifest["spec"]["failStrategy"], "FAIL_CLOSE");
+}
+
+#[test]
+fn istio_manifests_are_well_formed_yaml_of_known_kinds() {
+    for entry in std::fs::read_dir(repo().join("manifests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+            let kind = value["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no kind", path.display()));
+            assert!(
+                [
+                    "WasmPlugin",
+                    "EnvoyFilter",
+                    "ServiceEntry",
+                    "Gateway",
+                    "VirtualService",
+                    "DestinationRule"
+                ]
+                .contains(&kind),
+                "{}: {kind}",
+                path.display()
+            );
+            assert!(value["metadata"]["name"].is_string(), "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn yaml_plugin_config_is_accepted() {
+    let yaml = "rules:\n- name: all\n  log: info\n";
+    let output = cli_stdin(&["check", "-"], yaml);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn invalid_config_exits_2_with_every_error_and_its_path() {
+    let config = r#"{"rules": [{"name": "a", "log": "info", "match": "request.path.startsWith(\"/x\""},
+                              {"name": "b", "check": ["missing"]}]}"#;
+    let output = cli_stdin(&["check", "-"], config);
+    assert_eq!(output.status.code(), Some(2));
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("-: rules[0].match: expected ')', found end of expression at column 29"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("-: rules[1].check[0]: unknown list 'missing'; lists defined: none"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn malformed_yaml_and_manifests_without_plugin_config_are_refused() {
+    let output = cli_stdin(&["check", "-"], "rules: [\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("invalid YAML"),
+        "{}",
+        stderr(&output)
+    );
+    let manifest = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: x}\nspec: {}\n";
+    let output = cli_stdin(&["check", "-"], manifest);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("spec.pluginConfig: the WasmPlugin has no pluginConfig"));
+    let output = cli(&["check", "no/such/file.json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("no/such/file.json: cannot read"));
+}
+
+#[test]
+fn explain_denies_politics_naming_rule_list_and_entries() {
+    let output = cli(&[
+        "explain",
+        "envoy/examples/s3-listcheck.json",
+        "--host",
+        "edition.cnn.com",
+        "--path",
+        "/politics",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.starts_with("decision: deny (404)\n"), "{text}");
+    assert!(text.contains(
+        "reason: denied by rule handle-cnn-access: \"/politics\" is not in whitelist path-checker"
+    ));
+    assert!(
+        text.contains("details: egress_policy_denied:rule=handle-cnn-access,list=path-checker")
+    );
+    assert!(text.contains(
+        "  handle-politics (log error)\n  handle-cnn-access (log info, check path-checker)"
+    ));
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["level"], "error");
+    assert_eq!(entries[0]["responseCode"], 404);
+}
+
+#[test]
+fn explain_allows_sport_and_logs_the_given_identity() {
+    let output = cli(&[
+        "explain",
+        "envoy/examples/s3-listcheck.json",
+        "--host",
+        "edition.cnn.com",
+        "--path",
+        "/sport",
+        "--namespace",
+        "default",
+        "--service-account",
+        "sleep",
+        "--label",
+        "app=sleep",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("decision: allow\n"));
+    assert!(
+        text.contains(r#""source":"sleep","sourceNamespace":"default""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_usage_errors_exit_2() {
+    for args in [
+        vec![
+            "explain",
+            "envoy/examples/s3-listcheck.json",
+            "--path",
+            "/x",
+        ],
+        vec![
+            "explain",
+            "envoy/examples/s3-listcheck.json",
+            "--host",
+            "a",
+            "--path",
+            "/x",
+            "--label",
+            "novalue",
+        ],
+        vec![
+            "explain",
+            "envoy/examples/s3-listcheck.json",
+            "--host",
+            "a",
+            "--path",
+            "/x",
+            "--bogus",
+            "1",
+        ],
+        vec!["frobnicate"],
+        vec![],
+    ] {
+        let output = cli(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("usage:"), "{args:?}");
+    }
+}
