@@ -261,13 +261,7 @@ pub struct Env<'a> {
 
 /// Compiles an expression that must yield a bool (a rule's `match`).
 pub fn compile_condition(source: &str, phase: Phase) -> Result<(Expr, Needs), SyntaxError> {
-    let ast = parse(source)?;
-    let mut needs = Needs::default();
-    let (expr, ty) = Compiler {
-        phase,
-        needs: &mut needs,
-    }
-    .compile(&ast)?;
+    let (expr, ty, needs) = compile_value(source, phase)?;
     if ty != Type::Bool {
         return Err(SyntaxError::new(
             1,

@@ -459,6 +459,11 @@ impl Gateway {
         read_json_lines(&self.dir.path("egress.log"))
     }
 
+    /// The filter's log entries without `time`, after checking its format.
+    pub fn log_entries_without_time(&self) -> Vec<Value> {
+        self.log_entries().into_iter().map(without_time).collect()
+    }
+
     /// Envoy's access log (every request, with response code details).
     pub fn access_log(&self) -> Vec<Value> {
         read_json_lines(&self.dir.path("access.log"))
