@@ -28,10 +28,10 @@ fn violations(schema: &Value, root: &Value, value: &Value, path: &str, out: &mut
         let name = reference.trim_start_matches("#/$defs/");
         return violations(&root["$defs"][name], root, value, path, out);
     }
-    if let Some(options) = schema["enum"].as_array() {
-        if !options.contains(value) {
-            out.push(format!("{path}: {value} not in enum"));
-        }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(value)
+    {
+        out.push(format!("{path}: {value} not in enum"));
     }
     let type_ok = match schema["type"].as_str() {
         Some("object") => value.is_object(),
@@ -63,12 +63,11 @@ fn violations(schema: &Value, root: &Value, value: &Value, path: &str, out: &mut
             out.push(format!("{path}: name pattern"));
         }
     }
-    if let Some(n) = value.as_i64() {
-        if schema["minimum"].as_i64().is_some_and(|min| n < min)
-            || schema["maximum"].as_i64().is_some_and(|max| n > max)
-        {
-            out.push(format!("{path}: out of range"));
-        }
+    if let Some(n) = value.as_i64()
+        && (schema["minimum"].as_i64().is_some_and(|min| n < min)
+            || schema["maximum"].as_i64().is_some_and(|max| n > max))
+    {
+        out.push(format!("{path}: out of range"));
     }
     if let Some(items) = value.as_array() {
         if schema["minItems"]
