@@ -36,6 +36,39 @@ pub struct PluginConfig {
     /// Default: none.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where the caller's identity comes from. Default: the mTLS peer certificate only, trust
+    /// domain `cluster.local`.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Sources of `source.namespace`, `source.serviceAccount`, `source.principal`, `source.user`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentityConfig {
+    /// Trust domain of the mesh: a peer certificate's SPIFFE ID from any other trust domain gives
+    /// no identity. Default `cluster.local` (Istio's default).
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Name of a request header whose value is trusted as the caller's SPIFFE ID when the
+    /// connection has no client certificate: only for setups without a mesh, where something
+    /// in front of the gateway sets the header and strips it from clients. Default: none (no
+    /// header is ever identity); `egress-policy check` warns when it is set.
+    #[serde(default)]
+    pub trusted_header: Option<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            trust_domain: default_trust_domain(),
+            trusted_header: None,
+        }
+    }
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_owned()
 }
 
 fn default_deny_status() -> u16 {

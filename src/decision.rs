@@ -40,6 +40,8 @@ pub enum ListFailure {
 /// The full outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
+    /// Set when the request was refused before any policy ran, because its path is ambiguous.
+    pub rejected: Option<crate::request::AmbiguousPath>,
     /// The first denial (routes first, then rules in order); `None` means allowed.
     pub denied: Option<DenyReason>,
     /// Indices of the rules whose `match` held, in order.
@@ -48,7 +50,7 @@ pub struct Decision {
 
 impl Decision {
     pub fn verdict(&self) -> Verdict {
-        if self.denied.is_some() {
+        if self.denied.is_some() || self.rejected.is_some() {
             Verdict::Deny
         } else {
             Verdict::Allow

@@ -20,6 +20,7 @@ pub mod decision;
 pub mod error;
 pub mod expr;
 pub mod filter;
+pub mod identity;
 pub mod log_entry;
 pub mod policy;
 pub mod request;

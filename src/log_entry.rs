@@ -1,6 +1,7 @@
 //! Renders the JSON log lines of a request: one per fired rule that logs, in rule order, with the
 //! field names of the source documents (`level`, `time`, `instance`, then the configured fields
-//! in name order).
+//! in name order), preceded by the filter's own findings: an `error` entry with `rejected` for a
+//! refused path, a `warning` entry with `identityError` for a certificate that gave no identity.
 
 use std::fmt::Write;
 
@@ -10,23 +11,35 @@ use crate::policy::Policy;
 use crate::request::{Request, Response};
 use crate::time::rfc3339_micros;
 
-/// Whether any fired rule writes an entry; lets the adapter skip reading the response.
-pub fn has_entries(policy: &Policy, decision: &Decision) -> bool {
-    logging_rules(policy, decision).next().is_some()
+/// Whether the request has any entry to write; lets the adapter skip reading the response.
+pub fn has_entries(policy: &Policy, decision: &Decision, request: &Request) -> bool {
+    entries(policy, decision, request).next().is_some()
 }
 
-fn logging_rules<'p>(
+/// The entries of a request, in order: the filter's own findings (a refused path, a rejected
+/// identity), then one per fired rule that logs. Each is a level and an optional extra field.
+fn entries<'p>(
     policy: &'p Policy,
     decision: &'p Decision,
-) -> impl Iterator<Item = &'p str> + 'p {
-    decision
+    request: &'p Request,
+) -> impl Iterator<Item = (&'static str, Option<(&'static str, String)>)> + 'p {
+    let rejected = decision
+        .rejected
+        .map(|problem| ("error", Some(("rejected", problem.describe().to_owned()))));
+    let identity = request
+        .identity_error
+        .as_ref()
+        .map(|error| ("warning", Some(("identityError", error.to_string()))));
+    let rules = decision
         .fired
         .iter()
         .filter_map(|&i| policy.rules.get(usize::try_from(i).ok()?))
-        .filter_map(|rule| rule.log.map(|level| level.as_str()))
+        .filter_map(|rule| rule.log.map(|level| (level.as_str(), None)));
+    rejected.into_iter().chain(identity).chain(rules)
 }
 
-/// The entries, each a JSON object, joined by `\n` (no trailing newline); empty when no rule logs.
+/// The entries, each a JSON object, joined by `\n` (no trailing newline); empty when there are
+/// none.
 pub fn render(
     policy: &Policy,
     decision: &Decision,
@@ -39,7 +52,7 @@ pub fn render(
     };
     let time = request.time_micros.map(rfc3339_micros);
     let mut out = String::new();
-    for level in logging_rules(policy, decision) {
+    for (level, extra) in entries(policy, decision, request) {
         if !out.is_empty() {
             out.push('\n');
         }
@@ -63,6 +76,12 @@ pub fn render(
                 Some(Value::Bool(b)) => out.push_str(if b { "true" } else { "false" }),
                 None => out.push_str("null"),
             }
+        }
+        if let Some((key, value)) = extra {
+            out.push(',');
+            push_json_string(&mut out, key);
+            out.push(':');
+            push_json_string(&mut out, &value);
         }
         out.push('}');
     }

@@ -28,6 +28,8 @@ pub struct Request {
     pub requested_server_name: Option<String>,
     /// When the request arrived, in microseconds since the Unix epoch (the log entry's `time`).
     pub time_micros: Option<i64>,
+    /// Why a presented identity was not accepted (logged), if it was not.
+    pub identity_error: Option<crate::identity::IdentityError>,
 }
 
 /// Identity of the caller. Filled only from trusted sources (DESIGN §4).
@@ -81,6 +83,14 @@ impl Request {
 }
 
 impl Source {
+    /// Fills the identity attributes from a verified identity.
+    pub fn set_identity(&mut self, identity: &crate::identity::Identity) {
+        self.namespace = Some(identity.namespace.clone());
+        self.service_account = Some(identity.service_account.clone());
+        self.principal = Some(identity.principal());
+        self.user = Some(identity.user());
+    }
+
     /// Value of a workload label.
     pub fn label(&self, key: &str) -> Option<&str> {
         lookup(&self.labels, key)
@@ -180,5 +190,149 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(request.url_path(), Some("/sport"));
+    }
+}
+
+/// Why a path is refused before any policy sees it: it could mean different things to the
+/// filter and to the server behind the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmbiguousPath {
+    NotOriginForm,
+    ControlOrNonAscii,
+    EncodedSlash,
+    EncodedBackslash,
+    EncodedDot,
+    EncodedPercent,
+    Backslash,
+    Semicolon,
+    Fragment,
+    DotSegment,
+}
+
+impl AmbiguousPath {
+    /// For response code details and metrics: no spaces.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotOriginForm => "not_origin_form",
+            Self::ControlOrNonAscii => "control_or_non_ascii",
+            Self::EncodedSlash => "encoded_slash",
+            Self::EncodedBackslash => "encoded_backslash",
+            Self::EncodedDot => "encoded_dot",
+            Self::EncodedPercent => "encoded_percent",
+            Self::Backslash => "backslash",
+            Self::Semicolon => "semicolon",
+            Self::Fragment => "fragment",
+            Self::DotSegment => "dot_segment",
+        }
+    }
+
+    /// For people: what is wrong with the path.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NotOriginForm => "path does not start with '/'",
+            Self::ControlOrNonAscii => "path has control or non-ASCII bytes",
+            Self::EncodedSlash => "path has an encoded slash (%2F)",
+            Self::EncodedBackslash => "path has an encoded backslash (%5C)",
+            Self::EncodedDot => "path has an encoded dot (%2E)",
+            Self::EncodedPercent => "path has an encoded percent (%25)",
+            Self::Backslash => "path has a backslash",
+            Self::Semicolon => "path has a ';' (path parameters)",
+            Self::Fragment => "path has a '#' (fragment)",
+            Self::DotSegment => "path has a '.' or '..' segment",
+        }
+    }
+}
+
+/// Checks the raw `:path` bytes. The query string is exempt from everything but control and
+/// non-ASCII bytes and `#`: encoded slashes there are ordinary data.
+pub fn ambiguous_path(raw: &[u8]) -> Option<AmbiguousPath> {
+    if raw.first() != Some(&b'/') {
+        return Some(AmbiguousPath::NotOriginForm);
+    }
+    if raw.iter().any(|&b| b < 0x21 || b >= 0x7f) {
+        return Some(AmbiguousPath::ControlOrNonAscii);
+    }
+    if raw.contains(&b'#') {
+        return Some(AmbiguousPath::Fragment);
+    }
+    let path = match raw.iter().position(|&b| b == b'?') {
+        Some(end) => raw.get(..end).unwrap_or(raw),
+        None => raw,
+    };
+    for window in path.windows(3) {
+        if let [b'%', high, low] = window {
+            let problem = match (high, low.to_ascii_uppercase()) {
+                (b'2', b'F') => Some(AmbiguousPath::EncodedSlash),
+                (b'5', b'C') => Some(AmbiguousPath::EncodedBackslash),
+                (b'2', b'E') => Some(AmbiguousPath::EncodedDot),
+                (b'2', b'5') => Some(AmbiguousPath::EncodedPercent),
+                _ => None,
+            };
+            if problem.is_some() {
+                return problem;
+            }
+        }
+    }
+    if path.contains(&b'\\') {
+        return Some(AmbiguousPath::Backslash);
+    }
+    if path.contains(&b';') {
+        return Some(AmbiguousPath::Semicolon);
+    }
+    if path
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
+    {
+        return Some(AmbiguousPath::DotSegment);
+    }
+    None
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass() {
+        for ok in [
+            "/",
+            "/sport",
+            "/sport/football?x=%2Fpolitics;a=b",
+            "/a.b/c..d/.e",
+            "/%41",
+        ] {
+            assert_eq!(ambiguous_path(ok.as_bytes()), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_named() {
+        use AmbiguousPath::*;
+        for (path, problem) in [
+            (&b"sport"[..], NotOriginForm),
+            (b"", NotOriginForm),
+            (b"/sport%2Fpolitics", EncodedSlash),
+            (b"/sport%2fpolitics", EncodedSlash),
+            (b"/sport%5c..%5cpolitics", EncodedBackslash),
+            (b"/%2e%2e/politics", EncodedDot),
+            (b"/%252e/politics", EncodedPercent),
+            (b"/sport\\..\\politics", Backslash),
+            (b"/sport;/../politics", Semicolon),
+            (b"/politics#/sport", Fragment),
+            (b"/sport/../politics", DotSegment),
+            (b"/./politics", DotSegment),
+            (b"/sport/..", DotSegment),
+            (b"/sport\x00", ControlOrNonAscii),
+            (b"/sport politics", ControlOrNonAscii),
+            (b"/sp\xc3\xb6rt", ControlOrNonAscii),
+            (b"/sport\x7f", ControlOrNonAscii),
+        ] {
+            assert_eq!(
+                ambiguous_path(path),
+                Some(problem),
+                "{:?}",
+                String::from_utf8_lossy(path)
+            );
+        }
     }
 }

@@ -12,9 +12,10 @@ use std::rc::Rc;
 
 use crate::decision::Decision;
 use crate::expr::Attr;
+use crate::identity::{self, IdentityError};
 use crate::log_entry;
 use crate::policy::Policy;
-use crate::request::{Request, Response, lossy};
+use crate::request::{Request, Response, ambiguous_path, lossy};
 
 /// What the filter needs from the proxy. Every method returns an absent value or `false` on
 /// failure instead of panicking: a host error must never take the VM down.
@@ -44,6 +45,16 @@ pub enum Flow {
 /// Response code details of requests refused because no valid configuration is loaded.
 pub const UNCONFIGURED_DETAILS: &str = "egress_policy_unconfigured";
 
+/// Status of the reply to a request whose path is ambiguous: the request is malformed, so it
+/// is a client error whatever `denyStatus` says about forbidden ones.
+pub const REJECT_STATUS: u16 = 400;
+
+/// Filter state, set by Envoy's set_filter_state filter from `%DOWNSTREAM_PEER_URI_SAN%`: every
+/// URI SAN of the verified peer certificate, comma-joined. Clients cannot set filter state.
+/// Without it the filter falls back to `connection.uri_san_peer_certificate`, which is only the
+/// first SAN.
+pub const PEER_URI_SANS: &str = "egress_policy.peer_uri_sans";
+
 /// One request's state between its headers and its access-log phase.
 pub struct RequestFilter {
     policy: Option<Rc<Policy>>,
@@ -67,7 +78,18 @@ impl RequestFilter {
             host.send_local_reply(503, UNCONFIGURED_DETAILS);
             return Flow::Stop;
         };
-        self.request = read_request(&policy, host);
+        // The path is always read: an ambiguous one is refused whatever the policy reads.
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        if let Some(problem) = ambiguous_path(&raw_path) {
+            self.request = read_request(&policy, host, &raw_path);
+            host.send_local_reply(REJECT_STATUS, &Policy::rejection_details(problem));
+            self.decision = Some(Decision {
+                rejected: Some(problem),
+                ..Decision::default()
+            });
+            return Flow::Stop;
+        }
+        self.request = read_request(&policy, host, &raw_path);
         let decision = policy.evaluate(&self.request);
         let flow = match &decision.denied {
             Some(reason) => {
@@ -86,7 +108,7 @@ impl RequestFilter {
         let (Some(policy), Some(decision)) = (&self.policy, &self.decision) else {
             return;
         };
-        if !log_entry::has_entries(policy, decision) {
+        if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }
         let response = read_response(policy, host);
@@ -101,10 +123,11 @@ fn text(host: &impl Host, header: &str) -> Option<String> {
     host.request_header(header).map(|bytes| lossy(&bytes))
 }
 
-fn read_request(policy: &Policy, host: &impl Host) -> Request {
+fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
     let needs = &policy.reads;
     let mut request = Request {
         time_micros: host.now_micros(),
+        path: Some(lossy(raw_path)).filter(|p| !p.is_empty()),
         ..Request::default()
     };
     if needs.attr(Attr::RequestHost) {
@@ -113,9 +136,6 @@ fn read_request(policy: &Policy, host: &impl Host) -> Request {
         if let Some(authority) = text(host, ":authority") {
             request.set_host(&authority);
         }
-    }
-    if needs.attr(Attr::RequestPath) || needs.attr(Attr::RequestUrlPath) {
-        request.path = text(host, ":path");
     }
     if needs.attr(Attr::RequestMethod) {
         request.method = text(host, ":method");
@@ -136,10 +156,13 @@ fn read_request(policy: &Policy, host: &impl Host) -> Request {
             .property(&["source", "address"])
             .map(|bytes| strip_port(&lossy(&bytes)).to_owned());
     }
-    if needs.attr(Attr::ConnectionMtls) {
+    if needs.attr(Attr::ConnectionMtls) || policy.reads_identity() {
         request.mtls = host
             .property(&["connection", "mtls"])
             .map(|b| b.first() == Some(&1));
+    }
+    if policy.reads_identity() {
+        read_identity(policy, host, &mut request);
     }
     if needs.attr(Attr::ConnectionRequestedServerName) {
         request.requested_server_name = host
@@ -148,6 +171,33 @@ fn read_request(policy: &Policy, host: &impl Host) -> Request {
             .filter(|sni| !sni.is_empty());
     }
     request
+}
+
+/// Identity from the verified peer certificate; without one, from the trusted header if the
+/// configuration names one. Never from any other header.
+fn read_identity(policy: &Policy, host: &impl Host, request: &mut Request) {
+    let parsed = if request.mtls == Some(true) {
+        let sans = host
+            .property(&["filter_state", PEER_URI_SANS])
+            .or_else(|| host.property(&["connection", "uri_san_peer_certificate"]))
+            .map(|bytes| lossy(&bytes))
+            .filter(|sans| !sans.is_empty() && sans != "-");
+        match sans {
+            Some(sans) => identity::from_uri_sans(&sans, &policy.trust_domain),
+            None => Err(IdentityError::Malformed("the certificate has no URI SAN")),
+        }
+    } else if let Some(header) = &policy.trusted_header {
+        match text(host, header) {
+            Some(id) => identity::parse_spiffe_id(&id, &policy.trust_domain),
+            None => return,
+        }
+    } else {
+        return;
+    };
+    match parsed {
+        Ok(identity) => request.source.set_identity(&identity),
+        Err(error) => request.identity_error = Some(error),
+    }
 }
 
 fn read_response(policy: &Policy, host: &impl Host) -> Response {

@@ -146,7 +146,7 @@ fn only_the_headers_the_policy_uses_are_read() {
     let mut filter = RequestFilter::new(Some(s3()));
     filter.on_request_headers(&host);
     let reads = host.header_reads.borrow();
-    assert_eq!(*reads, vec![":authority".to_owned(), ":path".to_owned()]);
+    assert_eq!(*reads, vec![":path".to_owned(), ":authority".to_owned()]);
 }
 
 #[test]
@@ -164,4 +164,169 @@ fn source_ip_loses_its_port() {
     assert_eq!(strip_port("10.1.2.3:5555"), "10.1.2.3");
     assert_eq!(strip_port("[::1]:5555"), "::1");
     assert_eq!(strip_port("10.1.2.3"), "10.1.2.3");
+}
+
+fn s4() -> Rc<Policy> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/envoy/examples/s4-exemption.json"
+    );
+    Rc::new(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
+}
+
+fn with_peer(mut host: FakeHost, uri_sans: &str) -> FakeHost {
+    host.properties.insert("connection.mtls".into(), vec![1]);
+    host.properties.insert(
+        format!("filter_state.{PEER_URI_SANS}"),
+        uri_sans.as_bytes().to_vec(),
+    );
+    host
+}
+
+#[test]
+fn politics_namespace_certificate_earns_the_exemption() {
+    let host = with_peer(
+        FakeHost::request(b"edition.cnn.com", b"/politics"),
+        "spiffe://cluster.local/ns/politics/sa/sleep",
+    );
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Continue);
+    filter.on_log(&host);
+    assert!(
+        host.entries.borrow().is_empty(),
+        "the exempt namespace is not logged"
+    );
+}
+
+#[test]
+fn default_namespace_certificate_is_checked_and_logged_with_its_identity() {
+    let mut host = with_peer(
+        FakeHost::request(b"edition.cnn.com", b"/politics"),
+        "spiffe://cluster.local/ns/default/sa/sleep",
+    );
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+    host.respond(404, 0);
+    filter.on_log(&host);
+    let entries = host.entries.borrow();
+    assert!(entries[0].contains(r#""source":"sleep","sourceNamespace":"default","user":"cluster.local/ns/default/sa/sleep""#), "{}", entries[0]);
+}
+
+#[test]
+fn identity_headers_without_a_certificate_gain_nothing() {
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
+    for (name, value) in [
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://cluster.local/ns/istio-system/sa/gw;URI=spiffe://cluster.local/ns/politics/sa/sleep",
+        ),
+        ("x-envoy-peer-metadata", "namespace=politics"),
+        ("baggage", "k8s.namespace.name=politics"),
+        ("x-source-namespace", "politics"),
+    ] {
+        host.headers.insert(name.into(), value.as_bytes().to_vec());
+    }
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+    host.respond(404, 0);
+    filter.on_log(&host);
+    assert!(host.entries.borrow()[0].contains(r#""sourceNamespace":"unknown""#));
+    assert!(
+        !host
+            .header_reads
+            .borrow()
+            .iter()
+            .any(|h| h.contains("forwarded") || h.contains("peer") || h == "baggage")
+    );
+}
+
+#[test]
+fn several_uri_sans_give_no_identity_and_a_warning_entry() {
+    let mut host = with_peer(
+        FakeHost::request(b"edition.cnn.com", b"/politics"),
+        "spiffe://cluster.local/ns/default/sa/sleep,spiffe://cluster.local/ns/politics/sa/sleep",
+    );
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+    host.respond(404, 0);
+    filter.on_log(&host);
+    let entries = host.entries.borrow();
+    let first = entries[0].lines().next().unwrap();
+    assert!(first.starts_with(r#"{"level":"warning""#), "{first}");
+    assert!(first.contains(r#""sourceNamespace":"unknown""#));
+    assert!(first.contains(r#""identityError":"peer certificate has 2 URI SANs; exactly one SPIFFE ID is required""#), "{first}");
+}
+
+#[test]
+fn certificate_from_another_trust_domain_gives_no_identity() {
+    let host = with_peer(
+        FakeHost::request(b"edition.cnn.com", b"/politics"),
+        "spiffe://evil.local/ns/politics/sa/sleep",
+    );
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+}
+
+#[test]
+fn trusted_header_is_identity_only_when_configured_and_without_a_certificate() {
+    let config = br#"{"identity": {"trustedHeader": "X-Spiffe-Id"},
+        "rules": [{"name": "deny-default", "match": "source.namespace == \"politics\"", "log": "info"}]}"#;
+    let policy = Rc::new(Policy::from_json(config).unwrap());
+    assert_eq!(policy.warnings().len(), 1);
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
+    host.headers.insert(
+        "x-spiffe-id".into(),
+        b"spiffe://cluster.local/ns/politics/sa/sleep".to_vec(),
+    );
+    let mut filter = RequestFilter::new(Some(policy.clone()));
+    filter.on_request_headers(&host);
+    filter.on_log(&host);
+    assert_eq!(
+        host.entries.borrow().len(),
+        1,
+        "the header's namespace was used"
+    );
+
+    let host = with_peer(
+        host_with_header(),
+        "spiffe://cluster.local/ns/default/sa/sleep",
+    );
+    let mut filter = RequestFilter::new(Some(policy));
+    filter.on_request_headers(&host);
+    filter.on_log(&host);
+    assert!(
+        host.entries.borrow().is_empty(),
+        "a certificate outranks the header"
+    );
+}
+
+fn host_with_header() -> FakeHost {
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
+    host.headers.insert(
+        "x-spiffe-id".into(),
+        b"spiffe://cluster.local/ns/politics/sa/sleep".to_vec(),
+    );
+    host
+}
+
+#[test]
+fn ambiguous_path_is_refused_with_400_and_an_error_entry() {
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/sport;/../politics");
+    let mut filter = RequestFilter::new(Some(s3()));
+    assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+    assert_eq!(
+        host.replies.borrow()[0],
+        (400, "egress_policy_rejected:semicolon".to_owned())
+    );
+    host.respond(400, 0);
+    filter.on_log(&host);
+    let entries = host.entries.borrow();
+    assert_eq!(entries[0].lines().count(), 1);
+    assert!(entries[0].starts_with(r#"{"level":"error""#));
+    assert!(entries[0].contains(r#""path":"/sport;/../politics""#));
+    assert!(
+        entries[0].ends_with(r#""rejected":"path has a ';' (path parameters)"}"#),
+        "{}",
+        entries[0]
+    );
 }

@@ -8,7 +8,7 @@ use crate::config::{LogLevel, PluginConfig};
 use crate::decision::{Decision, DenyReason, ListFailure};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
-use crate::request::Request;
+use crate::request::{AmbiguousPath, Request};
 use list::EntryIndex;
 use route::{RouteOutcome, RouteTable};
 
@@ -77,6 +77,10 @@ pub struct Policy {
     pub log_needs: Needs,
     /// Both together: everything the adapter reads for a request, and nothing more.
     pub reads: Needs,
+    /// Trust domain whose SPIFFE IDs give an identity.
+    pub trust_domain: String,
+    /// Lower-case name of the header trusted as identity without a client certificate.
+    pub trusted_header: Option<String>,
 }
 
 /// Names end up in response code details and metric labels, so they stay simple.
@@ -238,6 +242,31 @@ impl Policy {
             });
         }
 
+        let identity = &config.identity;
+        if !identity
+            .trust_domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            || identity.trust_domain.is_empty()
+        {
+            errors.push(ConfigError::new(
+                "identity.trustDomain",
+                format!(
+                    "'{}' is not a trust domain (lower-case letters, digits, '.', '-', '_')",
+                    identity.trust_domain
+                ),
+            ));
+        }
+        if let Some(header) = &identity.trusted_header {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if header.is_empty() || !header.bytes().all(token) {
+                errors.push(ConfigError::new(
+                    "identity.trustedHeader",
+                    format!("'{header}' is not a header name"),
+                ));
+            }
+        }
+
         let routes = RouteTable::compile(&config.routes, &mut errors);
         if !routes.is_empty() {
             for attr in [Attr::RequestHost, Attr::RequestUrlPath, Attr::RequestMethod] {
@@ -255,6 +284,11 @@ impl Policy {
         reads.merge(&log_needs);
         Ok(Policy {
             reads,
+            trust_domain: identity.trust_domain.clone(),
+            trusted_header: identity
+                .trusted_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
             deny_status: config.deny_status,
             instance: config.log.instance.clone(),
             log_fields,
@@ -298,7 +332,35 @@ impl Policy {
                 }
             }
         }
-        Decision { denied, fired }
+        Decision {
+            rejected: None,
+            denied,
+            fired,
+        }
+    }
+
+    /// Settings that are valid but weaken a guarantee; `egress-policy check` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(header) = &self.trusted_header {
+            warnings.push(format!(
+                "identity.trustedHeader: requests without a client certificate may claim any identity in header '{header}'; \
+                 use this only when something in front of the gateway sets it and strips it from clients"
+            ));
+        }
+        warnings
+    }
+
+    /// Whether decisions or log fields read the caller's identity.
+    pub fn reads_identity(&self) -> bool {
+        [
+            Attr::SourceNamespace,
+            Attr::SourceServiceAccount,
+            Attr::SourcePrincipal,
+            Attr::SourceUser,
+        ]
+        .iter()
+        .any(|a| self.reads.attr(*a))
     }
 
     fn rule_name(&self, index: usize) -> &str {
@@ -327,6 +389,11 @@ impl Policy {
                 self.list_name(*list)
             ),
         }
+    }
+
+    /// Response code details for a request refused for its path.
+    pub fn rejection_details(problem: AmbiguousPath) -> String {
+        format!("egress_policy_rejected:{}", problem.code())
     }
 
     /// One sentence saying why a request was denied, for people.

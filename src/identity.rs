@@ -1,0 +1,195 @@
+//! Source identity from the mTLS peer certificate (DESIGN §4).
+//!
+//! The only input is what Envoy verified: the URI SANs of a client certificate that chained to
+//! the mesh CA. A SPIFFE ID is parsed exactly (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`, nothing
+//! more, nothing less) and its trust domain must be the configured one. Anything else yields no
+//! identity and a reason, which the filter logs; it never yields a partial identity.
+
+use std::fmt;
+
+/// Who the caller is, from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl Identity {
+    /// `spiffe://cluster.local/ns/default/sa/sleep`.
+    pub fn principal(&self) -> String {
+        format!("spiffe://{}", self.user())
+    }
+
+    /// Istio's principal form, without the scheme: `cluster.local/ns/default/sa/sleep`.
+    pub fn user(&self) -> String {
+        format!(
+            "{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+/// Why a certificate gave no identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The certificate has more than one URI SAN: which one speaks for the caller is ambiguous.
+    SeveralUriSans(usize),
+    /// The URI SAN is not a SPIFFE ID of the form `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    Malformed(&'static str),
+    /// The SPIFFE ID belongs to another trust domain.
+    ForeignTrustDomain(String),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::SeveralUriSans(n) => {
+                write!(
+                    f,
+                    "peer certificate has {n} URI SANs; exactly one SPIFFE ID is required"
+                )
+            }
+            IdentityError::Malformed(why) => {
+                write!(f, "peer certificate URI SAN is not a SPIFFE ID: {why}")
+            }
+            IdentityError::ForeignTrustDomain(td) => {
+                write!(
+                    f,
+                    "peer certificate SPIFFE ID is from trust domain {td:?}, not the configured one"
+                )
+            }
+        }
+    }
+}
+
+/// Parses the comma-joined URI SANs of a verified peer certificate (as Envoy's
+/// `%DOWNSTREAM_PEER_URI_SAN%` renders them) into an identity in `trust_domain`.
+pub fn from_uri_sans(uri_sans: &str, trust_domain: &str) -> Result<Identity, IdentityError> {
+    // SPIFFE IDs cannot contain a comma, so a comma always separates two SANs.
+    let count = uri_sans.split(',').count();
+    if count > 1 {
+        return Err(IdentityError::SeveralUriSans(count));
+    }
+    parse_spiffe_id(uri_sans, trust_domain)
+}
+
+/// Parses exactly `spiffe://<td>/ns/<ns>/sa/<sa>`.
+pub fn parse_spiffe_id(id: &str, trust_domain: &str) -> Result<Identity, IdentityError> {
+    use IdentityError::{ForeignTrustDomain, Malformed};
+    let rest = id
+        .strip_prefix("spiffe://")
+        .ok_or(Malformed("scheme is not spiffe://"))?;
+    let mut parts = rest.split('/');
+    let td = parts.next().unwrap_or_default();
+    let (ns_key, namespace, sa_key, service_account) =
+        (parts.next(), parts.next(), parts.next(), parts.next());
+    if parts.next().is_some() {
+        return Err(Malformed("extra path segments after /sa/<service-account>"));
+    }
+    if ns_key != Some("ns") || sa_key != Some("sa") {
+        return Err(Malformed(
+            "path is not /ns/<namespace>/sa/<service-account>",
+        ));
+    }
+    let (Some(namespace), Some(service_account)) = (namespace, service_account) else {
+        return Err(Malformed(
+            "path is not /ns/<namespace>/sa/<service-account>",
+        ));
+    };
+    if !valid_trust_domain(td) {
+        return Err(Malformed(
+            "trust domain is empty or has characters a trust domain cannot have",
+        ));
+    }
+    if !valid_segment(namespace) || !valid_segment(service_account) {
+        return Err(Malformed(
+            "namespace or service account is empty or has characters SPIFFE forbids",
+        ));
+    }
+    if td != trust_domain {
+        return Err(ForeignTrustDomain(td.to_owned()));
+    }
+    Ok(Identity {
+        trust_domain: td.to_owned(),
+        namespace: namespace.to_owned(),
+        service_account: service_account.to_owned(),
+    })
+}
+
+/// SPIFFE: trust domains are lower-case letters, digits, `.`, `-`, `_`.
+fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// SPIFFE: path segments are letters, digits, `.`, `-`, `_`, and never `.` or `..` alone. This
+/// also rules out NUL, `%`, `@`, `?`, `#` and every other byte a confused parser could split on.
+fn valid_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TD: &str = "cluster.local";
+
+    #[test]
+    fn istio_spiffe_id_gives_namespace_and_service_account() {
+        let id = parse_spiffe_id("spiffe://cluster.local/ns/default/sa/sleep", TD).unwrap();
+        assert_eq!(id.namespace, "default");
+        assert_eq!(id.service_account, "sleep");
+        assert_eq!(id.principal(), "spiffe://cluster.local/ns/default/sa/sleep");
+        assert_eq!(id.user(), "cluster.local/ns/default/sa/sleep");
+    }
+
+    #[test]
+    fn anything_but_the_exact_form_gives_no_identity() {
+        for bad in [
+            "spiffe://cluster.local/ns/politics/sa/sleep/extra",
+            "spiffe://cluster.local/ns/politics/sa/",
+            "spiffe://cluster.local/ns/politics",
+            "spiffe://cluster.local/sa/sleep/ns/politics",
+            "spiffe://cluster.local//ns/politics/sa/sleep",
+            "spiffe://cluster.local/ns/politics\0/sa/sleep",
+            "spiffe://cluster.local/ns/politics%2f/sa/sleep",
+            "spiffe://cluster.local/ns/../sa/sleep",
+            "spiffe://cluster.local/ns/politics/sa/sleep?x",
+            "spiffe://Cluster.Local/ns/politics/sa/sleep",
+            "spiffe:///ns/politics/sa/sleep",
+            "https://cluster.local/ns/politics/sa/sleep",
+            "SPIFFE://cluster.local/ns/politics/sa/sleep",
+            "",
+        ] {
+            assert!(
+                matches!(parse_spiffe_id(bad, TD), Err(IdentityError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_trust_domain_gives_no_identity() {
+        assert_eq!(
+            parse_spiffe_id("spiffe://evil.local/ns/politics/sa/sleep", TD),
+            Err(IdentityError::ForeignTrustDomain("evil.local".into()))
+        );
+    }
+
+    #[test]
+    fn several_uri_sans_give_no_identity() {
+        let sans = "spiffe://cluster.local/ns/default/sa/sleep,spiffe://cluster.local/ns/politics/sa/sleep";
+        assert_eq!(
+            from_uri_sans(sans, TD),
+            Err(IdentityError::SeveralUriSans(2))
+        );
+    }
+}
