@@ -249,7 +249,7 @@ pub fn ambiguous_path(raw: &[u8]) -> Option<AmbiguousPath> {
     if raw.first() != Some(&b'/') {
         return Some(AmbiguousPath::NotOriginForm);
     }
-    if raw.iter().any(|&b| b < 0x21 || b >= 0x7f) {
+    if raw.iter().any(|b| !(0x21..0x7f).contains(b)) {
         return Some(AmbiguousPath::ControlOrNonAscii);
     }
     if raw.contains(&b'#') {
