@@ -156,6 +156,10 @@ pub enum EntryType {
     Glob,
     /// IP addresses and CIDR ranges, IPv4 or IPv6.
     IpAddresses,
+    /// Path prefixes that match whole segments: `/sport` matches `/sport` and `/sport/x`, not
+    /// `/sports`; a trailing `/` is ignored and `/` matches every path. For a raw string prefix
+    /// use a `GLOB` like `/sport*`.
+    PathPrefixes,
 }
 
 /// Log level of a rule's entries (Mixer `stdio` `severity_levels`).
@@ -230,16 +234,20 @@ pub struct HttpMatchConfig {
     pub headers: BTreeMap<String, StringMatchConfig>,
 }
 
-/// Exactly one of `exact`, `prefix`, `regex` (VirtualService `StringMatch`).
+/// Exactly one of `exact`, `prefix`, `rawPrefix`, `regex` (VirtualService `StringMatch`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StringMatchConfig {
     /// The value must equal this string.
     #[serde(default)]
     pub exact: Option<String>,
-    /// The value must start with this string.
+    /// The value must start with this string. On `uri` the prefix matches whole path segments:
+    /// `/sport` admits `/sport` and `/sport/football`, not `/sports` or `/sportpolitics`.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// The value must start with this string, segments or not (`/sport` admits `/sports`).
+    #[serde(default)]
+    pub raw_prefix: Option<String>,
     /// The value must match this regular expression in full (RE2 syntax, as Envoy's safe_regex).
     #[serde(default)]
     pub regex: Option<String>,

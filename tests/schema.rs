@@ -156,7 +156,8 @@ fn schema_names_every_field_of_the_config_types() {
     let full = r#"{"denyStatus": 403, "log": {"instance": "i", "fields": {"a": "request.host | \"\""}},
         "lists": {"l": {"value": "request.host", "entries": ["a"], "blacklist": true, "entryType": "GLOB"}},
         "rules": [{"name": "r", "match": "true", "log": "warning", "check": ["l"]}],
-        "routes": [{"name": "x", "hosts": ["a.com"], "match": [{"uri": {"prefix": "/"}, "method": {"exact": "GET"},
+        "identity": {"trustDomain": "td", "trustedHeader": "x-id"},
+        "routes": [{"name": "x", "hosts": ["a.com"], "match": [{"uri": {"prefix": "/"}, "method": {"rawPrefix": "G"},
                     "headers": {"h": {"regex": "v"}}}]}]}"#;
     egress_policy::policy::Policy::from_json(full.as_bytes()).unwrap();
     assert_eq!(

@@ -20,6 +20,8 @@ pub enum EntryIndex {
     Regex(Option<RegexSet>),
     Glob(GlobIndex),
     Ip(IpIndex),
+    /// Prefixes without trailing `/` (the root stays `/`), looked up once per segment boundary.
+    PathPrefixes(HashSet<Box<str>>),
 }
 
 /// A problem with one entry, by its index in `entries`.
@@ -56,6 +58,7 @@ impl EntryIndex {
             }
             EntryType::Glob => GlobIndex::build(entries).map(Self::Glob),
             EntryType::IpAddresses => IpIndex::build(entries).map(Self::Ip),
+            EntryType::PathPrefixes => path_prefixes(entries).map(Self::PathPrefixes),
         }
     }
 
@@ -73,13 +76,23 @@ impl EntryIndex {
             Self::Regex(set) => set.as_ref().is_some_and(|set| set.is_match(value)),
             Self::Glob(index) => index.contains(value),
             Self::Ip(index) => index.contains(value),
+            Self::PathPrefixes(set) => {
+                if set.contains(value) || (value.starts_with('/') && set.contains("/")) {
+                    return true;
+                }
+                // Every proper prefix ending at a segment boundary: "/a/b/c" -> "/a", "/a/b".
+                value
+                    .match_indices('/')
+                    .filter(|(i, _)| *i > 0)
+                    .any(|(i, _)| value.get(..i).is_some_and(|prefix| set.contains(prefix)))
+            }
         }
     }
 
     /// Number of entries, for diagnostics.
     pub fn len(&self) -> usize {
         match self {
-            Self::Strings(set) | Self::CaseInsensitive(set) => set.len(),
+            Self::Strings(set) | Self::CaseInsensitive(set) | Self::PathPrefixes(set) => set.len(),
             Self::Regex(set) => set.as_ref().map_or(0, RegexSet::len),
             Self::Glob(index) => index.len,
             Self::Ip(index) => index.len,
@@ -88,6 +101,32 @@ impl EntryIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Stored without trailing `/`, so `/sport/` and `/sport` are one entry; the root stays `/`.
+fn path_prefixes(entries: &[String]) -> Result<HashSet<Box<str>>, Vec<EntryError>> {
+    let mut set = HashSet::new();
+    let mut errors = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        if !entry.starts_with('/') {
+            errors.push(EntryError {
+                index,
+                message: format!("path prefix '{entry}' must start with '/'"),
+            });
+            continue;
+        }
+        let trimmed = entry.trim_end_matches('/');
+        set.insert(if trimmed.is_empty() {
+            "/".into()
+        } else {
+            trimmed.into()
+        });
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
     }
 }
 
@@ -356,6 +395,33 @@ mod tests {
         assert!(list.contains("2001:db8::1"));
         assert!(list.contains("::ffff:10.9.9.9"));
         assert!(!list.contains("not-an-ip"));
+    }
+
+    #[test]
+    fn path_prefixes_match_whole_segments() {
+        let list = index(EntryType::PathPrefixes, &["/sport", "/health/"]);
+        for allowed in [
+            "/sport",
+            "/sport/",
+            "/sport/football",
+            "/health",
+            "/health/x/y",
+        ] {
+            assert!(list.contains(allowed), "{allowed}");
+        }
+        for refused in [
+            "/sports",
+            "/sportpolitics",
+            "/politics/sport",
+            "/",
+            "",
+            "sport",
+            "/healthy",
+        ] {
+            assert!(!list.contains(refused), "{refused}");
+        }
+        let root = index(EntryType::PathPrefixes, &["/"]);
+        assert!(root.contains("/anything") && !root.contains("relative"));
     }
 
     #[test]

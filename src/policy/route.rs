@@ -17,16 +17,29 @@ use crate::request::Request;
 pub enum StringMatch {
     Exact(Box<str>),
     Prefix(Box<str>),
+    /// A prefix of whole path segments.
+    PathPrefix(Box<str>),
     /// Anchored: must match the whole value, as Envoy's `safe_regex`.
     Regex(Regex),
 }
 
 impl StringMatch {
-    fn compile(config: &StringMatchConfig, path: &str) -> Result<Self, ConfigError> {
-        match (&config.exact, &config.prefix, &config.regex) {
-            (Some(exact), None, None) => Ok(Self::Exact(exact.as_str().into())),
-            (None, Some(prefix), None) => Ok(Self::Prefix(prefix.as_str().into())),
-            (None, None, Some(regex)) => Regex::new(&format!("^(?:{regex})$"))
+    /// `on_path`: the condition applies to a URI, where `prefix` means whole segments.
+    fn compile(config: &StringMatchConfig, path: &str, on_path: bool) -> Result<Self, ConfigError> {
+        match (
+            &config.exact,
+            &config.prefix,
+            &config.raw_prefix,
+            &config.regex,
+        ) {
+            (Some(exact), None, None, None) => Ok(Self::Exact(exact.as_str().into())),
+            (None, Some(prefix), None, None) if on_path => {
+                Ok(Self::PathPrefix(prefix.as_str().into()))
+            }
+            (None, Some(prefix), None, None) | (None, None, Some(prefix), None) => {
+                Ok(Self::Prefix(prefix.as_str().into()))
+            }
+            (None, None, None, Some(regex)) => Regex::new(&format!("^(?:{regex})$"))
                 .map(Self::Regex)
                 .map_err(|e| {
                     ConfigError::new(
@@ -36,7 +49,7 @@ impl StringMatch {
                 }),
             _ => Err(ConfigError::new(
                 path,
-                "exactly one of exact, prefix, regex is required",
+                "exactly one of exact, prefix, rawPrefix, regex is required",
             )),
         }
     }
@@ -45,9 +58,18 @@ impl StringMatch {
         match self {
             Self::Exact(exact) => **exact == *value,
             Self::Prefix(prefix) => value.starts_with(&**prefix),
+            Self::PathPrefix(prefix) => has_path_prefix(value, prefix),
             Self::Regex(regex) => regex.is_match(value),
         }
     }
+}
+
+/// `/sport` is a path prefix of `/sport` and `/sport/x`, not of `/sports`.
+pub fn has_path_prefix(path: &str, prefix: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 #[derive(Debug)]
@@ -64,24 +86,24 @@ impl HttpMatch {
         errors: &mut Vec<ConfigError>,
     ) -> Option<Self> {
         let before = errors.len();
-        let mut compile = |m: &StringMatchConfig, field: String| {
-            StringMatch::compile(m, &field)
+        let mut compile = |m: &StringMatchConfig, field: String, on_path: bool| {
+            StringMatch::compile(m, &field, on_path)
                 .map_err(|e| errors.push(e))
                 .ok()
         };
         let uri = config
             .uri
             .as_ref()
-            .and_then(|m| compile(m, format!("{path}.uri")));
+            .and_then(|m| compile(m, format!("{path}.uri"), true));
         let method = config
             .method
             .as_ref()
-            .and_then(|m| compile(m, format!("{path}.method")));
+            .and_then(|m| compile(m, format!("{path}.method"), false));
         let headers = config
             .headers
             .iter()
             .filter_map(|(name, m)| {
-                let compiled = compile(m, format!("{path}.headers.{name}"))?;
+                let compiled = compile(m, format!("{path}.headers.{name}"), false)?;
                 Some((name.to_ascii_lowercase().into_boxed_str(), compiled))
             })
             .collect();

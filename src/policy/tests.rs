@@ -208,3 +208,28 @@ fn wildcard_route_hosts_pick_the_most_specific_route() {
     assert!(denied(request("api.example.com", "/", "GET", &[])).is_some());
     assert!(policy.decision_needs.headers.contains("x-team"));
 }
+
+#[test]
+fn uri_prefix_matches_whole_segments_unless_raw() {
+    let policy = Policy::from_json(
+        br#"{"routes": [
+            {"hosts": ["edition.cnn.com"], "match": [{"uri": {"prefix": "/sport"}}]},
+            {"hosts": ["raw.example.com"], "match": [{"uri": {"rawPrefix": "/sport"}}]}
+        ]}"#,
+    )
+    .unwrap();
+    let denied = |host: &str, path: &str| {
+        let mut request = Request {
+            path: Some(path.into()),
+            method: Some("GET".into()),
+            ..Request::default()
+        };
+        request.set_host(host);
+        policy.evaluate(&request).denied.is_some()
+    };
+    assert!(!denied("edition.cnn.com", "/sport"));
+    assert!(!denied("edition.cnn.com", "/sport/football?x=1"));
+    assert!(denied("edition.cnn.com", "/sports"));
+    assert!(denied("edition.cnn.com", "/sportpolitics"));
+    assert!(!denied("raw.example.com", "/sportpolitics"));
+}
