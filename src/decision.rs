@@ -41,7 +41,7 @@ pub enum ListFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     /// Set when the request was refused before any policy ran, because its path is ambiguous.
-    pub rejected: Option<crate::request::AmbiguousPath>,
+    pub rejected: Option<crate::request::Rejection>,
     /// The first denial (routes first, then rules in order); `None` means allowed.
     pub denied: Option<DenyReason>,
     /// Indices of the rules whose `match` held, in order.

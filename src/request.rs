@@ -193,10 +193,12 @@ mod tests {
     }
 }
 
-/// Why a path is refused before any policy sees it: it could mean different things to the
-/// filter and to the server behind the gateway.
+/// Why a request is refused before any policy sees it: its path or host could mean different
+/// things to the filter and to the server behind the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AmbiguousPath {
+pub enum Rejection {
+    /// `:authority` is missing or not a host name (userinfo, spaces, bytes no host has).
+    UnusableHost,
     NotOriginForm,
     ControlOrNonAscii,
     EncodedSlash,
@@ -209,10 +211,11 @@ pub enum AmbiguousPath {
     DotSegment,
 }
 
-impl AmbiguousPath {
+impl Rejection {
     /// For response code details and metrics: no spaces.
     pub fn code(self) -> &'static str {
         match self {
+            Self::UnusableHost => "unusable_host",
             Self::NotOriginForm => "not_origin_form",
             Self::ControlOrNonAscii => "control_or_non_ascii",
             Self::EncodedSlash => "encoded_slash",
@@ -229,6 +232,7 @@ impl AmbiguousPath {
     /// For people: what is wrong with the path.
     pub fn describe(self) -> &'static str {
         match self {
+            Self::UnusableHost => "host is missing or not a host name",
             Self::NotOriginForm => "path does not start with '/'",
             Self::ControlOrNonAscii => "path has control or non-ASCII bytes",
             Self::EncodedSlash => "path has an encoded slash (%2F)",
@@ -245,15 +249,15 @@ impl AmbiguousPath {
 
 /// Checks the raw `:path` bytes. The query string is exempt from everything but control and
 /// non-ASCII bytes and `#`: encoded slashes there are ordinary data.
-pub fn ambiguous_path(raw: &[u8]) -> Option<AmbiguousPath> {
+pub fn ambiguous_path(raw: &[u8]) -> Option<Rejection> {
     if raw.first() != Some(&b'/') {
-        return Some(AmbiguousPath::NotOriginForm);
+        return Some(Rejection::NotOriginForm);
     }
     if raw.iter().any(|b| !(0x21..0x7f).contains(b)) {
-        return Some(AmbiguousPath::ControlOrNonAscii);
+        return Some(Rejection::ControlOrNonAscii);
     }
     if raw.contains(&b'#') {
-        return Some(AmbiguousPath::Fragment);
+        return Some(Rejection::Fragment);
     }
     let path = match raw.iter().position(|&b| b == b'?') {
         Some(end) => raw.get(..end).unwrap_or(raw),
@@ -262,10 +266,10 @@ pub fn ambiguous_path(raw: &[u8]) -> Option<AmbiguousPath> {
     for window in path.windows(3) {
         if let [b'%', high, low] = window {
             let problem = match (high, low.to_ascii_uppercase()) {
-                (b'2', b'F') => Some(AmbiguousPath::EncodedSlash),
-                (b'5', b'C') => Some(AmbiguousPath::EncodedBackslash),
-                (b'2', b'E') => Some(AmbiguousPath::EncodedDot),
-                (b'2', b'5') => Some(AmbiguousPath::EncodedPercent),
+                (b'2', b'F') => Some(Rejection::EncodedSlash),
+                (b'5', b'C') => Some(Rejection::EncodedBackslash),
+                (b'2', b'E') => Some(Rejection::EncodedDot),
+                (b'2', b'5') => Some(Rejection::EncodedPercent),
                 _ => None,
             };
             if problem.is_some() {
@@ -274,16 +278,16 @@ pub fn ambiguous_path(raw: &[u8]) -> Option<AmbiguousPath> {
         }
     }
     if path.contains(&b'\\') {
-        return Some(AmbiguousPath::Backslash);
+        return Some(Rejection::Backslash);
     }
     if path.contains(&b';') {
-        return Some(AmbiguousPath::Semicolon);
+        return Some(Rejection::Semicolon);
     }
     if path
         .split(|&b| b == b'/')
         .any(|segment| segment == b"." || segment == b"..")
     {
-        return Some(AmbiguousPath::DotSegment);
+        return Some(Rejection::DotSegment);
     }
     None
 }
@@ -307,7 +311,7 @@ mod path_tests {
 
     #[test]
     fn ambiguous_paths_are_named() {
-        use AmbiguousPath::*;
+        use Rejection::*;
         for (path, problem) in [
             (&b"sport"[..], NotOriginForm),
             (b"", NotOriginForm),

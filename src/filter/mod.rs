@@ -15,7 +15,7 @@ use crate::expr::Attr;
 use crate::identity::{self, IdentityError};
 use crate::log_entry;
 use crate::policy::Policy;
-use crate::request::{Request, Response, ambiguous_path, lossy};
+use crate::request::{Rejection, Request, Response, ambiguous_path, lossy};
 
 /// What the filter needs from the proxy. Every method returns an absent value or `false` on
 /// failure instead of panicking: a host error must never take the VM down.
@@ -78,10 +78,15 @@ impl RequestFilter {
             host.send_local_reply(503, UNCONFIGURED_DETAILS);
             return Flow::Stop;
         };
-        // The path is always read: an ambiguous one is refused whatever the policy reads.
+        // Path and host are always read: an ambiguous one is refused whatever the policy reads.
         let raw_path = host.request_header(":path").unwrap_or_default();
-        if let Some(problem) = ambiguous_path(&raw_path) {
-            self.request = read_request(&policy, host, &raw_path);
+        self.request = read_request(&policy, host, &raw_path);
+        let rejection = ambiguous_path(&raw_path).or(if self.request.host.is_none() {
+            Some(Rejection::UnusableHost)
+        } else {
+            None
+        });
+        if let Some(problem) = rejection {
             host.send_local_reply(REJECT_STATUS, &Policy::rejection_details(problem));
             self.decision = Some(Decision {
                 rejected: Some(problem),
@@ -89,7 +94,6 @@ impl RequestFilter {
             });
             return Flow::Stop;
         }
-        self.request = read_request(&policy, host, &raw_path);
         let decision = policy.evaluate(&self.request);
         let flow = match &decision.denied {
             Some(reason) => {
@@ -130,12 +134,10 @@ fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
         path: Some(lossy(raw_path)).filter(|p| !p.is_empty()),
         ..Request::default()
     };
-    if needs.attr(Attr::RequestHost) {
-        // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
-        // host is absent, never a near-miss of a listed one.
-        if let Some(authority) = text(host, ":authority") {
-            request.set_host(&authority);
-        }
+    // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a host
+    // is absent (and the request refused), never a near-miss of a listed one.
+    if let Some(authority) = text(host, ":authority") {
+        request.set_host(&authority);
     }
     if needs.attr(Attr::RequestMethod) {
         request.method = text(host, ":method");

@@ -105,7 +105,7 @@ fn non_utf8_path_is_decided_without_panicking_and_denied() {
 }
 
 #[test]
-fn non_utf8_host_is_absent_and_cannot_enter_a_routed_host() {
+fn non_utf8_host_is_refused_before_any_policy() {
     let policy = Policy::from_json(
         br#"{"routes": [{"hosts": ["edition.cnn.com"], "match": [{"uri": {"prefix": "/sport"}}]}]}"#,
     )
@@ -114,8 +114,8 @@ fn non_utf8_host_is_absent_and_cannot_enter_a_routed_host() {
     let mut filter = RequestFilter::new(Some(Rc::new(policy)));
     assert_eq!(filter.on_request_headers(&host), Flow::Stop);
     assert_eq!(
-        host.replies.borrow()[0].1,
-        "egress_policy_denied:host_unknown"
+        host.replies.borrow()[0],
+        (400, "egress_policy_rejected:unusable_host".to_owned())
     );
 }
 
@@ -138,6 +138,21 @@ fn unconfigured_filter_refuses_every_request() {
     );
     filter.on_log(&host);
     assert!(host.entries.borrow().is_empty());
+}
+
+#[test]
+fn userinfo_and_missing_hosts_are_refused_and_logged() {
+    for authority in [&b"user@edition.cnn.com"[..], b"", b"edition.cnn.com:x"] {
+        let mut host = FakeHost::request(authority, b"/sport");
+        let mut filter = RequestFilter::new(Some(s3()));
+        assert_eq!(filter.on_request_headers(&host), Flow::Stop);
+        assert_eq!(host.replies.borrow()[0].0, 400);
+        host.respond(400, 0);
+        filter.on_log(&host);
+        assert!(
+            host.entries.borrow()[0].contains(r#""rejected":"host is missing or not a host name""#)
+        );
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::config::{LogLevel, PluginConfig};
 use crate::decision::{Decision, DenyReason, ListFailure};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
-use crate::request::{AmbiguousPath, Request};
+use crate::request::{Rejection, Request};
 use list::EntryIndex;
 use route::{RouteOutcome, RouteTable};
 
@@ -392,7 +392,7 @@ impl Policy {
     }
 
     /// Response code details for a request refused for its path.
-    pub fn rejection_details(problem: AmbiguousPath) -> String {
+    pub fn rejection_details(problem: Rejection) -> String {
         format!("egress_policy_rejected:{}", problem.code())
     }
 

@@ -237,6 +237,11 @@ pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u
         .arg(plugin_config)
         .env("ADMIN_PORT", "0")
         .env("HTTP_PORT", "0")
+        .env("MTLS_PORT", "0")
+        .env("MESH_CA", certs().join("mesh-ca.crt"))
+        .env("GATEWAY_CERT", certs().join("gateway.crt"))
+        .env("GATEWAY_KEY", certs().join("gateway.key"))
+        .env("CONNECTION_LOG", dir.path("connections.log"))
         .env("LISTEN_ADDRESS", "127.0.0.1")
         .env("EGRESS_LOG", dir.path("egress.log"))
         .env("ACCESS_LOG", dir.path("access.log"))
@@ -283,6 +288,7 @@ pub struct Gateway {
     pub dir: TempDir,
     pub admin_port: u16,
     pub http_port: u16,
+    pub mtls_port: u16,
     envoy_stderr: PathBuf,
 }
 
@@ -324,18 +330,22 @@ impl Gateway {
         });
         let (_, listeners) = http_get(admin_port, "/listeners?format=json").unwrap();
         let listeners: Value = serde_json::from_str(&listeners).unwrap();
-        let http_port = listeners["listener_statuses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == "egress_http")
-            .map(|l| {
-                l["local_address"]["socket_address"]["port_value"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .unwrap() as u16;
+        let port_of = |name: &str| {
+            listeners["listener_statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"] == name)
+                .map(|l| {
+                    l["local_address"]["socket_address"]["port_value"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .unwrap() as u16
+        };
+        let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
         Gateway {
+            mtls_port,
             envoy,
             upstream,
             dir,
@@ -408,6 +418,39 @@ impl Gateway {
         let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         (status, size)
+    }
+
+    /// curl over the mTLS listener with client certificate `cert` (a name from scripts/certs, or
+    /// `None` for no certificate): status code, 0 when the handshake failed.
+    pub fn mtls_status(&self, cert: Option<&str>, host: &str, path: &str, extra: &[&str]) -> u16 {
+        let certs = certs();
+        let mut args: Vec<String> = vec!["-w".into(), "%{http_code}".into(), "--cacert".into()];
+        args.push(certs.join("mesh-ca.crt").display().to_string());
+        if let Some(cert) = cert {
+            args.extend([
+                "--cert".into(),
+                certs.join(format!("{cert}.crt")).display().to_string(),
+            ]);
+            args.extend([
+                "--key".into(),
+                certs.join(format!("{cert}.key")).display().to_string(),
+            ]);
+        }
+        args.extend(["-H".into(), format!("Host: {host}")]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let url = format!("https://127.0.0.1:{}{path}", self.mtls_port);
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null"])
+            .args(&args)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+    }
+
+    /// Connections logged by the mTLS listener (failed handshakes among them).
+    pub fn connection_log(&self) -> Vec<Value> {
+        read_json_lines(&self.dir.path("connections.log"))
     }
 
     /// Sends raw bytes as one HTTP/1.1 request and returns the status code.
