@@ -294,6 +294,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(plugin_config: &Path) -> Self {
+        Self::start_edited(plugin_config, |yaml| yaml)
+    }
+
+    /// Starts a gateway whose rendered Envoy config is first passed through `edit`, to test
+    /// what the filter does when a deployment lacks one of the bundled protections.
+    pub fn start_edited(plugin_config: &Path, edit: impl FnOnce(String) -> String) -> Self {
         let label = plugin_config
             .file_stem()
             .unwrap()
@@ -302,6 +308,8 @@ impl Gateway {
         let dir = TempDir::new(&label);
         let upstream = Upstream::start(&dir);
         let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port);
+        let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
+        std::fs::write(&envoy_config, edited).unwrap();
         let (mut envoy, envoy_stderr) = spawn_envoy(&dir, &envoy_config);
         let address_file = dir.path("admin.address");
         wait_until("Envoy's admin address", STARTUP_TIMEOUT, || {
@@ -455,24 +463,7 @@ impl Gateway {
 
     /// Sends raw bytes as one HTTP/1.1 request and returns the status code.
     pub fn raw_request(&self, request: &[u8]) -> u16 {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(request).unwrap();
-        let mut response = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&buf[..n]),
-            }
-        }
-        String::from_utf8_lossy(&response)
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        raw_request(self.http_port, request)
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -519,6 +510,30 @@ impl Gateway {
     pub fn is_running(&mut self) -> bool {
         self.envoy.0.try_wait().unwrap().is_none()
     }
+}
+
+/// Sends raw bytes as one HTTP/1.1 request to `port`; the status code, 0 if none came back.
+pub fn raw_request(port: u16, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if stream.write_all(request).is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn read_json_lines(path: &Path) -> Vec<Value> {
