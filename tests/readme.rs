@@ -92,6 +92,7 @@ impl Drop for RunningGateway {
 struct Session {
     run_dir: TempDir,
     http_port: u16,
+    mtls_port: u16,
     admin_port: u16,
     gateway: Option<RunningGateway>,
 }
@@ -100,15 +101,14 @@ impl Session {
     fn start_gateway(&mut self, args: &str) {
         self.gateway = None;
         self.http_port = free_port();
+        self.mtls_port = free_port();
         self.admin_port = free_port();
         let log = std::fs::File::create(self.run_dir.path("scripts-run.out")).unwrap();
         let child = Command::new("bash")
             .arg("-c")
             .arg(format!("exec scripts/run {args}"))
             .current_dir(repo())
-            .env("EGRESS_HTTP_PORT", self.http_port.to_string())
-            .env("EGRESS_ADMIN_PORT", self.admin_port.to_string())
-            .env("EGRESS_RUN_DIR", &self.run_dir.0)
+            .envs(self.environment())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -139,19 +139,31 @@ impl Session {
         self.gateway = Some(gateway);
     }
 
+    /// What `scripts/run` and `scripts/reload` read: this session's ports and run directory.
+    fn environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("EGRESS_HTTP_PORT", self.http_port.to_string()),
+            ("EGRESS_MTLS_PORT", self.mtls_port.to_string()),
+            ("EGRESS_ADMIN_PORT", self.admin_port.to_string()),
+            ("EGRESS_RUN_DIR", self.run_dir.0.display().to_string()),
+        ]
+    }
+
     /// The command as a user would type it, pointed at this session's ports and run directory.
     fn localize(&self, command: &str) -> String {
         command
             .replace("127.0.0.1:10000", &format!("127.0.0.1:{}", self.http_port))
+            .replace("127.0.0.1:10443", &format!("127.0.0.1:{}", self.mtls_port))
             .replace(".cache/run/", &format!("{}/", self.run_dir.0.display()))
     }
 }
 
-fn run(command: &str) -> (i32, String) {
+fn run(command: &str, environment: &[(&'static str, String)]) -> (i32, String) {
     let output = Command::new("bash")
         .arg("-c")
         .arg(format!("{command} 2>&1"))
         .current_dir(repo())
+        .envs(environment.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
     (
@@ -168,6 +180,7 @@ fn readme_console_commands_produce_what_the_readme_shows() {
     let mut session = Session {
         run_dir: TempDir::new("readme"),
         http_port: 0,
+        mtls_port: 0,
         admin_port: 0,
         gateway: None,
     };
@@ -195,12 +208,12 @@ fn readme_console_commands_produce_what_the_readme_shows() {
                 &format!("README output of `{}`", step.command),
                 Duration::from_secs(15),
                 || {
-                    last = run(&command);
+                    last = run(&command, &session.environment());
                     matches(&last)
                 },
             );
         } else {
-            last = run(&command);
+            last = run(&command, &session.environment());
         }
         assert!(
             matches(&last),

@@ -56,12 +56,17 @@ fn check(files: &[String]) -> ExitCode {
     let mut all_valid = true;
     for file in files {
         match load(file) {
-            Ok(policy) => println!(
-                "{file}: valid ({} rules, {} lists, {} routes)",
-                policy.rules.len(),
-                policy.lists.len(),
-                policy.routes.len()
-            ),
+            Ok(policy) => {
+                println!(
+                    "{file}: valid ({} rules, {} lists, {} routes)",
+                    policy.rules.len(),
+                    policy.lists.len(),
+                    policy.routes.len()
+                );
+                for warning in policy.warnings() {
+                    eprintln!("{file}: warning: {warning}");
+                }
+            }
             Err(errors) => {
                 all_valid = false;
                 for error in &errors.0 {

@@ -230,11 +230,32 @@ impl Upstream {
     }
 }
 
-/// Renders envoy/gateway.yaml with scripts/render-envoy-config.
+/// Renders the filter's ECDS file for `plugin_config` into `filter_dir`, atomically (as
+/// scripts/reload does), so Envoy's directory watch sees only whole files.
+pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
+    std::fs::create_dir_all(filter_dir).unwrap();
+    let output = Command::new(repo().join("scripts/render-envoy-config"))
+        .arg(repo().join("envoy/egress-policy-filter.yaml"))
+        .arg(plugin_config)
+        .env("WASM_PATH", wasm_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
+    std::fs::write(&tmp, output.stdout).unwrap();
+    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
+}
+
+/// Renders envoy/gateway.yaml and the filter's ECDS file with scripts/render-envoy-config.
 pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u16) -> PathBuf {
+    install_filter_config(&dir.path("filter"), plugin_config);
     let output = Command::new(repo().join("scripts/render-envoy-config"))
         .arg(repo().join("envoy/gateway.yaml"))
-        .arg(plugin_config)
+        .env("FILTER_CONFIG_DIR", dir.path("filter"))
         .env("ADMIN_PORT", "0")
         .env("HTTP_PORT", "0")
         .env("MTLS_PORT", "0")
@@ -245,7 +266,6 @@ pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u
         .env("LISTEN_ADDRESS", "127.0.0.1")
         .env("EGRESS_LOG", dir.path("egress.log"))
         .env("ACCESS_LOG", dir.path("access.log"))
-        .env("WASM_PATH", wasm_path())
         .env("UPSTREAM_CLUSTER_TYPE", "STATIC")
         .env("UPSTREAM_ADDRESS", "127.0.0.1")
         .env("UPSTREAM_PORT", upstream_port.to_string())
@@ -466,7 +486,30 @@ impl Gateway {
         raw_request(self.http_port, request)
     }
 
-    fn counter(&self, name: &str) -> u64 {
+    /// Swaps in a new plugin configuration and waits for Envoy's verdict: `true` when it was
+    /// applied, `false` when rejected.
+    pub fn reload(&self, plugin_config: &Path) -> bool {
+        const STAT: &str = "extension_config_discovery.http_filter.egress-policy";
+        let success = self.counter(&format!("{STAT}.update_success"));
+        let rejected = self.counter(&format!("{STAT}.update_rejected"));
+        install_filter_config(&self.dir.path("filter"), plugin_config);
+        let mut applied = None;
+        wait_until(
+            "Envoy to apply or reject the configuration",
+            STARTUP_TIMEOUT,
+            || {
+                if self.counter(&format!("{STAT}.update_success")) > success {
+                    applied = Some(true);
+                } else if self.counter(&format!("{STAT}.update_rejected")) > rejected {
+                    applied = Some(false);
+                }
+                applied.is_some()
+            },
+        );
+        applied.unwrap()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
         let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{name}$")).unwrap();
         stats
             .lines()
