@@ -107,7 +107,9 @@ fn istio_manifests_are_well_formed_yaml_of_known_kinds() {
                     "ServiceEntry",
                     "Gateway",
                     "VirtualService",
-                    "DestinationRule"
+                    "DestinationRule",
+                    "PeerAuthentication",
+                    "NetworkPolicy"
                 ]
                 .contains(&kind),
                 "{}: {kind}",
