@@ -153,6 +153,18 @@ fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
             request.headers.push((name.clone(), value));
         }
     }
+    // Workload labels and name from Istio's peer metadata (the `downstream_peer` filter state
+    // its metadata exchange sets); absent without Istio. Never from request headers.
+    for key in &needs.labels {
+        if let Some(value) = host.property(&["downstream_peer", "labels", key]) {
+            request.source.labels.push((key.clone(), lossy(&value)));
+        }
+    }
+    if needs.attr(Attr::SourceWorkload) {
+        request.source.workload = host
+            .property(&["downstream_peer", "workload"])
+            .map(|bytes| lossy(&bytes));
+    }
     if needs.attr(Attr::SourceIp) {
         request.source.ip = host
             .property(&["source", "address"])

@@ -345,3 +345,33 @@ fn ambiguous_path_is_refused_with_400_and_an_error_entry() {
         entries[0]
     );
 }
+
+#[test]
+fn workload_labels_come_from_istio_peer_metadata_never_from_headers() {
+    let mut host = with_peer(
+        FakeHost::request(b"edition.cnn.com", b"/sport"),
+        "spiffe://cluster.local/ns/default/sa/sleep-sa",
+    );
+    host.headers
+        .insert("x-envoy-peer-metadata".into(), b"app=forged".to_vec());
+    let mut filter = RequestFilter::new(Some(s4()));
+    filter.on_request_headers(&host);
+    host.respond(200, 1);
+    filter.on_log(&host);
+    assert!(
+        host.entries.borrow()[0].contains(r#""source":"sleep-sa""#),
+        "no label: the service account"
+    );
+
+    host.properties
+        .insert("downstream_peer.labels.app".into(), b"sleep".to_vec());
+    host.entries.borrow_mut().clear();
+    let mut filter = RequestFilter::new(Some(s4()));
+    filter.on_request_headers(&host);
+    filter.on_log(&host);
+    assert!(
+        host.entries.borrow()[0].contains(r#""source":"sleep""#),
+        "{}",
+        host.entries.borrow()[0]
+    );
+}
