@@ -20,6 +20,12 @@ pub struct PluginConfig {
     /// documents' VirtualService and listchecker produced. Must be 200..=599.
     #[serde(default = "default_deny_status")]
     pub deny_status: u16,
+    /// Body of the local reply to a denied request. Default: empty.
+    #[serde(default)]
+    pub deny_body: Option<String>,
+    /// Headers added to the local reply to a denied request. Default: none.
+    #[serde(default)]
+    pub deny_headers: BTreeMap<String, String>,
     /// How log entries are written. Default: instance `egress-access` with the seven fields of
     /// the source documents' `logentry`.
     #[serde(default)]
@@ -138,6 +144,95 @@ pub struct ListConfig {
     /// How entries are compared with the value. Default `STRINGS`.
     #[serde(default)]
     pub entry_type: EntryType,
+    /// Where to fetch more entries from (Mixer `providerUrl`). Default: none, `entries` only.
+    #[serde(default)]
+    pub provider: Option<ProviderConfig>,
+    /// `true`: a failed check of this list is logged (a `warning` entry with `wouldDeny`) and
+    /// counted but does not deny. Default `false`.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A remote source of list entries: plain text (one entry per line, `#` comments) or a JSON array
+/// of strings, fetched through an Envoy cluster when the plugin starts and every
+/// `refreshInterval`. `entries` (the static overrides) always apply as well.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProviderConfig {
+    /// Envoy cluster that serves the list. Required.
+    pub cluster: String,
+    /// Path to GET, starting with `/`. Required.
+    pub path: String,
+    /// `:authority` of the request. Default: the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// How often to fetch (`500ms`, `30s`, `5m`, `1h`). Default `60s`.
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval: String,
+    /// How long the last good list is used when fetches fail; at least `refreshInterval`.
+    /// Default `300s`.
+    #[serde(default = "default_ttl")]
+    pub ttl: String,
+    /// Timeout of one fetch. Default `5s`.
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: String,
+    /// What a check does while no good list is available (before the first successful fetch,
+    /// and after `ttl` without one) and the static entries do not decide: `deny` (default) or
+    /// `allow`.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Largest accepted list, in entries. Default 100000.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u32,
+    /// Largest accepted response body, in bytes. Default 4194304 (4 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u32,
+}
+
+/// What a list check does without a usable remote list.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed: the check fails.
+    #[default]
+    Deny,
+    /// Fail open: the check passes.
+    Allow,
+}
+
+fn default_refresh_interval() -> String {
+    "60s".to_owned()
+}
+
+fn default_ttl() -> String {
+    "300s".to_owned()
+}
+
+fn default_fetch_timeout() -> String {
+    "5s".to_owned()
+}
+
+fn default_max_entries() -> u32 {
+    100_000
+}
+
+fn default_max_bytes() -> u32 {
+    4 * 1024 * 1024
+}
+
+/// A rule's own local reply, overriding `denyStatus`, `denyBody` and `denyHeaders` field by field.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DenyReplyConfig {
+    /// Status (200..=599). Default: `denyStatus`.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Body. Default: `denyBody`.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Headers, added to `denyHeaders` (a name given here wins). Default: none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// How list entries are compared with the looked-up value.
@@ -201,6 +296,13 @@ pub struct RuleConfig {
     /// Default: none.
     #[serde(default)]
     pub check: Vec<String>,
+    /// `true`: failed checks are logged (a `warning` entry with `wouldDeny`) and counted but do
+    /// not deny: "monitor first". Default `false`.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The local reply when this rule's check denies. Default: the global one.
+    #[serde(default)]
+    pub deny: Option<DenyReplyConfig>,
 }
 
 /// A VirtualService-style route: requests for `hosts` must match one of `match`.

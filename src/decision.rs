@@ -35,6 +35,9 @@ pub enum ListFailure {
     Listed,
     /// The list's value expression is absent for this request.
     ValueAbsent,
+    /// The list's remote entries are unavailable (never fetched, or older than `ttl`), the
+    /// static entries do not list the value, and `onError` is `deny`.
+    Unavailable,
 }
 
 /// The full outcome for one request.
@@ -46,6 +49,9 @@ pub struct Decision {
     pub denied: Option<DenyReason>,
     /// Indices of the rules whose `match` held, in order.
     pub fired: Vec<u32>,
+    /// Checks that failed but are dry-run (the rule's or the list's): logged and counted, not
+    /// enforced.
+    pub dry_run: Vec<DenyReason>,
 }
 
 impl Decision {

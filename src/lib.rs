@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod decision;
+pub mod duration;
 pub mod error;
 pub mod expr;
 pub mod filter;

@@ -1,7 +1,8 @@
 //! Renders the JSON log lines of a request: one per fired rule that logs, in rule order, with the
 //! field names of the source documents (`level`, `time`, `instance`, then the configured fields
 //! in name order), preceded by the filter's own findings: an `error` entry with `rejected` for a
-//! refused path, a `warning` entry with `identityError` for a certificate that gave no identity.
+//! refused path, a `warning` entry with `identityError` for a certificate that gave no identity,
+//! a `warning` entry with `wouldDeny` for each failed dry-run check.
 
 use std::fmt::Write;
 
@@ -30,12 +31,20 @@ fn entries<'p>(
         .identity_error
         .as_ref()
         .map(|error| ("warning", Some(("identityError", error.to_string()))));
+    let dry_run = decision
+        .dry_run
+        .iter()
+        .map(|reason| ("warning", Some(("wouldDeny", policy.details(reason)))));
     let rules = decision
         .fired
         .iter()
         .filter_map(|&i| policy.rules.get(usize::try_from(i).ok()?))
         .filter_map(|rule| rule.log.map(|level| (level.as_str(), None)));
-    rejected.into_iter().chain(identity).chain(rules)
+    rejected
+        .into_iter()
+        .chain(identity)
+        .chain(dry_run)
+        .chain(rules)
 }
 
 /// The entries, each a JSON object, joined by `\n` (no trailing newline); empty when there are
@@ -46,9 +55,20 @@ pub fn render(
     request: &Request,
     response: &Response,
 ) -> String {
+    let denied_by = match (&decision.rejected, &decision.denied) {
+        (Some(problem), _) => Some(Policy::rejection_details(*problem)),
+        (None, Some(reason)) => Some(policy.details(reason)),
+        (None, None) => None,
+    };
+    let verdict = match (&decision.rejected, &decision.denied) {
+        (Some(_), _) => "reject",
+        (None, Some(_)) => "deny",
+        (None, None) => "allow",
+    };
     let env = Env {
         request,
         response: Some(response),
+        outcome: Some((verdict, denied_by.as_deref())),
     };
     let time = request.time_micros.map(rfc3339_micros);
     let mut out = String::new();

@@ -80,6 +80,8 @@ pub enum Attr {
     ResponseCode,
     ResponseSize,
     ResponseDuration,
+    PolicyDecision,
+    PolicyDeniedBy,
 }
 
 /// A map attribute, indexed by a literal key.
@@ -143,6 +145,14 @@ pub const ATTRIBUTES: &[(&str, &str)] = &[
         "response.duration",
         "int: milliseconds until the response ended (log fields only)",
     ),
+    (
+        "policy.decision",
+        "string: allow, deny or reject (log fields only)",
+    ),
+    (
+        "policy.deniedBy",
+        "string: what denied or rejected the request, as in the reply's details (log fields only)",
+    ),
 ];
 
 fn resolve(name: &str) -> Option<AttrKind> {
@@ -169,6 +179,8 @@ fn resolve(name: &str) -> Option<AttrKind> {
         "response.code" => Scalar(Attr::ResponseCode, Type::Int),
         "response.size" => Scalar(Attr::ResponseSize, Type::Int),
         "response.duration" => Scalar(Attr::ResponseDuration, Type::Int),
+        "policy.decision" => Scalar(Attr::PolicyDecision, Type::String),
+        "policy.deniedBy" => Scalar(Attr::PolicyDeniedBy, Type::String),
         _ => return None,
     })
 }
@@ -257,6 +269,19 @@ pub enum Value<'a> {
 pub struct Env<'a> {
     pub request: &'a Request,
     pub response: Option<&'a Response>,
+    /// The decision's outcome, for log fields: (`policy.decision`, `policy.deniedBy`).
+    pub outcome: Option<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Env<'a> {
+    /// For decisions: only the request.
+    pub fn request(request: &'a Request) -> Self {
+        Env {
+            request,
+            response: None,
+            outcome: None,
+        }
+    }
 }
 
 /// Compiles an expression that must yield a bool (a rule's `match`).
@@ -304,6 +329,14 @@ impl Compiler<'_> {
                             *column,
                             format!(
                                 "{name} is only available to log fields: decisions are made before the response exists"
+                            ),
+                        ));
+                    }
+                    if self.phase == Phase::Decision && name.starts_with("policy.") {
+                        return Err(SyntaxError::new(
+                            *column,
+                            format!(
+                                "{name} is only available to log fields: it is the decision's outcome"
                             ),
                         ));
                     }
@@ -655,6 +688,8 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::ResponseCode => env.response.and_then(|r| r.code).map(Value::Int),
         Attr::ResponseSize => env.response.and_then(|r| r.size).map(Value::Int),
         Attr::ResponseDuration => env.response.and_then(|r| r.duration_ms).map(Value::Int),
+        Attr::PolicyDecision => env.outcome.map(|(decision, _)| Value::Str(decision)),
+        Attr::PolicyDeniedBy => env.outcome.and_then(|(_, by)| by).map(Value::Str),
     }
 }
 

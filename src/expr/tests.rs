@@ -30,10 +30,7 @@ fn expression_table_cases_hold() {
             (None, Err(err)) => failures.push(format!("{name}: unexpected error {err}")),
             (None, Ok((expr, _))) => {
                 let request = request_from_json(&case["request"]);
-                let env = Env {
-                    request: &request,
-                    response: None,
-                };
+                let env = Env::request(&request);
                 let expected = case["holds"].as_bool().unwrap();
                 if expr.holds(&env) != expected {
                     failures.push(format!("{name}: expected {expected}"));
@@ -62,9 +59,6 @@ fn log_values_default_through_absent_response_attributes() {
     let (expr, ty, _) = compile_value("response.size | 0", Phase::Log).unwrap();
     assert_eq!(ty, Type::Int);
     let request = Request::default();
-    let env = Env {
-        request: &request,
-        response: None,
-    };
+    let env = Env::request(&request);
     assert_eq!(expr.eval(&env), Some(Value::Int(0)));
 }

@@ -8,6 +8,9 @@
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod wasm;
 
+pub mod lists;
+
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::decision::Decision;
@@ -15,6 +18,7 @@ use crate::expr::Attr;
 use crate::identity::{self, IdentityError};
 use crate::log_entry;
 use crate::policy::Policy;
+use crate::policy::provider::RemoteLists;
 use crate::request::{Rejection, Request, Response, ambiguous_path, lossy};
 
 /// What the filter needs from the proxy. Every method returns an absent value or `false` on
@@ -27,11 +31,36 @@ pub trait Host {
     /// Current time in microseconds since the Unix epoch.
     fn now_micros(&self) -> Option<i64>;
     /// Answers the request locally; `details` becomes Envoy's response code details.
-    fn send_local_reply(&self, status: u16, details: &str) -> bool;
+    fn send_local_reply(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> bool;
     /// Hands the rendered entries (JSON lines joined by `\n`) to the proxy's access log.
     fn write_log_entries(&self, entries: &str) -> bool;
     /// Reports a problem of the filter itself in the proxy's log.
     fn log_warning(&self, message: &str);
+    /// Adds one to a counter (created on first use).
+    fn increment(&self, counter: &str);
+}
+
+/// A loaded configuration and the remote list entries fetched for it, shared by the root context
+/// (which fetches) and the HTTP contexts (which decide) of one VM.
+#[derive(Debug)]
+pub struct Active {
+    pub policy: Policy,
+    pub remote: RefCell<RemoteLists>,
+}
+
+impl Active {
+    pub fn new(policy: Policy) -> Self {
+        Active {
+            policy,
+            remote: RefCell::new(RemoteLists::default()),
+        }
+    }
 }
 
 /// Whether the proxy may go on with the request.
@@ -57,7 +86,7 @@ pub const PEER_URI_SANS: &str = "egress_policy.peer_uri_sans";
 
 /// One request's state between its headers and its access-log phase.
 pub struct RequestFilter {
-    policy: Option<Rc<Policy>>,
+    active: Option<Rc<Active>>,
     request: Request,
     decision: Option<Decision>,
 }
@@ -65,39 +94,56 @@ pub struct RequestFilter {
 impl RequestFilter {
     /// `policy` is `None` when no valid configuration is loaded: every request is then refused
     /// with 503 (fail closed), never passed through unchecked.
-    pub fn new(policy: Option<Rc<Policy>>) -> Self {
+    pub fn new(active: Option<Rc<Active>>) -> Self {
         Self {
-            policy,
+            active,
             request: Request::default(),
             decision: None,
         }
     }
 
     pub fn on_request_headers(&mut self, host: &impl Host) -> Flow {
-        let Some(policy) = self.policy.clone() else {
-            host.send_local_reply(503, UNCONFIGURED_DETAILS);
+        let Some(active) = self.active.clone() else {
+            host.send_local_reply(503, UNCONFIGURED_DETAILS, b"", &[]);
             return Flow::Stop;
         };
+        let policy = &active.policy;
         // Path and host are always read: an ambiguous one is refused whatever the policy reads.
         let raw_path = host.request_header(":path").unwrap_or_default();
-        self.request = read_request(&policy, host, &raw_path);
+        self.request = read_request(policy, host, &raw_path);
         let rejection = ambiguous_path(&raw_path).or(if self.request.host.is_none() {
             Some(Rejection::UnusableHost)
         } else {
             None
         });
         if let Some(problem) = rejection {
-            host.send_local_reply(REJECT_STATUS, &Policy::rejection_details(problem));
+            host.send_local_reply(REJECT_STATUS, &Policy::rejection_details(problem), b"", &[]);
             self.decision = Some(Decision {
                 rejected: Some(problem),
                 ..Decision::default()
             });
             return Flow::Stop;
         }
-        let decision = policy.evaluate(&self.request);
+        // A list being replaced right now (never, in one thread) reads as unavailable: onError.
+        let decision = match active.remote.try_borrow() {
+            Ok(remote) => policy.evaluate_with(&self.request, &remote),
+            Err(_) => policy.evaluate_with(&self.request, &RemoteLists::default()),
+        };
+        for reason in &decision.dry_run {
+            host.increment(&format!(
+                "egress_policy.dry_run_denied.{}",
+                policy.metric_name(reason)
+            ));
+        }
         let flow = match &decision.denied {
             Some(reason) => {
-                if !host.send_local_reply(policy.deny_status, &policy.details(reason)) {
+                let reply = policy.reply(reason);
+                if !host.send_local_reply(
+                    reply.status,
+                    &policy.details(reason),
+                    reply.body.as_bytes(),
+                    &reply.headers,
+                ) {
                     host.log_warning("could not send the local reply for a denied request");
                 }
                 Flow::Stop
@@ -109,9 +155,10 @@ impl RequestFilter {
     }
 
     pub fn on_log(&mut self, host: &impl Host) {
-        let (Some(policy), Some(decision)) = (&self.policy, &self.decision) else {
+        let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
             return;
         };
+        let policy = &active.policy;
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }

@@ -3,6 +3,9 @@ use std::collections::HashMap;
 
 use super::*;
 
+/// The body and headers of one local reply.
+type Reply = (Vec<u8>, Vec<(String, String)>);
+
 /// A proxy that serves headers and properties from maps and records what the filter did.
 #[derive(Default)]
 struct FakeHost {
@@ -11,6 +14,8 @@ struct FakeHost {
     replies: RefCell<Vec<(u16, String)>>,
     entries: RefCell<Vec<String>>,
     header_reads: RefCell<Vec<String>>,
+    reply_bodies: RefCell<Vec<Reply>>,
+    counters: RefCell<Vec<String>>,
 }
 
 impl FakeHost {
@@ -41,9 +46,21 @@ impl Host for FakeHost {
     fn now_micros(&self) -> Option<i64> {
         Some(1_529_328_178_317_448)
     }
-    fn send_local_reply(&self, status: u16, details: &str) -> bool {
+    fn send_local_reply(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> bool {
         self.replies.borrow_mut().push((status, details.to_owned()));
+        self.reply_bodies
+            .borrow_mut()
+            .push((body.to_vec(), headers.to_vec()));
         true
+    }
+    fn increment(&self, counter: &str) {
+        self.counters.borrow_mut().push(counter.to_owned());
     }
     fn write_log_entries(&self, entries: &str) -> bool {
         self.entries.borrow_mut().push(entries.to_owned());
@@ -52,12 +69,16 @@ impl Host for FakeHost {
     fn log_warning(&self, _message: &str) {}
 }
 
-fn s3() -> Rc<Policy> {
+fn active(policy: Policy) -> Rc<Active> {
+    Rc::new(Active::new(policy))
+}
+
+fn s3() -> Rc<Active> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/envoy/examples/s3-listcheck.json"
     );
-    Rc::new(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
+    active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
 #[test]
@@ -111,7 +132,7 @@ fn non_utf8_host_is_refused_before_any_policy() {
     )
     .unwrap();
     let host = FakeHost::request(b"edition.cnn.com\xff", b"/politics");
-    let mut filter = RequestFilter::new(Some(Rc::new(policy)));
+    let mut filter = RequestFilter::new(Some(active(policy)));
     assert_eq!(filter.on_request_headers(&host), Flow::Stop);
     assert_eq!(
         host.replies.borrow()[0],
@@ -181,12 +202,12 @@ fn source_ip_loses_its_port() {
     assert_eq!(strip_port("10.1.2.3"), "10.1.2.3");
 }
 
-fn s4() -> Rc<Policy> {
+fn s4() -> Rc<Active> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/envoy/examples/s4-exemption.json"
     );
-    Rc::new(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
+    active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
 fn with_peer(mut host: FakeHost, uri_sans: &str) -> FakeHost {
@@ -286,8 +307,8 @@ fn certificate_from_another_trust_domain_gives_no_identity() {
 fn trusted_header_is_identity_only_when_configured_and_without_a_certificate() {
     let config = br#"{"identity": {"trustedHeader": "X-Spiffe-Id"},
         "rules": [{"name": "deny-default", "match": "source.namespace == \"politics\"", "log": "info"}]}"#;
-    let policy = Rc::new(Policy::from_json(config).unwrap());
-    assert_eq!(policy.warnings().len(), 1);
+    let policy = active(Policy::from_json(config).unwrap());
+    assert_eq!(policy.policy.warnings().len(), 1);
     let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
     host.headers.insert(
         "x-spiffe-id".into(),
@@ -373,5 +394,60 @@ fn workload_labels_come_from_istio_peer_metadata_never_from_headers() {
         host.entries.borrow()[0].contains(r#""source":"sleep""#),
         "{}",
         host.entries.borrow()[0]
+    );
+}
+
+#[test]
+fn dry_run_rule_logs_and_counts_what_it_would_deny_without_denying() {
+    let policy = Policy::from_json(
+        br#"{"lists": {"paths": {"value": "request.url_path", "entries": ["/sport"]}},
+            "rules": [{"name": "trial", "check": ["paths"], "dryRun": true, "log": "info"}],
+            "log": {"fields": {"path": "request.path", "decision": "policy.decision", "deniedBy": "policy.deniedBy | \"\""}}}"#,
+    )
+    .unwrap();
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
+    let mut filter = RequestFilter::new(Some(active(policy)));
+    assert_eq!(filter.on_request_headers(&host), Flow::Continue);
+    assert_eq!(
+        *host.counters.borrow(),
+        vec!["egress_policy.dry_run_denied.trial.paths".to_owned()]
+    );
+    host.respond(200, 10);
+    filter.on_log(&host);
+    let entries = host.entries.borrow();
+    let lines: Vec<&str> = entries[0].lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with(r#"{"level":"warning""#));
+    assert!(lines[0].ends_with(r#""decision":"allow","deniedBy":"","path":"/politics","wouldDeny":"egress_policy_denied:rule=trial,list=paths"}"#), "{}", lines[0]);
+    assert!(lines[1].starts_with(r#"{"level":"info""#));
+}
+
+#[test]
+fn deny_reply_comes_from_the_deciding_rule_then_the_global_settings() {
+    let policy = Policy::from_json(
+        br#"{"denyStatus": 403, "denyBody": "forbidden by policy\n", "denyHeaders": {"X-Egress-Policy": "denied", "Cache-Control": "no-store"},
+            "lists": {"paths": {"value": "request.url_path", "entries": ["/sport"]}},
+            "rules": [{"name": "politics", "match": "request.url_path == \"/politics\"", "check": ["paths"],
+                       "deny": {"status": 451, "headers": {"x-egress-policy": "politics"}}},
+                      {"name": "rest", "check": ["paths"]}]}"#,
+    )
+    .unwrap();
+    let host = FakeHost::request(b"edition.cnn.com", b"/politics");
+    RequestFilter::new(Some(active(policy))).on_request_headers(&host);
+    assert_eq!(
+        host.replies.borrow()[0],
+        (
+            451,
+            "egress_policy_denied:rule=politics,list=paths".to_owned()
+        )
+    );
+    let (body, headers) = host.reply_bodies.borrow()[0].clone();
+    assert_eq!(body, b"forbidden by policy\n");
+    assert_eq!(
+        headers,
+        vec![
+            ("cache-control".to_owned(), "no-store".to_owned()),
+            ("x-egress-policy".to_owned(), "politics".to_owned())
+        ]
     );
 }

@@ -2,15 +2,18 @@
 //! [`RequestFilter`] against [`WasmHost`]. Only byte-level host calls are used; the SDK's string
 //! helpers unwrap, and a non-UTF-8 header would take the VM down with them.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ptr::null;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use super::{Flow, Host, RequestFilter};
+use super::lists::{FetchOutcome, Fetcher};
+use super::{Active, Flow, Host, RequestFilter};
 use crate::policy::Policy;
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
@@ -19,14 +22,124 @@ const LOG_PROPERTY: &str = "egress_policy_log";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { policy: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { active: None, fetcher: Fetcher::default() })
+    });
 }}
 
+/// One per VM (each Envoy worker has its own): compiles the configuration and keeps its remote
+/// lists fresh. Each worker fetches for itself, so a list is fetched `--concurrency` times per
+/// interval.
 struct Root {
-    policy: Option<Rc<Policy>>,
+    active: Option<Rc<Active>>,
+    fetcher: Fetcher,
 }
 
-impl Context for Root {}
+impl Root {
+    fn fetch_due_lists(&mut self) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        let Some(now) = WasmHost.now_micros() else {
+            return;
+        };
+        for list in self.fetcher.due(&active.policy, now) {
+            let Some((config, provider)) = active
+                .policy
+                .lists
+                .get(list)
+                .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
+            else {
+                continue;
+            };
+            let headers = vec![
+                (":method", "GET"),
+                (":path", provider.path.as_str()),
+                (":authority", provider.authority.as_str()),
+                ("accept", "text/plain, application/json"),
+            ];
+            let timeout =
+                Duration::from_micros(u64::try_from(provider.timeout_micros).unwrap_or(5_000_000));
+            match hostcalls::dispatch_http_call(&provider.cluster, headers, None, vec![], timeout) {
+                Ok(token) => self.fetcher.sent(token, list),
+                Err(status) => report(
+                    &active.policy,
+                    &Fetcher::not_sent(
+                        list,
+                        format!("cannot call cluster {}: {status:?}", provider.cluster),
+                    ),
+                    config.name.as_str(),
+                ),
+            }
+        }
+    }
+}
+
+/// Logs and counts the outcome of a fetch.
+fn report(policy: &Policy, outcome: &FetchOutcome, list_name: &str) {
+    match outcome {
+        FetchOutcome::Updated { entries, .. } => {
+            WasmHost.increment(&format!("egress_policy.list.{list_name}.fetch_success"));
+            WasmHost.set_gauge(&format!("egress_policy.list.{list_name}.entries"), *entries);
+        }
+        FetchOutcome::Failed { list, reason } => {
+            WasmHost.increment(&format!("egress_policy.list.{list_name}.fetch_failure"));
+            let ttl = policy
+                .lists
+                .get(*list)
+                .and_then(|l| l.provider.as_ref())
+                .map_or(0, |p| p.ttl_micros / 1_000);
+            WasmHost.log_warning(&format!(
+                "egress-policy: list {list_name}: fetch failed ({reason}); the last good list stays in force for up to {ttl}ms after it was fetched, then onError applies"
+            ));
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let now = WasmHost.now_micros().unwrap_or(0);
+        let Ok(mut remote) = active.remote.try_borrow_mut() else {
+            return;
+        };
+        let outcome = self.fetcher.received(
+            &active.policy,
+            &mut remote,
+            token_id,
+            status.as_deref(),
+            &body,
+            now,
+        );
+        drop(remote);
+        if let Some(outcome) = outcome {
+            let list = match &outcome {
+                FetchOutcome::Updated { list, .. } | FetchOutcome::Failed { list, .. } => *list,
+            };
+            let name = active
+                .policy
+                .lists
+                .get(list)
+                .map_or("?", |l| l.name.as_str());
+            report(&active.policy, &outcome, name);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -42,7 +155,17 @@ impl RootContext for Root {
         };
         match Policy::from_json(&bytes) {
             Ok(policy) => {
-                self.policy = Some(Rc::new(policy));
+                self.fetcher = Fetcher::new(&policy);
+                let tick = Fetcher::tick_micros(&policy);
+                self.active = Some(Rc::new(Active::new(policy)));
+                if let Some(tick) = tick {
+                    let period = Duration::from_micros(u64::try_from(tick).unwrap_or(1_000_000));
+                    if hostcalls::set_tick_period(period).is_err() {
+                        log_error("egress-policy: cannot start the list refresh timer");
+                        return false;
+                    }
+                    self.fetch_due_lists();
+                }
                 true
             }
             Err(errors) => {
@@ -56,9 +179,13 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        self.fetch_due_lists();
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
-            filter: RequestFilter::new(self.policy.clone()),
+            filter: RequestFilter::new(self.active.clone()),
         }))
     }
 
@@ -126,19 +253,28 @@ impl Host for WasmHost {
         i64::try_from(micros).ok()
     }
 
-    fn send_local_reply(&self, status: u16, details: &str) -> bool {
-        // An empty header map serializes as a zero count (4 bytes).
-        let no_headers = 0u32.to_le_bytes();
+    fn send_local_reply(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> bool {
+        let headers = serialize_headers(headers);
         // SAFETY: every pointer/length pair describes a live buffer for the whole call.
         let status = unsafe {
             proxy_send_local_response(
                 u32::from(status),
                 details.as_ptr(),
                 details.len(),
-                null(),
-                0,
-                no_headers.as_ptr(),
-                no_headers.len(),
+                if body.is_empty() {
+                    null()
+                } else {
+                    body.as_ptr()
+                },
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
                 -1,
             )
         };
@@ -152,4 +288,53 @@ impl Host for WasmHost {
     fn log_warning(&self, message: &str) {
         let _ = hostcalls::log(LogLevel::Warn, message);
     }
+
+    fn increment(&self, counter: &str) {
+        if let Some(id) = metric(MetricType::Counter, counter) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+impl WasmHost {
+    fn set_gauge(&self, gauge: &str, value: usize) {
+        if let Some(id) = metric(MetricType::Gauge, gauge) {
+            let _ = hostcalls::record_metric(id, u64::try_from(value).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+thread_local! {
+    /// Metric ids by name: defining a metric is a host call, so each is defined once per VM.
+    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+fn metric(kind: MetricType, name: &str) -> Option<u32> {
+    METRICS.with(|metrics| {
+        let mut metrics = metrics.try_borrow_mut().ok()?;
+        if let Some(id) = metrics.get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        metrics.insert(name.to_owned(), id);
+        Some(id)
+    })
+}
+
+/// The proxy-wasm header map encoding: count, then each name and value length, then the bytes,
+/// each string followed by a NUL.
+fn serialize_headers(headers: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&u32::try_from(headers.len()).unwrap_or(0).to_le_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(&u32::try_from(name.len()).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(value.len()).unwrap_or(0).to_le_bytes());
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
 }

@@ -2,14 +2,16 @@
 //! request, which cannot fail.
 
 pub mod list;
+pub mod provider;
 pub mod route;
 
-use crate::config::{LogLevel, PluginConfig};
+use crate::config::{EntryType, LogLevel, OnError, PluginConfig};
 use crate::decision::{Decision, DenyReason, ListFailure};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
 use crate::request::{Rejection, Request};
 use list::EntryIndex;
+use provider::{Provider, RemoteLists};
 use route::{RouteOutcome, RouteTable};
 
 /// A compiled list check.
@@ -18,15 +20,37 @@ pub struct List {
     pub name: String,
     value: Expr,
     pub blacklist: bool,
+    pub entry_type: EntryType,
+    /// The static entries (Mixer `overrides`): they always apply.
     pub entries: EntryIndex,
+    pub provider: Option<Provider>,
+    pub dry_run: bool,
 }
 
 impl List {
-    fn check(&self, env: &Env<'_>) -> Option<ListFailure> {
+    /// Checks the request's value against the static entries, then against the remote ones if
+    /// the list has a provider: the last good fetch while it is younger than `ttl`, otherwise
+    /// `onError` decides.
+    fn check(&self, env: &Env<'_>, remote: &RemoteLists, index: usize) -> Option<ListFailure> {
         let Some(Value::Str(value)) = self.value.eval(env) else {
             return Some(ListFailure::ValueAbsent);
         };
-        match (self.entries.contains(value), self.blacklist) {
+        let listed = if self.entries.contains(value) {
+            true
+        } else if let Some(provider) = &self.provider {
+            let now = env.request.time_micros.unwrap_or(i64::MAX);
+            let fresh = remote
+                .get(index)
+                .filter(|r| now.saturating_sub(r.fetched_at_micros) <= provider.ttl_micros);
+            match (fresh, provider.on_error) {
+                (Some(remote), _) => remote.index.contains(value),
+                (None, OnError::Deny) => return Some(ListFailure::Unavailable),
+                (None, OnError::Allow) => return None,
+            }
+        } else {
+            false
+        };
+        match (listed, self.blacklist) {
             (false, false) => Some(ListFailure::NotListed),
             (true, true) => Some(ListFailure::Listed),
             _ => None,
@@ -35,10 +59,7 @@ impl List {
 
     /// The looked-up value for this request, for explanations.
     pub fn value_of<'a>(&'a self, request: &'a Request) -> Option<&'a str> {
-        match self.value.eval(&Env {
-            request,
-            response: None,
-        }) {
+        match self.value.eval(&Env::request(request)) {
             Some(Value::Str(s)) => Some(s),
             _ => None,
         }
@@ -53,6 +74,16 @@ pub struct Rule {
     pub log: Option<LogLevel>,
     /// Indices into [`Policy::lists`].
     pub checks: Vec<usize>,
+    pub dry_run: bool,
+    pub deny: DenyReply,
+}
+
+/// The local reply to a denied request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyReply {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
 }
 
 /// A compiled log field.
@@ -66,6 +97,8 @@ pub struct LogField {
 #[derive(Debug)]
 pub struct Policy {
     pub deny_status: u16,
+    /// The global local reply (`denyStatus`, `denyBody`, `denyHeaders`).
+    pub deny: DenyReply,
     pub instance: String,
     pub log_fields: Vec<LogField>,
     pub lists: Vec<List>,
@@ -181,16 +214,34 @@ impl Policy {
                     None
                 }
             };
+            // A provider that fails to compile has pushed its errors: the policy is refused.
+            let provider = list
+                .provider
+                .as_ref()
+                .and_then(|p| Provider::compile(p, &format!("{path}.provider"), &mut errors));
             if let (Some(value), Some(entries)) = (value, entries) {
                 lists.push(List {
                     name: name.clone(),
                     value,
                     blacklist: list.blacklist,
+                    entry_type: list.entry_type,
                     entries,
+                    provider,
+                    dry_run: list.dry_run,
                 });
             }
         }
 
+        check_reply(None, &config.deny_headers, "denyHeaders", &mut errors);
+        let global_deny = DenyReply {
+            status: config.deny_status,
+            body: config.deny_body.clone().unwrap_or_default(),
+            headers: config
+                .deny_headers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+                .collect(),
+        };
         let mut rules: Vec<Rule> = Vec::new();
         for (i, rule) in config.rules.iter().enumerate() {
             let path = format!("rules[{i}]");
@@ -234,11 +285,39 @@ impl Policy {
                     "a rule needs 'log', 'check' or both; this one does nothing",
                 ));
             }
+            let deny = rule.deny.as_ref().map_or_else(
+                || global_deny.clone(),
+                |reply| {
+                    let mut headers = global_deny.headers.clone();
+                    for (name, value) in &reply.headers {
+                        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                        headers.push((name.to_ascii_lowercase(), value.clone()));
+                    }
+                    DenyReply {
+                        status: reply.status.unwrap_or(global_deny.status),
+                        body: reply
+                            .body
+                            .clone()
+                            .unwrap_or_else(|| global_deny.body.clone()),
+                        headers,
+                    }
+                },
+            );
+            if let Some(reply) = &rule.deny {
+                check_reply(
+                    reply.status,
+                    &reply.headers,
+                    &format!("{path}.deny"),
+                    &mut errors,
+                );
+            }
             rules.push(Rule {
                 name: rule.name.clone(),
                 condition,
                 log: rule.log,
                 checks,
+                dry_run: rule.dry_run,
+                deny,
             });
         }
 
@@ -283,6 +362,7 @@ impl Policy {
         let mut reads = decision_needs.clone();
         reads.merge(&log_needs);
         Ok(Policy {
+            deny: global_deny,
             reads,
             trust_domain: identity.trust_domain.clone(),
             trusted_header: identity
@@ -300,35 +380,47 @@ impl Policy {
         })
     }
 
-    /// Decides one request: routes first, then every rule in order. Every rule whose match holds
-    /// is recorded (for its log entry) even after a denial; the first denial is the reason.
+    /// Decides one request with static list entries only; see [`Policy::evaluate_with`].
     pub fn evaluate(&self, request: &Request) -> Decision {
-        let env = Env {
-            request,
-            response: None,
-        };
+        self.evaluate_with(request, &RemoteLists::default())
+    }
+
+    /// Decides one request: routes first, then every rule in order. Every rule whose match holds
+    /// is recorded (for its log entry) even after a denial; the first enforced failure is the
+    /// reason. Failures of dry-run rules and lists are recorded apart and deny nothing.
+    pub fn evaluate_with(&self, request: &Request, remote: &RemoteLists) -> Decision {
+        let env = Env::request(request);
         let mut denied = match self.routes.check(request) {
             RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
             RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
             RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
         };
         let mut fired = Vec::new();
+        let mut dry_run = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.condition.as_ref().is_none_or(|c| c.holds(&env)) {
                 continue;
             }
             fired.push(u32::try_from(index).unwrap_or(u32::MAX));
-            if denied.is_some() {
-                continue;
-            }
-            for &list in &rule.checks {
-                if let Some(failure) = self.lists.get(list).and_then(|l| l.check(&env)) {
-                    denied = Some(DenyReason::List {
+            for &list_index in &rule.checks {
+                let Some(list) = self.lists.get(list_index) else {
+                    continue;
+                };
+                let enforced = !rule.dry_run && !list.dry_run;
+                if enforced && denied.is_some() {
+                    continue;
+                }
+                if let Some(failure) = list.check(&env, remote, list_index) {
+                    let reason = DenyReason::List {
                         rule: index,
-                        list,
+                        list: list_index,
                         failure,
-                    });
-                    break;
+                    };
+                    if enforced {
+                        denied = Some(reason);
+                    } else {
+                        dry_run.push(reason);
+                    }
                 }
             }
         }
@@ -336,7 +428,24 @@ impl Policy {
             rejected: None,
             denied,
             fired,
+            dry_run,
         }
+    }
+
+    /// The local reply for a denial: the deciding rule's own, or the global one.
+    pub fn reply(&self, reason: &DenyReason) -> &DenyReply {
+        match reason {
+            DenyReason::List { rule, .. } => self.rules.get(*rule).map_or(&self.deny, |r| &r.deny),
+            _ => &self.deny,
+        }
+    }
+
+    /// Lists with a provider, by index: what the adapter fetches.
+    pub fn providers(&self) -> impl Iterator<Item = (usize, &List, &Provider)> {
+        self.lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, list)| list.provider.as_ref().map(|p| (i, list, p)))
     }
 
     /// Settings that are valid but weaken a guarantee; `egress-policy check` prints them.
@@ -391,6 +500,17 @@ impl Policy {
         }
     }
 
+    /// A metric-name suffix for a denial: `rule.list`, `route`, or `host_unknown`.
+    pub fn metric_name(&self, reason: &DenyReason) -> String {
+        match reason {
+            DenyReason::HostUnknown => "host_unknown".into(),
+            DenyReason::NoRouteMatch { route } => self.route_name(*route).to_owned(),
+            DenyReason::List { rule, list, .. } => {
+                format!("{}.{}", self.rule_name(*rule), self.list_name(*list))
+            }
+        }
+    }
+
     /// Response code details for a request refused for its path.
     pub fn rejection_details(problem: Rejection) -> String {
         format!("egress_policy_rejected:{}", problem.code())
@@ -415,9 +535,46 @@ impl Policy {
                     ListFailure::NotListed => format!("\"{value}\" is not in whitelist"),
                     ListFailure::Listed => format!("\"{value}\" is in blacklist"),
                     ListFailure::ValueAbsent => "the looked-up value is absent for list".into(),
+                    ListFailure::Unavailable => format!(
+                        "\"{value}\" is not in the static entries and the remote entries are unavailable (onError: deny) for list"
+                    ),
                 };
                 format!("denied by rule {}: {why} {}", self.rule_name(*rule), self.list_name(*list))
             }
+        }
+    }
+}
+
+/// A reply's status and header names must be something Envoy can send.
+fn check_reply(
+    status: Option<u16>,
+    headers: &std::collections::BTreeMap<String, String>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(status) = status.filter(|s| !(200..=599).contains(s)) {
+        errors.push(ConfigError::new(
+            format!("{path}.status"),
+            format!("{status} is not an HTTP status (200..=599)"),
+        ));
+    }
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    for (name, value) in headers {
+        let header_path = if path.ends_with("denyHeaders") {
+            format!("{path}.{name}")
+        } else {
+            format!("{path}.headers.{name}")
+        };
+        if name.is_empty() || !name.bytes().all(token) {
+            errors.push(ConfigError::new(
+                &header_path,
+                format!("'{name}' is not a header name"),
+            ));
+        } else if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            errors.push(ConfigError::new(
+                &header_path,
+                "header values cannot contain control characters",
+            ));
         }
     }
 }

@@ -251,7 +251,12 @@ pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
 }
 
 /// Renders envoy/gateway.yaml and the filter's ECDS file with scripts/render-envoy-config.
-pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u16) -> PathBuf {
+pub fn render_envoy_config(
+    dir: &TempDir,
+    plugin_config: &Path,
+    upstream_port: u16,
+    list_port: u16,
+) -> PathBuf {
     install_filter_config(&dir.path("filter"), plugin_config);
     let output = Command::new(repo().join("scripts/render-envoy-config"))
         .arg(repo().join("envoy/gateway.yaml"))
@@ -270,6 +275,7 @@ pub fn render_envoy_config(dir: &TempDir, plugin_config: &Path, upstream_port: u
         .env("UPSTREAM_ADDRESS", "127.0.0.1")
         .env("UPSTREAM_PORT", upstream_port.to_string())
         .env("UPSTREAM_CA", certs().join("ca.crt"))
+        .env("LIST_PROVIDER_PORT", list_port.to_string())
         .output()
         .unwrap();
     assert!(
@@ -301,10 +307,73 @@ pub fn spawn_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, PathBuf) {
     (Guard(child), stderr_path)
 }
 
-/// A running gateway: Envoy + the filter + the local upstream.
+/// scripts/list-server serving the files of a directory: the remote lists.
+pub struct ListServer {
+    process: Option<Guard>,
+    pub port: u16,
+    pub dir: PathBuf,
+    port_file: PathBuf,
+}
+
+impl ListServer {
+    pub fn start(dir: &TempDir) -> Self {
+        let mut server = ListServer {
+            process: None,
+            port: 0,
+            dir: dir.path("lists"),
+            port_file: dir.path("lists.port"),
+        };
+        std::fs::create_dir_all(&server.dir).unwrap();
+        server.restart();
+        server
+    }
+
+    /// Starts the server (again), on the same port after the first start.
+    pub fn restart(&mut self) {
+        let _ = std::fs::remove_file(&self.port_file);
+        let child = Command::new(repo().join("scripts/list-server"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--port-file")
+            .arg(&self.port_file)
+            .spawn()
+            .unwrap();
+        let mut process = Guard(child);
+        let port_file = self.port_file.clone();
+        wait_until("the list server to listen", STARTUP_TIMEOUT, || {
+            assert!(
+                process.0.try_wait().unwrap().is_none(),
+                "scripts/list-server exited"
+            );
+            port_file.exists()
+        });
+        self.port = std::fs::read_to_string(&self.port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        self.process = Some(process);
+    }
+
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Replaces a served file atomically.
+    pub fn write(&self, name: &str, content: &str) {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(tmp, self.dir.join(name)).unwrap();
+    }
+}
+
+/// A running gateway: Envoy + the filter + the local upstream + the list server.
 pub struct Gateway {
     envoy: Guard,
     pub upstream: Upstream,
+    pub lists: ListServer,
     pub dir: TempDir,
     pub admin_port: u16,
     pub http_port: u16,
@@ -327,7 +396,8 @@ impl Gateway {
             .into_owned();
         let dir = TempDir::new(&label);
         let upstream = Upstream::start(&dir);
-        let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port);
+        let lists = ListServer::start(&dir);
+        let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port, lists.port);
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
         let (mut envoy, envoy_stderr) = spawn_envoy(&dir, &envoy_config);
@@ -373,6 +443,7 @@ impl Gateway {
         };
         let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
         Gateway {
+            lists,
             mtls_port,
             envoy,
             upstream,

@@ -1,0 +1,237 @@
+//! Remote list entries (Mixer's listchecker `providerUrl`): the compiled provider settings, the
+//! parsing of a fetched body into an index, and the state the adapter keeps between fetches.
+//!
+//! Parsing is all or nothing: a body with one bad entry, too many entries or too many bytes is
+//! refused whole and the previous list stays in force, so a list is never half applied.
+
+use crate::config::{EntryType, OnError, ProviderConfig};
+use crate::duration::parse_micros;
+use crate::error::ConfigError;
+
+use super::list::EntryIndex;
+
+/// Compiled provider settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_micros: i64,
+    pub ttl_micros: i64,
+    pub timeout_micros: i64,
+    pub on_error: OnError,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl Provider {
+    pub fn compile(
+        config: &ProviderConfig,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Self> {
+        let before = errors.len();
+        let mut duration = |text: &str, field: &str| {
+            parse_micros(text)
+                .map_err(|message| {
+                    errors.push(ConfigError::new(format!("{path}.{field}"), message))
+                })
+                .unwrap_or(0)
+        };
+        let refresh_micros = duration(&config.refresh_interval, "refreshInterval");
+        let ttl_micros = duration(&config.ttl, "ttl");
+        let timeout_micros = duration(&config.timeout, "timeout");
+        if config.cluster.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.cluster"),
+                "must name an Envoy cluster",
+            ));
+        }
+        if !config.path.starts_with('/') {
+            errors.push(ConfigError::new(
+                format!("{path}.path"),
+                format!("'{}' must start with '/'", config.path),
+            ));
+        }
+        if refresh_micros > 0 && ttl_micros > 0 && ttl_micros < refresh_micros {
+            errors.push(ConfigError::new(
+                format!("{path}.ttl"),
+                format!(
+                    "{} is shorter than refreshInterval {}: the list would expire between fetches",
+                    config.ttl, config.refresh_interval
+                ),
+            ));
+        }
+        if config.max_entries == 0 || config.max_bytes == 0 {
+            errors.push(ConfigError::new(
+                path,
+                "maxEntries and maxBytes must be greater than zero",
+            ));
+        }
+        (errors.len() == before).then(|| Provider {
+            cluster: config.cluster.clone(),
+            path: config.path.clone(),
+            authority: config
+                .authority
+                .clone()
+                .unwrap_or_else(|| config.cluster.clone()),
+            refresh_micros,
+            ttl_micros,
+            timeout_micros,
+            on_error: config.on_error,
+            max_entries: usize::try_from(config.max_entries).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Parses a fetched body: a JSON array of strings when it starts with `[`, otherwise one
+    /// entry per line (blank lines and `#` comments skipped).
+    pub fn parse(&self, entry_type: EntryType, body: &[u8]) -> Result<EntryIndex, String> {
+        if body.len() > self.max_bytes {
+            return Err(format!(
+                "body of {} bytes is over maxBytes {}",
+                body.len(),
+                self.max_bytes
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+        let entries: Vec<String> = if text.trim_start().starts_with('[') {
+            serde_json::from_str(text)
+                .map_err(|e| format!("body is not a JSON array of strings: {e}"))?
+        } else {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        if entries.len() > self.max_entries {
+            return Err(format!(
+                "{} entries is over maxEntries {}",
+                entries.len(),
+                self.max_entries
+            ));
+        }
+        EntryIndex::build(entry_type, &entries).map_err(|errors| {
+            let first = errors.first().map_or(String::new(), |e| {
+                format!("entry {}: {}", e.index, e.message)
+            });
+            format!("{} bad entries; {first}", errors.len())
+        })
+    }
+}
+
+/// The last good remote list of one list.
+#[derive(Debug)]
+pub struct RemoteEntries {
+    pub index: EntryIndex,
+    pub fetched_at_micros: i64,
+}
+
+/// Remote entries by list index, owned by the adapter and replaced whole on each good fetch.
+#[derive(Debug, Default)]
+pub struct RemoteLists {
+    lists: Vec<Option<RemoteEntries>>,
+}
+
+impl RemoteLists {
+    pub fn get(&self, list: usize) -> Option<&RemoteEntries> {
+        self.lists.get(list).and_then(Option::as_ref)
+    }
+
+    pub fn set(&mut self, list: usize, entries: RemoteEntries) {
+        if self.lists.len() <= list {
+            self.lists.resize_with(list + 1, || None);
+        }
+        if let Some(slot) = self.lists.get_mut(list) {
+            *slot = Some(entries);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderConfig;
+
+    fn provider(max_entries: u32, max_bytes: u32) -> Provider {
+        let config = ProviderConfig {
+            cluster: "lists".into(),
+            path: "/paths".into(),
+            authority: None,
+            refresh_interval: "1s".into(),
+            ttl: "3s".into(),
+            timeout: "1s".into(),
+            on_error: OnError::Deny,
+            max_entries,
+            max_bytes,
+        };
+        Provider::compile(&config, "lists.p.provider", &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn text_and_json_bodies_are_parsed() {
+        let p = provider(10, 1000);
+        let text = p
+            .parse(EntryType::Strings, b"# allowed\n/sport\n\n  /health \n")
+            .unwrap();
+        assert!(text.contains("/sport") && text.contains("/health") && !text.contains("# allowed"));
+        let json = p
+            .parse(EntryType::Strings, br#"["/sport", "/health"]"#)
+            .unwrap();
+        assert!(json.contains("/health"));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_whole_with_a_reason() {
+        let p = provider(2, 40);
+        assert!(
+            p.parse(EntryType::Strings, b"/a\n/b\n/c\n")
+                .unwrap_err()
+                .contains("over maxEntries 2")
+        );
+        assert!(
+            p.parse(EntryType::Strings, &[b'a'; 41])
+                .unwrap_err()
+                .contains("over maxBytes 40")
+        );
+        assert!(
+            p.parse(EntryType::Strings, b"/a\xff")
+                .unwrap_err()
+                .contains("not UTF-8")
+        );
+        assert!(
+            p.parse(EntryType::Strings, b"[\"/a\", 3]")
+                .unwrap_err()
+                .contains("JSON array of strings")
+        );
+        assert!(
+            p.parse(EntryType::Regex, b"/ok\n/bad(\n")
+                .unwrap_err()
+                .contains("entry 1: invalid regex")
+        );
+    }
+
+    #[test]
+    fn settings_are_validated_with_their_paths() {
+        let mut errors = Vec::new();
+        let config = ProviderConfig {
+            cluster: String::new(),
+            path: "paths".into(),
+            authority: None,
+            refresh_interval: "10s".into(),
+            ttl: "5s".into(),
+            timeout: "soon".into(),
+            on_error: OnError::Allow,
+            max_entries: 1,
+            max_bytes: 1,
+        };
+        assert!(Provider::compile(&config, "lists.p.provider", &mut errors).is_none());
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 4, "{messages:#?}");
+        assert!(messages[0].starts_with("lists.p.provider.timeout: 'soon' is not a duration"));
+        assert!(messages.iter().any(|m| {
+            m.starts_with("lists.p.provider.ttl: 5s is shorter than refreshInterval 10s")
+        }));
+    }
+}
