@@ -316,7 +316,11 @@ fn reloads_under_load_drop_nothing_and_each_phase_follows_its_config() {
                 let mut client = Client::connect(port);
                 let mut n = 0usize;
                 while running.load(Ordering::SeqCst) {
-                    let path = if n.is_multiple_of(2) { "/politics" } else { "/sport" };
+                    let path = if n.is_multiple_of(2) {
+                        "/politics"
+                    } else {
+                        "/sport"
+                    };
                     n += 1;
                     let start = Instant::now();
                     let result = client.get(path);
