@@ -23,6 +23,7 @@ pub mod expr;
 pub mod filter;
 pub mod identity;
 pub mod log_entry;
+pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod time;

@@ -214,6 +214,10 @@ fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
             .envoy_stderr()
             .contains("rules[0].match: expected ')'")
     );
+    assert!(
+        gateway.counter("wasmcustom.egress_policy.config_loads.result.failure") >= 1,
+        "load failures are counted"
+    );
 
     assert!(gateway.reload(&repo().join("envoy/examples/s1-logging.json")));
     assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 only logs");

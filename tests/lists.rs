@@ -36,7 +36,7 @@ fn remote_list_config(provider: serde_json::Value, dry_run: bool) -> String {
 
 fn fetches(gateway: &Gateway, outcome: &str) -> u64 {
     gateway.counter(&format!(
-        "wasmcustom.egress_policy.list.path-checker.fetch_{outcome}"
+        "wasmcustom.egress_policy.list_fetches.list.path-checker.result.{outcome}"
     ))
 }
 
@@ -132,7 +132,7 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
         "failures are logged"
     );
     assert_eq!(
-        gateway.counter("wasmcustom.egress_policy.list.path-checker.entries"),
+        gateway.counter("wasmcustom.egress_policy.list_entries.list.path-checker"),
         2
     );
 }
@@ -185,7 +185,9 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny() {
     assert_eq!(entries[2]["path"], "/sport");
     assert!(entries[2].get("wouldDeny").is_none());
     assert_eq!(
-        gateway.counter("wasmcustom.egress_policy.dry_run_denied.handle-cnn-access.path-checker"),
+        gateway.counter(
+            "wasmcustom.egress_policy.dry_run_denied.rule.handle-cnn-access.list.path-checker"
+        ),
         1
     );
     assert_eq!(gateway.upstream.paths(), ["/politics", "/sport"]);

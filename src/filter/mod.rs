@@ -17,6 +17,7 @@ use crate::decision::Decision;
 use crate::expr::Attr;
 use crate::identity::{self, IdentityError};
 use crate::log_entry;
+use crate::metrics;
 use crate::policy::Policy;
 use crate::policy::provider::RemoteLists;
 use crate::request::{Rejection, Request, Response, ambiguous_path, lossy};
@@ -129,12 +130,6 @@ impl RequestFilter {
             Ok(remote) => policy.evaluate_with(&self.request, &remote),
             Err(_) => policy.evaluate_with(&self.request, &RemoteLists::default()),
         };
-        for reason in &decision.dry_run {
-            host.increment(&format!(
-                "egress_policy.dry_run_denied.{}",
-                policy.metric_name(reason)
-            ));
-        }
         let flow = match &decision.denied {
             Some(reason) => {
                 let reply = policy.reply(reason);
@@ -159,10 +154,13 @@ impl RequestFilter {
             return;
         };
         let policy = &active.policy;
+        let response = read_response(policy, host);
+        for counter in metrics::request_counters(policy, decision, &self.request, response.code) {
+            host.increment(&counter);
+        }
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }
-        let response = read_response(policy, host);
         let entries = log_entry::render(policy, decision, &self.request, &response);
         if !host.write_log_entries(&entries) {
             host.log_warning("could not hand log entries to the access log");
@@ -264,11 +262,9 @@ fn read_identity(policy: &Policy, host: &impl Host, request: &mut Request) {
 fn read_response(policy: &Policy, host: &impl Host) -> Response {
     let needs = &policy.log_needs;
     let int = |path: &[&str]| host.property(path).and_then(|bytes| le_i64(&bytes));
+    // The code is always read: every request is counted by it.
     Response {
-        code: needs
-            .attr(Attr::ResponseCode)
-            .then(|| int(&["response", "code"]))
-            .flatten(),
+        code: int(&["response", "code"]),
         size: needs
             .attr(Attr::ResponseSize)
             .then(|| int(&["response", "size"]))

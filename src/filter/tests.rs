@@ -408,12 +408,16 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny_without_denying() {
     let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
     let mut filter = RequestFilter::new(Some(active(policy)));
     assert_eq!(filter.on_request_headers(&host), Flow::Continue);
-    assert_eq!(
-        *host.counters.borrow(),
-        vec!["egress_policy.dry_run_denied.trial.paths".to_owned()]
-    );
     host.respond(200, 10);
     filter.on_log(&host);
+    assert_eq!(
+        *host.counters.borrow(),
+        vec![
+            "egress_policy.requests.decision.dry_run_deny.destination.other.source_namespace.unknown.source_app.unknown.source_version.unknown.response_code.200".to_owned(),
+            "egress_policy.dry_run_denied.rule.trial.list.paths".to_owned(),
+            "egress_policy.rule_matches.rule.trial.decision.dry_run_deny".to_owned(),
+        ]
+    );
     let entries = host.entries.borrow();
     let lines: Vec<&str> = entries[0].lines().collect();
     assert_eq!(lines.len(), 2);

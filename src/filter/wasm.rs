@@ -14,6 +14,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use super::lists::{FetchOutcome, Fetcher};
 use super::{Active, Flow, Host, RequestFilter};
+use crate::metrics;
 use crate::policy::Policy;
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
@@ -36,6 +37,25 @@ struct Root {
 }
 
 impl Root {
+    /// Age of each list's last good fetch; absent until the first one.
+    fn record_list_ages(&self) {
+        let (Some(active), Some(now)) = (&self.active, WasmHost.now_micros()) else {
+            return;
+        };
+        let Ok(remote) = active.remote.try_borrow() else {
+            return;
+        };
+        for (index, list, _) in active.policy.providers() {
+            if let Some(entries) = remote.get(index) {
+                let age = now.saturating_sub(entries.fetched_at_micros) / 1_000_000;
+                WasmHost.set_gauge(
+                    &metrics::list_age_gauge(&list.name),
+                    usize::try_from(age).unwrap_or(0),
+                );
+            }
+        }
+    }
+
     fn fetch_due_lists(&mut self) {
         let Some(active) = self.active.clone() else {
             return;
@@ -79,11 +99,12 @@ impl Root {
 fn report(policy: &Policy, outcome: &FetchOutcome, list_name: &str) {
     match outcome {
         FetchOutcome::Updated { entries, .. } => {
-            WasmHost.increment(&format!("egress_policy.list.{list_name}.fetch_success"));
-            WasmHost.set_gauge(&format!("egress_policy.list.{list_name}.entries"), *entries);
+            WasmHost.increment(&metrics::list_fetch_counter(list_name, true));
+            WasmHost.set_gauge(&metrics::list_entries_gauge(list_name), *entries);
+            WasmHost.set_gauge(&metrics::list_age_gauge(list_name), 0);
         }
         FetchOutcome::Failed { list, reason } => {
-            WasmHost.increment(&format!("egress_policy.list.{list_name}.fetch_failure"));
+            WasmHost.increment(&metrics::list_fetch_counter(list_name, false));
             let ttl = policy
                 .lists
                 .get(*list)
@@ -153,7 +174,9 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Policy::from_json(&bytes) {
+        let compiled = Policy::from_json(&bytes);
+        WasmHost.increment(metrics::config_load_counter(compiled.is_ok()));
+        match compiled {
             Ok(policy) => {
                 self.fetcher = Fetcher::new(&policy);
                 let tick = Fetcher::tick_micros(&policy);
@@ -181,6 +204,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.fetch_due_lists();
+        self.record_list_ages();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

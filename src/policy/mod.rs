@@ -112,6 +112,8 @@ pub struct Policy {
     pub reads: Needs,
     /// Trust domain whose SPIFFE IDs give an identity.
     pub trust_domain: String,
+    /// The hosts the configuration names, for bounded destination metrics.
+    pub destinations: crate::metrics::Destinations,
     /// Lower-case name of the header trusted as identity without a client certificate.
     pub trusted_header: Option<String>,
 }
@@ -361,7 +363,25 @@ impl Policy {
         }
         let mut reads = decision_needs.clone();
         reads.merge(&log_needs);
+        // Metrics label every request by source namespace, app and version.
+        reads.add(Attr::SourceNamespace);
+        reads.add(Attr::SourceServiceAccount);
+        reads.add(Attr::RequestHost);
+        reads.labels.insert("app".into());
+        reads.labels.insert("version".into());
+        let mut host_literals = expr::HostLiterals::default();
+        for rule in &rules {
+            if let Some(condition) = &rule.condition {
+                condition.host_literals(&mut host_literals);
+            }
+        }
+        let (route_names, route_suffixes) = routes.host_literals();
+        let destinations = crate::metrics::Destinations::new(
+            host_literals.names.into_iter().chain(route_names),
+            host_literals.suffixes.into_iter().chain(route_suffixes),
+        );
         Ok(Policy {
+            destinations,
             deny: global_deny,
             reads,
             trust_domain: identity.trust_domain.clone(),

@@ -210,6 +210,17 @@ impl RouteTable {
         self.routes.get(index)
     }
 
+    /// Exact host names and wildcard suffixes (without `*.`) the routes name.
+    pub fn host_literals(&self) -> (Vec<String>, Vec<String>) {
+        let names = self.exact.keys().map(|k| k.to_string()).collect();
+        let suffixes = self
+            .wildcard
+            .keys()
+            .map(|k| k.trim_start_matches('.').to_owned())
+            .collect();
+        (names, suffixes)
+    }
+
     /// Whether any route matches on this header, so the adapter knows to read it.
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
         self.routes

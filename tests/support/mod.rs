@@ -389,6 +389,16 @@ impl Gateway {
     /// Starts a gateway whose rendered Envoy config is first passed through `edit`, to test
     /// what the filter does when a deployment lacks one of the bundled protections.
     pub fn start_edited(plugin_config: &Path, edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_full(plugin_config, edit, &[])
+    }
+
+    /// Starts a gateway whose list server already serves `lists` (name, content) when Envoy
+    /// starts, so the first fetch finds them.
+    pub fn start_full(
+        plugin_config: &Path,
+        edit: impl FnOnce(String) -> String,
+        lists_content: &[(&str, &str)],
+    ) -> Self {
         let label = plugin_config
             .file_stem()
             .unwrap()
@@ -397,6 +407,9 @@ impl Gateway {
         let dir = TempDir::new(&label);
         let upstream = Upstream::start(&dir);
         let lists = ListServer::start(&dir);
+        for (name, content) in lists_content {
+            lists.write(name, content);
+        }
         let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port, lists.port);
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
@@ -460,10 +473,15 @@ impl Gateway {
 
     /// Starts a gateway with an inline plugin configuration.
     pub fn with_config(label: &str, json: &str) -> Self {
+        Self::with_config_and_lists(label, json, &[])
+    }
+
+    /// Starts a gateway with an inline plugin configuration and remote lists served from start.
+    pub fn with_config_and_lists(label: &str, json: &str, lists: &[(&str, &str)]) -> Self {
         let dir = TempDir::new(&format!("{label}-config"));
         let path = dir.path(&format!("{label}.json"));
         std::fs::write(&path, json).unwrap();
-        let gateway = Self::start(&path);
+        let gateway = Self::start_full(&path, |yaml| yaml, lists);
         drop(dir);
         gateway
     }

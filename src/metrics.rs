@@ -1,0 +1,325 @@
+//! Metric names, with their labels encoded for Envoy's tag extraction.
+//!
+//! proxy-wasm metrics have names, not labels, so each label is written into the name as
+//! `.<label>.<value>` and the `stats_tags` of `envoy/gateway.yaml` (also in
+//! `manifests/egress-metrics-envoyfilter.yaml` for Istio) turn them back into Prometheus labels:
+//! `wasmcustom.egress_policy.requests.decision.deny.destination.edition.cnn.com...` becomes
+//! `egress_policy_requests{decision="deny",destination="edition.cnn.com",...}`. Label values are
+//! bounded: destinations are the hosts the configuration names (everything else is `other`),
+//! and every value is sanitized so that it cannot be mistaken for another label.
+
+use std::collections::HashSet;
+
+use crate::decision::{Decision, DenyReason};
+use crate::policy::Policy;
+use crate::request::Request;
+
+/// The tags `envoy/gateway.yaml` extracts: (tag name, regex). Kept here so a test can check that
+/// the bundled Envoy configs extract exactly these.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    (
+        "destination",
+        r"^wasmcustom\.egress_policy\.requests\..*?(\.destination\.(.+?))\.source_namespace\.",
+    ),
+    (
+        "decision",
+        r"^wasmcustom\.egress_policy\..*?(\.decision\.([^.]+))",
+    ),
+    (
+        "source_namespace",
+        r"^wasmcustom\.egress_policy\..*?(\.source_namespace\.([^.]+))",
+    ),
+    (
+        "source_app",
+        r"^wasmcustom\.egress_policy\..*?(\.source_app\.([^.]+))",
+    ),
+    (
+        "source_version",
+        r"^wasmcustom\.egress_policy\..*?(\.source_version\.([^.]+))",
+    ),
+    (
+        "response_code",
+        r"^wasmcustom\.egress_policy\..*?(\.response_code\.([^.]+))",
+    ),
+    ("rule", r"^wasmcustom\.egress_policy\..*?(\.rule\.([^.]+))"),
+    ("list", r"^wasmcustom\.egress_policy\..*?(\.list\.([^.]+))"),
+    (
+        "result",
+        r"^wasmcustom\.egress_policy\..*?(\.result\.([^.]+))",
+    ),
+];
+
+/// The hosts a configuration names: destinations get their own label value, everything else
+/// is `other`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destinations {
+    names: HashSet<String>,
+    /// Suffixes without the leading dot; labelled `*.suffix`.
+    suffixes: Vec<String>,
+}
+
+impl Destinations {
+    pub fn new(
+        names: impl IntoIterator<Item = String>,
+        suffixes: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut suffixes: Vec<String> = suffixes.into_iter().filter(|s| !s.is_empty()).collect();
+        // The longest suffix names a host most precisely.
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        suffixes.dedup();
+        Destinations {
+            names: names.into_iter().collect(),
+            suffixes,
+        }
+    }
+
+    /// The label value for a request's host.
+    pub fn label(&self, host: Option<&str>) -> String {
+        let Some(host) = host else {
+            return "unknown".into();
+        };
+        if self.names.contains(host) {
+            return sanitize_host(host);
+        }
+        for suffix in &self.suffixes {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return sanitize_host(&format!("*.{suffix}"));
+            }
+        }
+        "other".into()
+    }
+}
+
+/// A label value: letters, digits, `_` and `-` (dots would split the name), at most 64.
+fn sanitize(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "unknown".into()
+    } else {
+        clean
+    }
+}
+
+/// Host names keep their dots (the destination tag is anchored on the next label).
+fn sanitize_host(host: &str) -> String {
+    host.chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.*".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn source_labels(request: &Request) -> (String, String, String) {
+    let source = &request.source;
+    let namespace = sanitize(source.namespace.as_deref().unwrap_or("unknown"));
+    let app = sanitize(
+        source
+            .label("app")
+            .or(source.service_account.as_deref())
+            .unwrap_or("unknown"),
+    );
+    let version = sanitize(source.label("version").unwrap_or("unknown"));
+    (namespace, app, version)
+}
+
+/// `allow`, `deny`, `dry_run_deny` (allowed, but a dry-run check failed) or `reject`.
+pub fn decision_label(decision: &Decision) -> &'static str {
+    match (&decision.rejected, &decision.denied) {
+        (Some(_), _) => "reject",
+        (None, Some(_)) => "deny",
+        (None, None) if !decision.dry_run.is_empty() => "dry_run_deny",
+        (None, None) => "allow",
+    }
+}
+
+/// Rule and list labels of a denial.
+fn rule_and_list(policy: &Policy, reason: &DenyReason) -> (String, String) {
+    match reason {
+        DenyReason::HostUnknown => ("host_unknown".into(), "none".into()),
+        DenyReason::NoRouteMatch { route } => (
+            sanitize(
+                policy
+                    .routes
+                    .route(*route)
+                    .map_or("route", |r| r.name.as_str()),
+            ),
+            "none".into(),
+        ),
+        DenyReason::List { rule, list, .. } => (
+            sanitize(policy.rules.get(*rule).map_or("?", |r| r.name.as_str())),
+            sanitize(policy.lists.get(*list).map_or("?", |l| l.name.as_str())),
+        ),
+    }
+}
+
+/// The counters one finished request increments.
+pub fn request_counters(
+    policy: &Policy,
+    decision: &Decision,
+    request: &Request,
+    response_code: Option<i64>,
+) -> Vec<String> {
+    let (namespace, app, version) = source_labels(request);
+    let verdict = decision_label(decision);
+    let destination = policy.destinations.label(request.host.as_deref());
+    let code = response_code.map_or("none".into(), |c| c.to_string());
+    let mut counters = vec![format!(
+        "egress_policy.requests.decision.{verdict}.destination.{destination}.source_namespace.{namespace}.source_app.{app}.source_version.{version}.response_code.{code}"
+    )];
+    if let Some(reason) = &decision.denied {
+        let (rule, list) = rule_and_list(policy, reason);
+        counters.push(format!(
+            "egress_policy.denied.rule.{rule}.list.{list}.source_namespace.{namespace}.source_app.{app}"
+        ));
+    }
+    if let Some(problem) = decision.rejected {
+        counters.push(format!(
+            "egress_policy.denied.rule.rejected_{}.list.none.source_namespace.{namespace}.source_app.{app}",
+            problem.code()
+        ));
+    }
+    for reason in &decision.dry_run {
+        let (rule, list) = rule_and_list(policy, reason);
+        counters.push(format!(
+            "egress_policy.dry_run_denied.rule.{rule}.list.{list}"
+        ));
+    }
+    for &index in &decision.fired {
+        if let Some(rule) = usize::try_from(index)
+            .ok()
+            .and_then(|i| policy.rules.get(i))
+        {
+            counters.push(format!(
+                "egress_policy.rule_matches.rule.{}.decision.{verdict}",
+                sanitize(&rule.name)
+            ));
+        }
+    }
+    counters
+}
+
+/// Counter of list fetches by result (`success` or `failure`).
+pub fn list_fetch_counter(list: &str, success: bool) -> String {
+    let result = if success { "success" } else { "failure" };
+    format!(
+        "egress_policy.list_fetches.list.{}.result.{result}",
+        sanitize(list)
+    )
+}
+
+/// Gauge of the entries of a list's last good fetch.
+pub fn list_entries_gauge(list: &str) -> String {
+    format!("egress_policy.list_entries.list.{}", sanitize(list))
+}
+
+/// Gauge of the age of a list's last good fetch, in seconds.
+pub fn list_age_gauge(list: &str) -> String {
+    format!("egress_policy.list_age_seconds.list.{}", sanitize(list))
+}
+
+/// Counter of configuration loads by result.
+pub fn config_load_counter(success: bool) -> &'static str {
+    if success {
+        "egress_policy.config_loads.result.success"
+    } else {
+        "egress_policy.config_loads.result.failure"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_bounded_to_hosts_the_config_names() {
+        let destinations = Destinations::new(
+            ["api.example.com".to_string()],
+            ["cnn.com".to_string(), "edition.cnn.com".to_string()],
+        );
+        assert_eq!(
+            destinations.label(Some("api.example.com")),
+            "api.example.com"
+        );
+        assert_eq!(destinations.label(Some("money.cnn.com")), "*.cnn.com");
+        assert_eq!(
+            destinations.label(Some("www.edition.cnn.com")),
+            "*.edition.cnn.com"
+        );
+        assert_eq!(destinations.label(Some("evil.example.org")), "other");
+        assert_eq!(destinations.label(None), "unknown");
+    }
+
+    #[test]
+    fn label_values_cannot_split_the_name() {
+        assert_eq!(sanitize("my.app/v1 x"), "my_app_v1_x");
+        assert_eq!(sanitize(""), "unknown");
+        assert_eq!(sanitize(&"a".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn s3_politics_denial_counts_request_denial_and_rules() {
+        let policy = Policy::from_json(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/envoy/examples/s3-listcheck.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut request = Request {
+            path: Some("/politics".into()),
+            ..Request::default()
+        };
+        request.set_host("edition.cnn.com");
+        request.source.namespace = Some("default".into());
+        request.source.service_account = Some("sleep".into());
+        let decision = policy.evaluate(&request);
+        let counters = request_counters(&policy, &decision, &request, Some(404));
+        assert_eq!(
+            counters,
+            vec![
+                "egress_policy.requests.decision.deny.destination.*.cnn.com.source_namespace.default.source_app.sleep.source_version.unknown.response_code.404",
+                "egress_policy.denied.rule.handle-cnn-access.list.path-checker.source_namespace.default.source_app.sleep",
+                "egress_policy.rule_matches.rule.handle-politics.decision.deny",
+                "egress_policy.rule_matches.rule.handle-cnn-access.decision.deny",
+            ]
+        );
+    }
+
+    #[test]
+    fn stats_tag_regexes_extract_every_label() {
+        let name = "wasmcustom.egress_policy.requests.decision.deny.destination.*.cnn.com.source_namespace.default.source_app.sleep.source_version.v1.response_code.404";
+        let mut labels = Vec::new();
+        for (tag, pattern) in STATS_TAGS {
+            if let Some(captures) = regex::Regex::new(pattern).unwrap().captures(name) {
+                labels.push((*tag, captures.get(2).unwrap().as_str()));
+            }
+        }
+        assert_eq!(
+            labels,
+            vec![
+                ("destination", "*.cnn.com"),
+                ("decision", "deny"),
+                ("source_namespace", "default"),
+                ("source_app", "sleep"),
+                ("source_version", "v1"),
+                ("response_code", "404"),
+            ]
+        );
+    }
+}

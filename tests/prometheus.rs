@@ -1,0 +1,210 @@
+//! The Grafana dashboard against a real Prometheus (Debian's package, started on loopback) that
+//! scrapes a real gateway after the source documents' S3 and S4 traffic: every query of every
+//! panel returns the expected series and values (`tests/data/dashboard.json`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Gateway, Guard, TempDir, http_get, repo, wait_until};
+
+const CNN: &str = "edition.cnn.com";
+
+fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={encoded}")).unwrap();
+    assert_eq!(status, 200, "{promql}: {body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| {
+            let labels = series["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect();
+            (
+                labels,
+                series["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
+    // S4, plus a remote list every VM must fetch, so that the list panels have a series.
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("envoy/examples/s4-exemption.json")).unwrap(),
+    )
+    .unwrap();
+    config["lists"]["known-hosts"] = json!({"value": "request.host", "provider":
+        {"cluster": "egress_policy_lists", "path": "/hosts.txt", "refreshInterval": "100ms"}});
+    config["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "known-hosts", "check": ["known-hosts"]}));
+    let gateway = Gateway::with_config_and_lists(
+        "dashboard",
+        &config.to_string(),
+        &[("hosts.txt", "edition.cnn.com\n")],
+    );
+    let fetched = "wasmcustom.egress_policy.list_fetches.list.known-hosts.result.success";
+    wait_until(
+        "every VM to fetch the list",
+        Duration::from_secs(20),
+        || gateway.counter(fetched) >= 9,
+    );
+
+    // S3's requests without identity, then S4's from ns/default and ns/politics over mTLS.
+    let plain: Vec<u16> = ["/politics", "/sport", "/health"]
+        .iter()
+        .map(|p| gateway.status(CNN, p))
+        .collect();
+    assert_eq!(plain, [404, 200, 200]);
+    for (cert, expected) in [
+        ("default-sleep", [404, 200, 200]),
+        ("politics-sleep", [200, 200, 200]),
+    ] {
+        let statuses: Vec<u16> = ["/politics", "/sport", "/health"]
+            .iter()
+            .map(|p| gateway.mtls_status(Some(cert), CNN, p, &[]))
+            .collect();
+        assert_eq!(statuses, expected, "{cert}");
+    }
+    gateway.settle(9);
+
+    let dir = TempDir::new("prometheus");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prometheus_config = dir.path("prometheus.yml");
+    std::fs::write(
+        &prometheus_config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: egress-gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            gateway.admin_port
+        ),
+    )
+    .unwrap();
+    let _prometheus = Guard(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prometheus_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus (scripts/setup installs Debian's package)"),
+    );
+    wait_until(
+        "Prometheus to scrape the gateway twice",
+        Duration::from_secs(60),
+        || {
+            http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200)
+                && query(port, "count_over_time(egress_policy_requests[1m])")
+                    .iter()
+                    .any(|(_, n)| *n >= 2.0)
+        },
+    );
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("manifests/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/data/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        let Some(want) = expected.get(title) else {
+            failures.push(format!(
+                "{title}: no expectation in tests/data/dashboard.json"
+            ));
+            continue;
+        };
+        for target in panel["targets"].as_array().unwrap() {
+            let promql = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m");
+            let got = query(port, &promql);
+            checked += 1;
+            let mut got_series: Vec<BTreeMap<String, String>> =
+                got.iter().map(|(l, _)| l.clone()).collect();
+            got_series.sort();
+            let mut want_series: Vec<BTreeMap<String, String>> = want["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s["labels"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                        .collect()
+                })
+                .collect();
+            want_series.sort();
+            if got_series != want_series {
+                failures.push(format!(
+                    "{title}: series {got_series:?}, expected {want_series:?}"
+                ));
+                continue;
+            }
+            for series in want["series"].as_array().unwrap() {
+                let Some(value) = series.get("value").and_then(Value::as_f64) else {
+                    continue; // a rate: its value depends on timing, its series do not
+                };
+                let labels: BTreeMap<String, String> = series["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect();
+                let actual = got.iter().find(|(l, _)| *l == labels).map(|(_, v)| *v);
+                let close = actual.is_some_and(|a| {
+                    (a - value).abs() < 1e-9 || (series["atLeast"] == true && a >= value)
+                });
+                if !close {
+                    failures.push(format!(
+                        "{title}: {labels:?} = {actual:?}, expected {value}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 13, "{checked} queries");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
