@@ -272,3 +272,64 @@ fn trusting_an_identity_header_is_valid_but_warned_about() {
     let output = cli(&["check", "envoy/examples/s4-exemption.json"]);
     assert!(stderr(&output).is_empty(), "no warning by default");
 }
+
+fn stats_tags(yaml: &serde_json::Value) -> Vec<(String, String)> {
+    yaml.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tag_name"].as_str().unwrap().to_owned(),
+                t["regex"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bundled_envoy_and_istio_configs_extract_the_labels_the_filter_encodes() {
+    let expected: Vec<(String, String)> = egress_policy::metrics::STATS_TAGS
+        .iter()
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    // The template's ${...} placeholders are not YAML until rendered; any value will do here.
+    let template = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
+    let rendered = regex::Regex::new(r"\$\{[A-Z_]+\}")
+        .unwrap()
+        .replace_all(&template, "0");
+    let gateway: serde_json::Value = serde_yaml::from_str(&rendered).unwrap();
+    assert_eq!(stats_tags(&gateway["stats_config"]["stats_tags"]), expected);
+    let istio: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("manifests/egress-metrics-envoyfilter.yaml")).unwrap(),
+    )
+    .unwrap();
+    let patch = &istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"];
+    assert_eq!(stats_tags(patch), expected);
+}
+
+#[test]
+fn audit_reports_unreadable_input_and_exits_2() {
+    let output = cli_stdin(
+        &["audit"],
+        "{\"level\":\"info\",\"responseCode\":200}\nnot json\n",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).starts_with("entries: 1\n"));
+    assert!(
+        stderr(&output).contains("stdin:2: not JSON"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cli(&["audit", "no/such.log"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("no/such.log: cannot read"));
+    let violation = cli_stdin(
+        &["audit", "-"],
+        "{\"level\":\"error\",\"responseCode\":200,\"destination\":\"d\",\"path\":\"/p\"}\nnot json\n",
+    );
+    assert_eq!(
+        violation.status.code(),
+        Some(1),
+        "a violation outranks unreadable lines"
+    );
+}

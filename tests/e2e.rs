@@ -223,3 +223,39 @@ fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
     assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 only logs");
     assert_eq!(gateway.upstream.paths(), ["/sport", "/politics"]);
 }
+
+/// `egress-policy audit` on the real log: S1 only logs, so politics was sent (exit 1, the entry
+/// named); S3 refused it (exit 0).
+#[test]
+fn audit_finds_the_politics_request_s1_let_through_and_clears_s3() {
+    for (example, expected_exit) in [("s1-logging.json", 1), ("s3-listcheck.json", 0)] {
+        let gateway = Gateway::example(example);
+        let [politics, _, _] = politics_sport_health(&gateway);
+        gateway.settle(3);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+            .arg("audit")
+            .arg(gateway.dir.path("egress.log"))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_exit),
+            "{example}: {report}"
+        );
+        assert!(report.starts_with("entries: 4\n"), "{report}");
+        if expected_exit == 1 {
+            assert_eq!(politics.0, 200);
+            assert!(
+                report.contains("UNAUTHORIZED REQUESTS LET THROUGH: 1\n"),
+                "{report}"
+            );
+            assert!(report.contains("error entry let through: edition.cnn.com/politics from unknown (unknown), responseCode 200"));
+        } else {
+            assert!(
+                report.contains("no unauthorized request was let through"),
+                "{report}"
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use egress_policy::audit::Report;
 use egress_policy::config::PluginConfig;
 use egress_policy::decision::Verdict;
 use egress_policy::error::{ConfigError, ConfigErrors};
@@ -17,6 +18,7 @@ use egress_policy::request::{Request, Response};
 const USAGE: &str = "\
 usage:
   egress-policy check CONFIG...
+  egress-policy audit [LOGFILE...]
   egress-policy explain CONFIG --host HOST --path PATH [--method METHOD] [--scheme SCHEME]
         [--namespace NS] [--service-account SA] [--principal SPIFFE_ID] [--user USER]
         [--workload NAME] [--source-ip IP] [--label KEY=VALUE]... [--header NAME=VALUE]...
@@ -25,6 +27,9 @@ usage:
 CONFIG is a plugin configuration in JSON or YAML, or an Istio WasmPlugin manifest whose
 spec.pluginConfig is checked; '-' reads standard input.
 check exits 0 when every CONFIG is valid, 2 otherwise.
+audit reads the JSON log (LOGFILEs, or standard input) and prints counts per level, source,
+destination and decision; it exits 1 when an error-level entry's request was let through
+(an unauthorized request was sent), 2 when a file or line cannot be read, 0 otherwise.
 explain exits 0 when the request would be allowed, 1 when denied, 2 on an invalid CONFIG.";
 
 const EXIT_DENIED: u8 = 1;
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") => check(args.get(1..).unwrap_or_default()),
         Some("explain") => explain(args.get(1..).unwrap_or_default()),
+        Some("audit") => audit(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -280,5 +286,33 @@ fn explain(args: &[String]) -> ExitCode {
     match decision.verdict() {
         Verdict::Allow => ExitCode::SUCCESS,
         Verdict::Deny => ExitCode::from(EXIT_DENIED),
+    }
+}
+
+fn audit(files: &[String]) -> ExitCode {
+    let stdin = ["-".to_owned()];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    let mut report = Report::default();
+    let mut unreadable_files = 0;
+    for file in files {
+        match read(file) {
+            Ok(content) => report.add(if file == "-" { "stdin" } else { file }, &content),
+            Err(e) => {
+                eprintln!("egress-policy: {file}: cannot read: {e}");
+                unreadable_files += 1;
+            }
+        }
+    }
+    print!("{}", report.render());
+    for problem in &report.unreadable {
+        eprintln!("egress-policy: {problem}");
+    }
+    if !report.violations.is_empty() {
+        ExitCode::from(EXIT_DENIED)
+    } else if unreadable_files > 0 || !report.unreadable.is_empty() {
+        eprintln!("egress-policy: some input could not be read, so the audit is incomplete");
+        ExitCode::from(EXIT_INVALID)
+    } else {
+        ExitCode::SUCCESS
     }
 }

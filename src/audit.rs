@@ -1,0 +1,185 @@
+//! `egress-policy audit`: reads the JSON log and answers the source documents' question, "was
+//! any unauthorized request sent?", as one command, with counts per source, destination and
+//! decision.
+//!
+//! A violation is an `error` entry (a rule that marks forbidden access) whose request was let
+//! through: its `decision` field (`policy.decision`, if the configuration logs it) is `allow` or
+//! `dry_run_deny`, or, without that field, its `responseCode` is below 400.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// What the audit found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub entries: usize,
+    pub by_level: BTreeMap<String, usize>,
+    pub by_source: BTreeMap<String, usize>,
+    pub by_destination: BTreeMap<String, usize>,
+    pub by_decision: BTreeMap<String, usize>,
+    /// `file:line: what` for each error entry that was let through.
+    pub violations: Vec<String>,
+    /// `file:line: why` for each line that is not a log entry.
+    pub unreadable: Vec<String>,
+}
+
+fn text<'a>(entry: &'a Value, field: &str) -> Option<&'a str> {
+    entry.get(field).and_then(Value::as_str)
+}
+
+impl Report {
+    /// Adds the lines of one file (named `origin` in messages).
+    pub fn add(&mut self, origin: &str, content: &str) {
+        for (number, line) in content.lines().enumerate() {
+            let at = format!("{origin}:{}", number + 1);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Value = match serde_json::from_str(line) {
+                Ok(entry @ Value::Object(_)) => entry,
+                Ok(_) => {
+                    self.unreadable.push(format!("{at}: not a JSON object"));
+                    continue;
+                }
+                Err(e) => {
+                    self.unreadable.push(format!("{at}: not JSON: {e}"));
+                    continue;
+                }
+            };
+            let Some(level) = text(&entry, "level") else {
+                self.unreadable
+                    .push(format!("{at}: no \"level\": not an egress-policy entry"));
+                continue;
+            };
+            self.entries += 1;
+            *self.by_level.entry(level.to_owned()).or_default() += 1;
+            let source = format!(
+                "{} ({})",
+                text(&entry, "source").unwrap_or("unknown"),
+                text(&entry, "sourceNamespace").unwrap_or("unknown")
+            );
+            *self.by_source.entry(source.clone()).or_default() += 1;
+            let destination = text(&entry, "destination").unwrap_or("unknown").to_owned();
+            *self.by_destination.entry(destination.clone()).or_default() += 1;
+            let code = entry.get("responseCode").and_then(Value::as_i64);
+            let decision = match (text(&entry, "decision"), code) {
+                (Some(decision), _) => decision.to_owned(),
+                (None, Some(code)) if code < 400 => "let through (responseCode < 400)".to_owned(),
+                (None, Some(code)) => format!("refused ({code})"),
+                (None, None) => "unknown".to_owned(),
+            };
+            *self.by_decision.entry(decision).or_default() += 1;
+            let let_through = match text(&entry, "decision") {
+                Some(decision) => decision == "allow" || decision == "dry_run_deny",
+                None => code.is_some_and(|c| c < 400),
+            };
+            if level == "error" && let_through {
+                self.violations.push(format!(
+                    "{at}: error entry let through: {destination}{} from {source}, responseCode {}",
+                    text(&entry, "path").unwrap_or(""),
+                    code.map_or("unknown".into(), |c| c.to_string())
+                ));
+            }
+        }
+    }
+
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let mut out = format!("entries: {}\n", self.entries);
+        for (title, counts) in [
+            ("by level", &self.by_level),
+            ("by source (namespace)", &self.by_source),
+            ("by destination", &self.by_destination),
+            ("by decision", &self.by_decision),
+        ] {
+            out.push_str(title);
+            out.push_str(":\n");
+            for (key, count) in counts {
+                out.push_str(&format!("  {count:>8}  {key}\n"));
+            }
+        }
+        if self.violations.is_empty() {
+            out.push_str("no unauthorized request was let through\n");
+        } else {
+            out.push_str(&format!(
+                "UNAUTHORIZED REQUESTS LET THROUGH: {}\n",
+                self.violations.len()
+            ));
+            for violation in &self.violations {
+                out.push_str(&format!("  {violation}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S1: &str = r#"{"level":"error","instance":"egress-access","destination":"edition.cnn.com","path":"/politics","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
+{"level":"info","instance":"egress-access","destination":"edition.cnn.com","path":"/politics","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
+{"level":"info","instance":"egress-access","destination":"edition.cnn.com","path":"/sport","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
+"#;
+
+    #[test]
+    fn logging_only_policy_let_politics_through() {
+        let mut report = Report::default();
+        report.add("s1.log", S1);
+        assert_eq!(report.entries, 3);
+        assert_eq!(report.violations.len(), 1);
+        assert!(report.violations[0].starts_with(
+            "s1.log:1: error entry let through: edition.cnn.com/politics from sleep (default)"
+        ));
+        assert_eq!(report.by_source.get("sleep (default)"), Some(&3));
+    }
+
+    #[test]
+    fn refused_politics_is_no_violation() {
+        let s3 = S1.replace(
+            "\"responseCode\":200,\"responseSize\":10",
+            "\"responseCode\":404,\"responseSize\":0",
+        );
+        let mut report = Report::default();
+        report.add("s3.log", &s3);
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert!(
+            report
+                .render()
+                .contains("no unauthorized request was let through")
+        );
+        assert_eq!(report.by_decision.get("refused (404)"), Some(&3));
+    }
+
+    #[test]
+    fn the_decision_field_wins_over_the_response_code() {
+        let mut report = Report::default();
+        report.add(
+            "x",
+            r#"{"level":"error","decision":"deny","responseCode":200}"#,
+        );
+        report.add(
+            "y",
+            r#"{"level":"error","decision":"dry_run_deny","responseCode":404}"#,
+        );
+        assert_eq!(report.violations.len(), 1);
+        assert!(report.violations[0].starts_with("y:1:"));
+    }
+
+    #[test]
+    fn unreadable_lines_are_reported_by_position() {
+        let mut report = Report::default();
+        report.add(
+            "bad.log",
+            "{\"level\":\"info\"}\nnot json\n[1]\n{\"no\":\"level\"}\n\n",
+        );
+        assert_eq!(report.entries, 1);
+        let at: Vec<&str> = report
+            .unreadable
+            .iter()
+            .map(|u| u.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(at, ["bad.log:2", "bad.log:3", "bad.log:4"]);
+    }
+}
