@@ -184,12 +184,12 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny() {
     assert_eq!(entries[1]["level"], "info");
     assert_eq!(entries[2]["path"], "/sport");
     assert!(entries[2].get("wouldDeny").is_none());
-    assert_eq!(
-        gateway.counter(
-            "wasmcustom.egress_policy.dry_run_denied.rule.handle-cnn-access.list.path-checker"
-        ),
-        1
-    );
+    // Counters reach Envoy on the filter's next tick.
+    let counter =
+        "wasmcustom.egress_policy.dry_run_denied.rule.handle-cnn-access.list.path-checker";
+    wait_until("the dry-run counter", WAIT, || {
+        gateway.counter(counter) == 1
+    });
     assert_eq!(gateway.upstream.paths(), ["/politics", "/sport"]);
 }
 

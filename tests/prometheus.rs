@@ -95,6 +95,10 @@ fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
         assert_eq!(statuses, expected, "{cert}");
     }
     gateway.settle(9);
+    // The filter hands its counts to Envoy on its next tick.
+    wait_until("the request counters", Duration::from_secs(10), || {
+        gateway.counter_sum("wasmcustom.egress_policy.requests.") == 9
+    });
 
     let dir = TempDir::new("prometheus");
     let port = TcpListener::bind("127.0.0.1:0")

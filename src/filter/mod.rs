@@ -27,6 +27,8 @@ use crate::request::{Rejection, Request, Response, ambiguous_path, lossy};
 pub trait Host {
     /// A request header (or pseudo-header like `:authority`) as raw bytes.
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// A response header (or `:status`) as raw bytes.
+    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// A host property (`["source", "address"]`) as raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Current time in microseconds since the Unix epoch.
@@ -88,6 +90,8 @@ pub const PEER_URI_SANS: &str = "egress_policy.peer_uri_sans";
 /// One request's state between its headers and its access-log phase.
 pub struct RequestFilter {
     active: Option<Rc<Active>>,
+    /// `:status` of the response headers, when the filter saw them.
+    status: Option<i64>,
     request: Request,
     decision: Option<Decision>,
 }
@@ -98,6 +102,7 @@ impl RequestFilter {
     pub fn new(active: Option<Rc<Active>>) -> Self {
         Self {
             active,
+            status: None,
             request: Request::default(),
             decision: None,
         }
@@ -149,17 +154,34 @@ impl RequestFilter {
         flow
     }
 
+    /// Notes the status from the response headers: a header read is cheaper than the
+    /// `response.code` property in the log phase.
+    pub fn on_response_headers(&mut self, host: &impl Host) {
+        self.status = host
+            .response_header(":status")
+            .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok());
+    }
+
     pub fn on_log(&mut self, host: &impl Host) {
         let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
             return;
         };
         let policy = &active.policy;
-        let response = read_response(policy, host);
+        let mut response = read_response(policy, host, self.status.is_none());
+        response.code = response.code.or(self.status);
         for counter in metrics::request_counters(policy, decision, &self.request, response.code) {
             host.increment(&counter);
         }
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
+        }
+        if self.request.time_micros.is_none() {
+            // When the request started (Envoy's request.time, in nanoseconds), as Mixer logged.
+            self.request.time_micros = host
+                .property(&["request", "time"])
+                .and_then(|bytes| le_i64(&bytes))
+                .map(|nanos| nanos / 1_000)
+                .or_else(|| host.now_micros());
         }
         let entries = log_entry::render(policy, decision, &self.request, &response);
         if !host.write_log_entries(&entries) {
@@ -175,7 +197,13 @@ fn text(host: &impl Host, header: &str) -> Option<String> {
 fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
     let needs = &policy.reads;
     let mut request = Request {
-        time_micros: host.now_micros(),
+        // Remote lists need "now" to judge their age; without them the time is only for the log
+        // entries, read in the log phase, and only when there are entries.
+        time_micros: if policy.providers().next().is_some() {
+            host.now_micros()
+        } else {
+            None
+        },
         path: Some(lossy(raw_path)).filter(|p| !p.is_empty()),
         ..Request::default()
     };
@@ -198,18 +226,6 @@ fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
             request.headers.push((name.clone(), value));
         }
     }
-    // Workload labels and name from Istio's peer metadata (the `downstream_peer` filter state
-    // its metadata exchange sets); absent without Istio. Never from request headers.
-    for key in &needs.labels {
-        if let Some(value) = host.property(&["downstream_peer", "labels", key]) {
-            request.source.labels.push((key.clone(), lossy(&value)));
-        }
-    }
-    if needs.attr(Attr::SourceWorkload) {
-        request.source.workload = host
-            .property(&["downstream_peer", "workload"])
-            .map(|bytes| lossy(&bytes));
-    }
     if needs.attr(Attr::SourceIp) {
         request.source.ip = host
             .property(&["source", "address"])
@@ -222,6 +238,21 @@ fn read_request(policy: &Policy, host: &impl Host, raw_path: &[u8]) -> Request {
     }
     if policy.reads_identity() {
         read_identity(policy, host, &mut request);
+    }
+    // Workload labels and name from Istio's peer metadata (the `downstream_peer` filter state
+    // its metadata exchange sets, only for in-mesh mTLS callers); absent without Istio. Never
+    // from request headers.
+    if request.mtls == Some(true) {
+        for key in &needs.labels {
+            if let Some(value) = host.property(&["downstream_peer", "labels", key]) {
+                request.source.labels.push((key.clone(), lossy(&value)));
+            }
+        }
+        if needs.attr(Attr::SourceWorkload) {
+            request.source.workload = host
+                .property(&["downstream_peer", "workload"])
+                .map(|bytes| lossy(&bytes));
+        }
     }
     if needs.attr(Attr::ConnectionRequestedServerName) {
         request.requested_server_name = host
@@ -259,12 +290,12 @@ fn read_identity(policy: &Policy, host: &impl Host, request: &mut Request) {
     }
 }
 
-fn read_response(policy: &Policy, host: &impl Host) -> Response {
+fn read_response(policy: &Policy, host: &impl Host, code_unknown: bool) -> Response {
     let needs = &policy.log_needs;
     let int = |path: &[&str]| host.property(path).and_then(|bytes| le_i64(&bytes));
-    // The code is always read: every request is counted by it.
+    // Every request is counted by its code: from the response headers, else this property.
     Response {
-        code: int(&["response", "code"]),
+        code: code_unknown.then(|| int(&["response", "code"])).flatten(),
         size: needs
             .attr(Attr::ResponseSize)
             .then(|| int(&["response", "size"]))

@@ -40,6 +40,9 @@ impl Host for FakeHost {
         self.header_reads.borrow_mut().push(name.to_owned());
         self.headers.get(name).cloned()
     }
+    fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.properties.get(&path.join(".")).cloned()
     }

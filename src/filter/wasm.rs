@@ -175,20 +175,19 @@ impl RootContext for Root {
             }
         };
         let compiled = Policy::from_json(&bytes);
-        WasmHost.increment(metrics::config_load_counter(compiled.is_ok()));
+        increment_now(metrics::config_load_counter(compiled.is_ok()));
         match compiled {
             Ok(policy) => {
                 self.fetcher = Fetcher::new(&policy);
-                let tick = Fetcher::tick_micros(&policy);
+                let tick =
+                    Fetcher::tick_micros(&policy).map_or(FLUSH_MICROS, |t| t.min(FLUSH_MICROS));
                 self.active = Some(Rc::new(Active::new(policy)));
-                if let Some(tick) = tick {
-                    let period = Duration::from_micros(u64::try_from(tick).unwrap_or(1_000_000));
-                    if hostcalls::set_tick_period(period).is_err() {
-                        log_error("egress-policy: cannot start the list refresh timer");
-                        return false;
-                    }
-                    self.fetch_due_lists();
+                let period = Duration::from_micros(u64::try_from(tick).unwrap_or(200_000));
+                if hostcalls::set_tick_period(period).is_err() {
+                    log_error("egress-policy: cannot start the timer for lists and metrics");
+                    return false;
                 }
+                self.fetch_due_lists();
                 true
             }
             Err(errors) => {
@@ -205,6 +204,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         self.fetch_due_lists();
         self.record_list_ages();
+        flush_counters();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -230,6 +230,11 @@ impl HttpContext for Http {
             Flow::Continue => Action::Continue,
             Flow::Stop => Action::Pause,
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.filter.on_response_headers(&WasmHost);
+        Action::Continue
     }
 
     fn on_log(&mut self) {
@@ -263,6 +268,12 @@ unsafe extern "C" {
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
             .ok()
             .flatten()
     }
@@ -313,12 +324,47 @@ impl Host for WasmHost {
         let _ = hostcalls::log(LogLevel::Warn, message);
     }
 
+    /// Counted in the VM and flushed to Envoy on the root context's tick ([`flush_counters`]):
+    /// one host call per counter and tick instead of several per request.
     fn increment(&self, counter: &str) {
-        if let Some(id) = metric(MetricType::Counter, counter) {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+        PENDING.with(|pending| {
+            let Ok(mut pending) = pending.try_borrow_mut() else {
+                return;
+            };
+            match pending.get_mut(counter) {
+                Some(count) => *count += 1,
+                None => {
+                    pending.insert(counter.to_owned(), 1);
+                }
+            }
+        });
     }
 }
+
+/// Hands the counts gathered since the last tick to Envoy.
+fn flush_counters() {
+    PENDING.with(|pending| {
+        let Ok(mut pending) = pending.try_borrow_mut() else {
+            return;
+        };
+        for (name, count) in pending.iter_mut().filter(|(_, count)| **count > 0) {
+            if let Some(id) = metric(MetricType::Counter, name) {
+                let _ = hostcalls::increment_metric(id, i64::try_from(*count).unwrap_or(i64::MAX));
+            }
+            *count = 0;
+        }
+    });
+}
+
+/// Counters that cannot wait for a tick (a refused configuration never gets one).
+fn increment_now(counter: &str) {
+    if let Some(id) = metric(MetricType::Counter, counter) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+/// How often counters reach Envoy: far below any scrape interval.
+const FLUSH_MICROS: i64 = 200_000;
 
 impl WasmHost {
     fn set_gauge(&self, gauge: &str, value: usize) {
@@ -331,6 +377,8 @@ impl WasmHost {
 thread_local! {
     /// Metric ids by name: defining a metric is a host call, so each is defined once per VM.
     static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Counts not yet handed to Envoy.
+    static PENDING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
 
 fn metric(kind: MetricType, name: &str) -> Option<u32> {

@@ -24,7 +24,10 @@ pub enum EntryIndex {
     PathPrefixes(HashSet<Box<str>>),
 }
 
-/// A problem with one entry, by its index in `entries`.
+/// The `index` of a problem with the list as a whole rather than one entry.
+pub const WHOLE_LIST: usize = usize::MAX;
+
+/// A problem with one entry, by its index in `entries` (or [`WHOLE_LIST`]).
 #[derive(Debug)]
 pub struct EntryError {
     pub index: usize,
@@ -139,7 +142,7 @@ fn regex_set(
     }
     RegexSet::new(patterns).map(Some).map_err(|e| {
         vec![EntryError {
-            index: 0,
+            index: WHOLE_LIST,
             message: format!(
                 "entries cannot be compiled together: {}",
                 one_line(&e.to_string())

@@ -208,10 +208,12 @@ impl Policy {
                 Ok(entries) => Some(entries),
                 Err(entry_errors) => {
                     for e in entry_errors {
-                        errors.push(ConfigError::new(
-                            format!("{path}.entries[{}]", e.index),
-                            e.message,
-                        ));
+                        let field = if e.index == list::WHOLE_LIST {
+                            format!("{path}.entries")
+                        } else {
+                            format!("{path}.entries[{}]", e.index)
+                        };
+                        errors.push(ConfigError::new(field, e.message));
                     }
                     None
                 }

@@ -598,6 +598,15 @@ impl Gateway {
         applied.unwrap()
     }
 
+    /// The sum of every counter whose name starts with `prefix`.
+    pub fn counter_sum(&self, prefix: &str) -> u64 {
+        let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{prefix}")).unwrap();
+        stats
+            .lines()
+            .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     pub fn counter(&self, name: &str) -> u64 {
         let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{name}$")).unwrap();
         stats
