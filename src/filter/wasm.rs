@@ -237,6 +237,11 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        self.filter.on_response_body(body_size);
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         self.filter.on_log(&WasmHost);
     }
