@@ -234,10 +234,25 @@ impl Upstream {
 /// scripts/reload does), so Envoy's directory watch sees only whole files.
 pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
     std::fs::create_dir_all(filter_dir).unwrap();
-    let output = Command::new(repo().join("scripts/render-envoy-config"))
-        .arg(repo().join("envoy/egress-policy-filter.yaml"))
-        .arg(plugin_config)
-        .env("WASM_PATH", wasm_path())
+    let rendered = render(
+        "envoy/egress-policy-filter.yaml",
+        Some(plugin_config),
+        &[("WASM_PATH", wasm_path().display().to_string())],
+    );
+    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
+    std::fs::write(&tmp, rendered).unwrap();
+    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
+}
+
+/// Runs scripts/render-envoy-config on a template of the repository.
+fn render(template: &str, plugin_config: Option<&Path>, env: &[(&str, String)]) -> Vec<u8> {
+    let mut command = Command::new(repo().join("scripts/render-envoy-config"));
+    command.arg(repo().join(template));
+    if let Some(config) = plugin_config {
+        command.arg(config);
+    }
+    let output = command
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
     assert!(
@@ -245,9 +260,7 @@ pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
         "render failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
-    std::fs::write(&tmp, output.stdout).unwrap();
-    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
+    output.stdout
 }
 
 /// Renders envoy/gateway.yaml and the filter's ECDS file with scripts/render-envoy-config.
@@ -258,33 +271,31 @@ pub fn render_envoy_config(
     list_port: u16,
 ) -> PathBuf {
     install_filter_config(&dir.path("filter"), plugin_config);
-    let output = Command::new(repo().join("scripts/render-envoy-config"))
-        .arg(repo().join("envoy/gateway.yaml"))
-        .env("FILTER_CONFIG_DIR", dir.path("filter"))
-        .env("ADMIN_PORT", "0")
-        .env("HTTP_PORT", "0")
-        .env("MTLS_PORT", "0")
-        .env("MESH_CA", certs().join("mesh-ca.crt"))
-        .env("GATEWAY_CERT", certs().join("gateway.crt"))
-        .env("GATEWAY_KEY", certs().join("gateway.key"))
-        .env("CONNECTION_LOG", dir.path("connections.log"))
-        .env("LISTEN_ADDRESS", "127.0.0.1")
-        .env("EGRESS_LOG", dir.path("egress.log"))
-        .env("ACCESS_LOG", dir.path("access.log"))
-        .env("UPSTREAM_CLUSTER_TYPE", "STATIC")
-        .env("UPSTREAM_ADDRESS", "127.0.0.1")
-        .env("UPSTREAM_PORT", upstream_port.to_string())
-        .env("UPSTREAM_CA", certs().join("ca.crt"))
-        .env("LIST_PROVIDER_PORT", list_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "render failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let path_of = |p: PathBuf| p.display().to_string();
+    let rendered = render(
+        "envoy/gateway.yaml",
+        None,
+        &[
+            ("FILTER_CONFIG_DIR", path_of(dir.path("filter"))),
+            ("ADMIN_PORT", "0".into()),
+            ("HTTP_PORT", "0".into()),
+            ("MTLS_PORT", "0".into()),
+            ("MESH_CA", path_of(certs().join("mesh-ca.crt"))),
+            ("GATEWAY_CERT", path_of(certs().join("gateway.crt"))),
+            ("GATEWAY_KEY", path_of(certs().join("gateway.key"))),
+            ("CONNECTION_LOG", path_of(dir.path("connections.log"))),
+            ("LISTEN_ADDRESS", "127.0.0.1".into()),
+            ("EGRESS_LOG", path_of(dir.path("egress.log"))),
+            ("ACCESS_LOG", path_of(dir.path("access.log"))),
+            ("UPSTREAM_CLUSTER_TYPE", "STATIC".into()),
+            ("UPSTREAM_ADDRESS", "127.0.0.1".into()),
+            ("UPSTREAM_PORT", upstream_port.to_string()),
+            ("UPSTREAM_CA", path_of(certs().join("ca.crt"))),
+            ("LIST_PROVIDER_PORT", list_port.to_string()),
+        ],
     );
     let path = dir.path("envoy.yaml");
-    std::fs::write(&path, output.stdout).unwrap();
+    std::fs::write(&path, rendered).unwrap();
     path
 }
 
