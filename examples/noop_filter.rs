@@ -24,7 +24,9 @@ mod filter {
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
+            let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+                .ok()
+                .flatten();
             self.calls = config.is_some_and(|c| c.windows(10).any(|w| w == b"host-calls"));
             true
         }
