@@ -110,6 +110,7 @@ pub struct Policy {
     pub log_needs: Needs,
     /// Both together: everything the adapter reads for a request, and nothing more.
     pub reads: Needs,
+    reads_identity: bool,
     /// Trust domain whose SPIFFE IDs give an identity.
     pub trust_domain: String,
     /// The hosts the configuration names, for bounded destination metrics.
@@ -340,14 +341,13 @@ impl Policy {
                 ),
             ));
         }
-        if let Some(header) = &identity.trusted_header {
-            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if header.is_empty() || !header.bytes().all(token) {
-                errors.push(ConfigError::new(
-                    "identity.trustedHeader",
-                    format!("'{header}' is not a header name"),
-                ));
-            }
+        if let Some(header) = &identity.trusted_header
+            && !is_header_name(header)
+        {
+            errors.push(ConfigError::new(
+                "identity.trustedHeader",
+                format!("'{header}' is not a header name"),
+            ));
         }
 
         let routes = RouteTable::compile(&config.routes, &mut errors);
@@ -382,7 +382,16 @@ impl Policy {
             host_literals.names.into_iter().chain(route_names),
             host_literals.suffixes.into_iter().chain(route_suffixes),
         );
+        let reads_identity = [
+            Attr::SourceNamespace,
+            Attr::SourceServiceAccount,
+            Attr::SourcePrincipal,
+            Attr::SourceUser,
+        ]
+        .iter()
+        .any(|a| reads.attr(*a));
         Ok(Policy {
+            reads_identity,
             destinations,
             deny: global_deny,
             reads,
@@ -482,16 +491,10 @@ impl Policy {
         warnings
     }
 
-    /// Whether decisions or log fields read the caller's identity.
+    /// Whether decisions, log fields or metrics read the caller's identity (decided at
+    /// configure, asked per request).
     pub fn reads_identity(&self) -> bool {
-        [
-            Attr::SourceNamespace,
-            Attr::SourceServiceAccount,
-            Attr::SourcePrincipal,
-            Attr::SourceUser,
-        ]
-        .iter()
-        .any(|a| self.reads.attr(*a))
+        self.reads_identity
     }
 
     fn rule_name(&self, index: usize) -> &str {
@@ -519,17 +522,6 @@ impl Policy {
                 self.rule_name(*rule),
                 self.list_name(*list)
             ),
-        }
-    }
-
-    /// A metric-name suffix for a denial: `rule.list`, `route`, or `host_unknown`.
-    pub fn metric_name(&self, reason: &DenyReason) -> String {
-        match reason {
-            DenyReason::HostUnknown => "host_unknown".into(),
-            DenyReason::NoRouteMatch { route } => self.route_name(*route).to_owned(),
-            DenyReason::List { rule, list, .. } => {
-                format!("{}.{}", self.rule_name(*rule), self.list_name(*list))
-            }
         }
     }
 
@@ -567,6 +559,14 @@ impl Policy {
     }
 }
 
+/// An HTTP header name: one or more token characters (RFC 9110).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// A reply's status and header names must be something Envoy can send.
 fn check_reply(
     status: Option<u16>,
@@ -580,14 +580,13 @@ fn check_reply(
             format!("{status} is not an HTTP status (200..=599)"),
         ));
     }
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     for (name, value) in headers {
         let header_path = if path.ends_with("denyHeaders") {
             format!("{path}.{name}")
         } else {
             format!("{path}.headers.{name}")
         };
-        if name.is_empty() || !name.bytes().all(token) {
+        if !is_header_name(name) {
             errors.push(ConfigError::new(
                 &header_path,
                 format!("'{name}' is not a header name"),
