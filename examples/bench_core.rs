@@ -33,12 +33,10 @@ const KINDS: &[&str] = &[
 /// A configuration with `size` entries of `kind`, and a request that misses every entry (the
 /// lookup's worst case).
 fn case(kind: &str, size: usize) -> (String, Request) {
-    let mut request = Request {
-        path: Some("/news/politics/today".into()),
-        method: Some("GET".into()),
-        time_micros: Some(0),
-        ..Request::default()
-    };
+    let mut request = Request::default();
+    request.method = Some("GET".into());
+    request.time_micros = Some(0);
+    let _ = request.set_path(b"/news/politics/today");
     request.set_host("www.missing-site.org");
     request.source.ip = Some("192.168.77.5".into());
     let list = |value: &str, entry_type: &str, entries: Vec<String>| {

@@ -3,12 +3,15 @@
 //! decision.
 //!
 //! A violation is an `error` entry (a rule that marks forbidden access) whose request was let
-//! through: its `decision` field (`policy.decision`, if the configuration logs it) is `allow` or
-//! `dry_run_deny`, or, without that field, its `responseCode` is below 400.
+//! through: its `decision` field (`policy.decision`, if the configuration logs it) is an outcome
+//! that forwards the request (`allow` or `dry_run_deny`, [`Outcome::forwarded`]), or, without
+//! that field, its `responseCode` is below 400.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+use crate::decision::Outcome;
 
 /// What the audit found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -71,7 +74,16 @@ impl Report {
             };
             *self.by_decision.entry(decision).or_default() += 1;
             let let_through = match text(&entry, "decision") {
-                Some(decision) => decision == "allow" || decision == "dry_run_deny",
+                Some(decision) => match Outcome::parse(decision) {
+                    Some(outcome) => outcome.forwarded(),
+                    None => {
+                        self.unreadable.push(format!(
+                            "{at}: decision \"{decision}\" is none of {}",
+                            Outcome::ALL.map(Outcome::as_str).join(", ")
+                        ));
+                        code.is_none_or(|c| c < 400)
+                    }
+                },
                 None => code.is_some_and(|c| c < 400),
             };
             if level == "error" && let_through {

@@ -46,6 +46,12 @@ pub struct PluginConfig {
     /// domain `cluster.local`.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Hosts (`search.example.com`, `*.es.example.com`, `*`) to which GET, HEAD, OPTIONS and TRACE
+    /// requests may carry a body, as Elasticsearch's `GET _search` does. To every other host such
+    /// a request is refused (400): a destination that ignores the body would read it as a second
+    /// request the policy never saw. Default: none.
+    #[serde(default)]
+    pub allow_safe_method_bodies: Vec<String>,
 }
 
 /// Sources of `source.namespace`, `source.serviceAccount`, `source.principal`, `source.user`.
@@ -184,9 +190,16 @@ pub struct ProviderConfig {
     /// Largest accepted list, in entries. Default 100000.
     #[serde(default = "default_max_entries")]
     pub max_entries: u32,
-    /// Largest accepted response body, in bytes. Default 4194304 (4 MiB).
+    /// Largest accepted response body, in bytes: a larger one is refused without being read.
+    /// Default 4194304 (4 MiB).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u32,
+    /// `true`: a fetched list with no entries replaces the list in force (a whitelist then admits
+    /// only the static entries, a blacklist refuses only them). `false` (default): an empty body,
+    /// or one with nothing but comments, is a failed fetch, because a provider that answers
+    /// nothing is more likely broken than deliberate.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// What a list check does without a usable remote list.

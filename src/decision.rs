@@ -1,14 +1,43 @@
-//! The outcome of evaluating a request: allow or deny, what decided, and which rules fired.
+//! The outcome of deciding a request: what became of it, what decided, and which rules fired.
 //!
 //! A decision holds indices into the [`crate::policy::Policy`] that made it; the policy turns
 //! them into words ([`crate::policy::Policy::explain`]) and into the local reply's response code
 //! details ([`crate::policy::Policy::details`]), so the log, the reply and the CLI say the same.
 
-/// Allow or deny.
+/// What became of a request: the one vocabulary of the log's `policy.decision`, the metrics'
+/// `decision` label and `egress-policy audit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Outcome {
+    /// Forwarded; every check passed.
     Allow,
+    /// Answered locally: a route or an enforced list check refused it.
     Deny,
+    /// Answered locally with 400 before any policy ran: the request is ambiguous.
+    Reject,
+    /// Forwarded, but a dry-run check failed: it would have been denied.
+    DryRunDeny,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Self::Allow, Self::Deny, Self::Reject, Self::DryRunDeny];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Reject => "reject",
+            Self::DryRunDeny => "dry_run_deny",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// Whether the request reached its destination.
+    pub fn forwarded(self) -> bool {
+        matches!(self, Self::Allow | Self::DryRunDeny)
+    }
 }
 
 /// Why a request was denied.
@@ -43,7 +72,7 @@ pub enum ListFailure {
 /// The full outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
-    /// Set when the request was refused before any policy ran, because its path is ambiguous.
+    /// Set when the request was refused before any policy ran, because it is ambiguous.
     pub rejected: Option<crate::request::Rejection>,
     /// The first denial (routes first, then rules in order); `None` means allowed.
     pub denied: Option<DenyReason>,
@@ -55,11 +84,25 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn verdict(&self) -> Verdict {
-        if self.denied.is_some() || self.rejected.is_some() {
-            Verdict::Deny
-        } else {
-            Verdict::Allow
+    pub fn outcome(&self) -> Outcome {
+        match (&self.rejected, &self.denied) {
+            (Some(_), _) => Outcome::Reject,
+            (None, Some(_)) => Outcome::Deny,
+            (None, None) if !self.dry_run.is_empty() => Outcome::DryRunDeny,
+            (None, None) => Outcome::Allow,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_words_round_trip() {
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Outcome::parse("denied"), None);
     }
 }

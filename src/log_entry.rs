@@ -60,15 +60,10 @@ pub fn render(
         (None, Some(reason)) => Some(policy.details(reason)),
         (None, None) => None,
     };
-    let verdict = match (&decision.rejected, &decision.denied) {
-        (Some(_), _) => "reject",
-        (None, Some(_)) => "deny",
-        (None, None) => "allow",
-    };
     let env = Env {
         request,
         response: Some(response),
-        outcome: Some((verdict, denied_by.as_deref())),
+        outcome: Some((decision.outcome().as_str(), denied_by.as_deref())),
     };
     let time = request.time_micros.map(rfc3339_micros);
     let mut out = String::new();

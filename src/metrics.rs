@@ -8,8 +8,6 @@
 //! bounded: destinations are the hosts the configuration names (everything else is `other`),
 //! and every value is sanitized so that it cannot be mistaken for another label.
 
-use std::collections::HashSet;
-
 use crate::decision::{Decision, DenyReason};
 use crate::policy::Policy;
 use crate::request::Request;
@@ -49,44 +47,16 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The hosts a configuration names: destinations get their own label value, everything else
-/// is `other`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Destinations {
-    names: HashSet<String>,
-    /// Suffixes without the leading dot; labelled `*.suffix`.
-    suffixes: Vec<String>,
-}
-
-impl Destinations {
-    pub fn new(
-        names: impl IntoIterator<Item = String>,
-        suffixes: impl IntoIterator<Item = String>,
-    ) -> Self {
-        let mut suffixes: Vec<String> = suffixes.into_iter().filter(|s| !s.is_empty()).collect();
-        // The longest suffix names a host most precisely.
-        suffixes.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        suffixes.dedup();
-        Destinations {
-            names: names.into_iter().collect(),
-            suffixes,
-        }
-    }
-
-    /// The label value for a request's host.
-    pub fn label(&self, host: Option<&str>) -> String {
-        let Some(host) = host else {
-            return "unknown".into();
-        };
-        if self.names.contains(host) {
-            return sanitize_host(host);
-        }
-        for suffix in &self.suffixes {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                return sanitize_host(&format!("*.{suffix}"));
-            }
-        }
-        "other".into()
+/// The destination label of a request: the most specific host pattern the configuration names
+/// that matches its host (the same [`crate::policy::matchers::HostTable`] lookup routes use), `other`
+/// when none does, `unknown` without a host.
+pub fn destination_label<'p>(policy: &'p Policy, host: Option<&str>) -> &'p str {
+    match host {
+        None => "unknown",
+        Some(host) => policy
+            .named_hosts
+            .lookup(host)
+            .map_or("other", |label| label),
     }
 }
 
@@ -110,20 +80,6 @@ fn sanitize(value: &str) -> String {
     }
 }
 
-/// Host names keep their dots (the destination tag is anchored on the next label).
-fn sanitize_host(host: &str) -> String {
-    host.chars()
-        .take(128)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.*".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn source_labels(request: &Request) -> (String, String, String) {
     let source = &request.source;
     let namespace = sanitize(source.namespace.as_deref().unwrap_or("unknown"));
@@ -135,16 +91,6 @@ fn source_labels(request: &Request) -> (String, String, String) {
     );
     let version = sanitize(source.label("version").unwrap_or("unknown"));
     (namespace, app, version)
-}
-
-/// `allow`, `deny`, `dry_run_deny` (allowed, but a dry-run check failed) or `reject`.
-pub fn decision_label(decision: &Decision) -> &'static str {
-    match (&decision.rejected, &decision.denied) {
-        (Some(_), _) => "reject",
-        (None, Some(_)) => "deny",
-        (None, None) if !decision.dry_run.is_empty() => "dry_run_deny",
-        (None, None) => "allow",
-    }
 }
 
 /// Rule and list labels of a denial.
@@ -175,8 +121,8 @@ pub fn request_counters(
     response_code: Option<i64>,
 ) -> Vec<String> {
     let (namespace, app, version) = source_labels(request);
-    let verdict = decision_label(decision);
-    let destination = policy.destinations.label(request.host.as_deref());
+    let verdict = decision.outcome().as_str();
+    let destination = destination_label(policy, request.host.as_deref());
     let code = response_code.map_or("none".into(), |c| c.to_string());
     let mut counters = vec![format!(
         "egress_policy.requests.decision.{verdict}.destination.{destination}.source_namespace.{namespace}.source_app.{app}.source_version.{version}.response_code.{code}"
@@ -247,21 +193,22 @@ mod tests {
 
     #[test]
     fn destinations_are_bounded_to_hosts_the_config_names() {
-        let destinations = Destinations::new(
-            ["api.example.com".to_string()],
-            ["cnn.com".to_string(), "edition.cnn.com".to_string()],
-        );
+        let policy = Policy::from_json(
+            br#"{"rules": [{"name": "r", "log": "info", "match":
+                 "request.host == \"api.example.com\" || request.host.endsWith(\"cnn.com\") || request.host.endsWith(\".edition.cnn.com\")"}]}"#,
+        )
+        .unwrap();
+        let label = |host: Option<&str>| destination_label(&policy, host).to_owned();
+        assert_eq!(label(Some("api.example.com")), "api.example.com");
+        assert_eq!(label(Some("money.cnn.com")), "*.cnn.com");
+        assert_eq!(label(Some("www.edition.cnn.com")), "*.edition.cnn.com");
         assert_eq!(
-            destinations.label(Some("api.example.com")),
-            "api.example.com"
+            label(Some("evilcnn.com")),
+            "other",
+            "a suffix is whole labels"
         );
-        assert_eq!(destinations.label(Some("money.cnn.com")), "*.cnn.com");
-        assert_eq!(
-            destinations.label(Some("www.edition.cnn.com")),
-            "*.edition.cnn.com"
-        );
-        assert_eq!(destinations.label(Some("evil.example.org")), "other");
-        assert_eq!(destinations.label(None), "unknown");
+        assert_eq!(label(Some("evil.example.org")), "other");
+        assert_eq!(label(None), "unknown");
     }
 
     #[test]
@@ -281,10 +228,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let mut request = Request {
-            path: Some("/politics".into()),
-            ..Request::default()
-        };
+        let mut request = crate::testing::request_with_path("/politics");
         request.set_host("edition.cnn.com");
         request.source.namespace = Some("default".into());
         request.source.service_account = Some("sleep".into());

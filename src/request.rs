@@ -1,17 +1,50 @@
 //! The attributes the policy core sees, built by the proxy-wasm adapter or by the CLI.
 //!
 //! Every attribute is optional: an attribute the host could not provide is absent, and absent
-//! values never equal a literal (DESIGN §4). Strings are stored already decoded; bytes that are
-//! not UTF-8 are replaced (`U+FFFD`) by [`lossy`] so that no list entry or literal can match them
-//! by accident and nothing panics.
+//! values never equal a literal (see the README's Expressions section). The path is decoded once,
+//! strictly ([`canonical_path`]): what the policy sees is what the destination will understand,
+//! or the request is refused. Other bytes that are not UTF-8 are replaced (`U+FFFD`) by [`lossy`]
+//! so that no list entry or literal can match them by accident and nothing panics.
 
-/// Request and source attributes available to decisions and log entries.
+use crate::headers::HeaderMap;
+
+/// What the proxy knows about one request, as raw bytes: nothing here is decoded or trusted yet.
+/// [`crate::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
+/// filter fills it from host calls, the CLI's `explain` from its arguments, so both decide the
+/// same request the same way.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// All request headers, pseudo-headers (`:path`, `:authority`, `:method`, `:scheme`) included.
+    pub headers: HeaderMap,
+    /// A body follows the headers (they did not end the stream).
+    pub has_body: bool,
+    /// The connection presented a client certificate that Envoy verified (`connection.mtls`).
+    pub mtls: Option<bool>,
+    /// Every URI SAN of that certificate, comma-joined (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
+    pub peer_uri_sans: Option<Vec<u8>>,
+    /// The downstream address, with or without port (`10.1.2.3:5555`, `[::1]:80`).
+    pub source_address: Option<Vec<u8>>,
+    /// Istio peer metadata of the caller, by label key: used only for mTLS callers.
+    pub peer_labels: Vec<(String, Vec<u8>)>,
+    /// Istio peer metadata workload name: used only for mTLS callers.
+    pub peer_workload: Option<Vec<u8>>,
+    /// SNI of the downstream connection.
+    pub requested_server_name: Option<Vec<u8>>,
+    /// When the request arrived, in microseconds since the Unix epoch.
+    pub time_micros: Option<i64>,
+}
+
+/// Request and source attributes available to decisions and log entries, canonical: built by
+/// [`crate::policy::Policy::decide`] from [`RequestFacts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// `request.host`: lower case, without port or trailing dot. Set it with [`Request::set_host`].
     pub host: Option<String>,
-    /// `request.path`: path with query, as received.
-    pub path: Option<String>,
+    /// `request.path`: the decoded path, then the query as received. Set with
+    /// [`Request::set_path`].
+    path: Option<String>,
+    /// Where the query starts in `path` (its `?`), if there is one.
+    query_start: Option<usize>,
     /// `request.method`.
     pub method: Option<String>,
     /// `request.scheme`.
@@ -32,7 +65,7 @@ pub struct Request {
     pub identity_error: Option<crate::identity::IdentityError>,
 }
 
-/// Identity of the caller. Filled only from trusted sources (DESIGN §4).
+/// Identity of the caller. Filled only from trusted sources (see the README's Security section).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Source {
     /// `source.namespace`.
@@ -71,9 +104,36 @@ impl Request {
         self.host = canonical_host(authority);
     }
 
-    /// `request.url_path`: the path without its query string.
+    /// Sets `request.path` from the raw `:path`: the path part decoded ([`canonical_path`]), the
+    /// query kept as received. A path that is not canonical is refused; the raw bytes are then
+    /// kept (lossily decoded) so the log shows what was refused.
+    pub fn set_path(&mut self, raw: &[u8]) -> Result<(), Rejection> {
+        match canonical_path(raw) {
+            Ok(canonical) => {
+                self.query_start = canonical.query_start;
+                self.path = Some(canonical.text).filter(|p| !p.is_empty());
+                Ok(())
+            }
+            Err(problem) => {
+                self.query_start = None;
+                self.path = Some(lossy(raw)).filter(|p| !p.is_empty());
+                Err(problem)
+            }
+        }
+    }
+
+    /// `request.path`: the decoded path and the raw query.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// `request.url_path`: the decoded path without the query string.
     pub fn url_path(&self) -> Option<&str> {
-        self.path.as_deref().map(strip_query)
+        let path = self.path.as_deref()?;
+        match self.query_start {
+            Some(end) => path.get(..end),
+            None => Some(path),
+        }
     }
 
     /// Value of a header the policy asked for, by lower-case name.
@@ -102,14 +162,6 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
-}
-
-/// The path up to the first `?`.
-pub fn strip_query(path: &str) -> &str {
-    match path.find('?') {
-        Some(i) => path.get(..i).unwrap_or(path),
-        None => path,
-    }
 }
 
 /// Canonical form of an authority: `Edition.CNN.com.:80` -> `edition.cnn.com`,
@@ -184,16 +236,21 @@ mod tests {
     }
 
     #[test]
-    fn url_path_drops_the_query() {
-        let request = Request {
-            path: Some("/sport?x=/politics".into()),
-            ..Request::default()
-        };
+    fn url_path_is_decoded_and_drops_the_query() {
+        let mut request = Request::default();
+        request.set_path(b"/sp%6Frt?x=%2Fpolitics").unwrap();
         assert_eq!(request.url_path(), Some("/sport"));
+        assert_eq!(request.path(), Some("/sport?x=%2Fpolitics"));
+        request.set_path(b"/a%3Fb").unwrap();
+        assert_eq!(
+            request.url_path(),
+            Some("/a?b"),
+            "a decoded '?' is no query"
+        );
     }
 }
 
-/// Why a request is refused before any policy sees it: its path or host could mean different
+/// Why a request is refused before any policy sees it: some part of it could mean different
 /// things to the filter and to the server behind the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -201,116 +258,265 @@ pub enum Rejection {
     UnusableHost,
     NotOriginForm,
     ControlOrNonAscii,
+    Fragment,
+    Backslash,
+    Semicolon,
+    DotSegment,
+    /// `%` not followed by two hex digits (`%zz`, `%u002e`, a cut-off `%4`).
+    MalformedEscape,
     EncodedSlash,
     EncodedBackslash,
     EncodedDot,
     EncodedPercent,
-    Backslash,
-    Semicolon,
-    Fragment,
-    DotSegment,
+    /// An escape that decodes to NUL or another control character.
+    EncodedControl,
+    /// Escapes that decode to bytes that are not shortest-form UTF-8 (`%c0%ae` is an overlong
+    /// `.`, `%ff` is no UTF-8 at all).
+    NotShortestUtf8,
+    /// A header the policy decides on appears more than once: which one would the destination
+    /// read?
+    RepeatedHeader,
+    /// GET, HEAD, OPTIONS or TRACE with a body, to a host not in `allowSafeMethodBodies`: a
+    /// destination that ignores such bodies would read them as a second request.
+    BodyOnSafeMethod,
 }
 
 impl Rejection {
+    /// Every rejection, for tests and documentation.
+    pub const ALL: [Rejection; 16] = [
+        Self::UnusableHost,
+        Self::NotOriginForm,
+        Self::ControlOrNonAscii,
+        Self::Fragment,
+        Self::Backslash,
+        Self::Semicolon,
+        Self::DotSegment,
+        Self::MalformedEscape,
+        Self::EncodedSlash,
+        Self::EncodedBackslash,
+        Self::EncodedDot,
+        Self::EncodedPercent,
+        Self::EncodedControl,
+        Self::NotShortestUtf8,
+        Self::RepeatedHeader,
+        Self::BodyOnSafeMethod,
+    ];
+
     /// For response code details and metrics: no spaces.
     pub fn code(self) -> &'static str {
         match self {
             Self::UnusableHost => "unusable_host",
             Self::NotOriginForm => "not_origin_form",
             Self::ControlOrNonAscii => "control_or_non_ascii",
+            Self::Fragment => "fragment",
+            Self::Backslash => "backslash",
+            Self::Semicolon => "semicolon",
+            Self::DotSegment => "dot_segment",
+            Self::MalformedEscape => "malformed_escape",
             Self::EncodedSlash => "encoded_slash",
             Self::EncodedBackslash => "encoded_backslash",
             Self::EncodedDot => "encoded_dot",
             Self::EncodedPercent => "encoded_percent",
-            Self::Backslash => "backslash",
-            Self::Semicolon => "semicolon",
-            Self::Fragment => "fragment",
-            Self::DotSegment => "dot_segment",
+            Self::EncodedControl => "encoded_control",
+            Self::NotShortestUtf8 => "not_shortest_utf8",
+            Self::RepeatedHeader => "repeated_header",
+            Self::BodyOnSafeMethod => "body_on_safe_method",
         }
     }
 
-    /// For people: what is wrong with the path.
+    /// For people: what is wrong with the request.
     pub fn describe(self) -> &'static str {
         match self {
             Self::UnusableHost => "host is missing or not a host name",
             Self::NotOriginForm => "path does not start with '/'",
             Self::ControlOrNonAscii => "path has control or non-ASCII bytes",
+            Self::Fragment => "path has a '#' (fragment)",
+            Self::Backslash => "path has a backslash",
+            Self::Semicolon => "path has a ';' (path parameters)",
+            Self::DotSegment => "path has a '.' or '..' segment",
+            Self::MalformedEscape => "path has a malformed percent escape",
             Self::EncodedSlash => "path has an encoded slash (%2F)",
             Self::EncodedBackslash => "path has an encoded backslash (%5C)",
             Self::EncodedDot => "path has an encoded dot (%2E)",
             Self::EncodedPercent => "path has an encoded percent (%25)",
-            Self::Backslash => "path has a backslash",
-            Self::Semicolon => "path has a ';' (path parameters)",
-            Self::Fragment => "path has a '#' (fragment)",
-            Self::DotSegment => "path has a '.' or '..' segment",
+            Self::EncodedControl => "path has an encoded control character or NUL",
+            Self::NotShortestUtf8 => "path decodes to bytes that are not shortest-form UTF-8",
+            Self::RepeatedHeader => "a header the policy decides on is repeated",
+            Self::BodyOnSafeMethod => "GET, HEAD, OPTIONS and TRACE requests may not carry a body",
         }
     }
 }
 
-/// Checks the raw `:path` bytes. The query string is exempt from everything but control and
-/// non-ASCII bytes and `#`: encoded slashes there are ordinary data.
-pub fn ambiguous_path(raw: &[u8]) -> Option<Rejection> {
+/// A path decoded by [`canonical_path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalPath {
+    /// The decoded path, then the query as received.
+    pub text: String,
+    /// Where the query (its `?`) starts in `text`.
+    pub query_start: Option<usize>,
+}
+
+/// Decodes the raw `:path` once, strictly, so that the policy decides on what the destination
+/// will understand. The path part (before the first `?`) must be origin-form, printable ASCII,
+/// without `#`, `\`, `;`, `.` or `..` segments; its escapes must be well-formed, may not encode
+/// `/`, `\`, `.`, `%` or a control character, and must decode to shortest-form UTF-8. The query
+/// is kept as received (its escapes are data); it may hold no control, non-ASCII or `#` bytes.
+pub fn canonical_path(raw: &[u8]) -> Result<CanonicalPath, Rejection> {
     if raw.first() != Some(&b'/') {
-        return Some(Rejection::NotOriginForm);
+        return Err(Rejection::NotOriginForm);
     }
     if raw.iter().any(|b| !(0x21..0x7f).contains(b)) {
-        return Some(Rejection::ControlOrNonAscii);
+        return Err(Rejection::ControlOrNonAscii);
     }
     if raw.contains(&b'#') {
-        return Some(Rejection::Fragment);
+        return Err(Rejection::Fragment);
     }
-    let path = match raw.iter().position(|&b| b == b'?') {
-        Some(end) => raw.get(..end).unwrap_or(raw),
-        None => raw,
+    let (path, query) = match raw.iter().position(|&b| b == b'?') {
+        Some(end) => (raw.get(..end).unwrap_or(raw), raw.get(end..)),
+        None => (raw, None),
     };
-    for window in path.windows(3) {
-        if let [b'%', high, low] = window {
-            let problem = match (high, low.to_ascii_uppercase()) {
-                (b'2', b'F') => Some(Rejection::EncodedSlash),
-                (b'5', b'C') => Some(Rejection::EncodedBackslash),
-                (b'2', b'E') => Some(Rejection::EncodedDot),
-                (b'2', b'5') => Some(Rejection::EncodedPercent),
-                _ => None,
-            };
-            if problem.is_some() {
-                return problem;
-            }
-        }
-    }
     if path.contains(&b'\\') {
-        return Some(Rejection::Backslash);
+        return Err(Rejection::Backslash);
     }
     if path.contains(&b';') {
-        return Some(Rejection::Semicolon);
+        return Err(Rejection::Semicolon);
     }
     if path
         .split(|&b| b == b'/')
         .any(|segment| segment == b"." || segment == b"..")
     {
-        return Some(Rejection::DotSegment);
+        return Err(Rejection::DotSegment);
     }
-    None
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut bytes = path.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != b'%' {
+            decoded.push(byte);
+            continue;
+        }
+        let (Some(high), Some(low)) = (
+            bytes.next().and_then(|b| hex_value(*b)),
+            bytes.next().and_then(|b| hex_value(*b)),
+        ) else {
+            return Err(Rejection::MalformedEscape);
+        };
+        let byte = high << 4 | low;
+        match byte {
+            b'/' => return Err(Rejection::EncodedSlash),
+            b'\\' => return Err(Rejection::EncodedBackslash),
+            b'.' => return Err(Rejection::EncodedDot),
+            b'%' => return Err(Rejection::EncodedPercent),
+            0..0x20 | 0x7f => return Err(Rejection::EncodedControl),
+            _ => decoded.push(byte),
+        }
+    }
+    // Rust's UTF-8 validation refuses overlong forms, surrogates and code points past U+10FFFF.
+    let mut text = String::from_utf8(decoded).map_err(|_| Rejection::NotShortestUtf8)?;
+    if text.chars().any(char::is_control) {
+        return Err(Rejection::EncodedControl);
+    }
+    let query_start = query.map(|query| {
+        let start = text.len();
+        // The query is printable ASCII, checked above.
+        text.push_str(&String::from_utf8_lossy(query));
+        start
+    });
+    Ok(CanonicalPath { text, query_start })
 }
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Headers a client may not send through the gateway: the filter removes them before the request
+/// is forwarded, so no destination or intermediate can act on what the policy did not decide on.
+/// Each entry is a lower-case name, or a prefix ending in `*`.
+pub const STRIPPED_HEADERS: &[(&str, &str)] = &[
+    (
+        "x-envoy-*",
+        "Envoy's internal headers (original path, decorator operation, retry and timeout controls); a downstream client has no business setting them",
+    ),
+    (
+        "x-original-url",
+        "IIS and some frameworks serve this URL instead of the request's path",
+    ),
+    (
+        "x-original-uri",
+        "as x-original-url, for nginx-style setups",
+    ),
+    (
+        "x-rewrite-url",
+        "IIS URL Rewrite serves this URL instead of the request's path",
+    ),
+    (
+        "x-forwarded-prefix",
+        "Spring and other frameworks prepend it to the path they route on",
+    ),
+    (
+        "x-forwarded-path",
+        "some proxies and frameworks route on it instead of the path",
+    ),
+    (
+        "x-forwarded-host",
+        "frameworks build links and pick virtual hosts from it instead of the host",
+    ),
+    ("x-original-host", "as x-forwarded-host"),
+    (
+        "x-http-method-override",
+        "frameworks run this method instead of the request's method",
+    ),
+    ("x-http-method", "as x-http-method-override"),
+    ("x-method-override", "as x-http-method-override"),
+];
+
+/// Whether a request header (lower-case name, as the proxy stores it) is removed before the
+/// request is forwarded; the policy never sees it either.
+pub fn is_stripped_header(name: &[u8]) -> bool {
+    STRIPPED_HEADERS
+        .iter()
+        .any(|(pattern, _)| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix.as_bytes()),
+            None => name == pattern.as_bytes(),
+        })
+}
+
+/// Methods that carry no body in HTTP's semantics: a body on them is refused unless the host is
+/// in `allowSafeMethodBodies`.
+pub const BODILESS_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE"];
 
 #[cfg(test)]
 mod path_tests {
     use super::*;
 
-    #[test]
-    fn canonical_paths_pass() {
-        for ok in [
-            "/",
-            "/sport",
-            "/sport/football?x=%2Fpolitics;a=b",
-            "/a.b/c..d/.e",
-            "/%41",
-        ] {
-            assert_eq!(ambiguous_path(ok.as_bytes()), None, "{ok}");
-        }
+    fn decoded(raw: &str) -> String {
+        canonical_path(raw.as_bytes()).unwrap().text
     }
 
     #[test]
-    fn ambiguous_paths_are_named() {
+    fn canonical_paths_are_decoded_once_and_keep_their_query() {
+        assert_eq!(decoded("/"), "/");
+        assert_eq!(decoded("/sport"), "/sport");
+        assert_eq!(decoded("/%70olitics"), "/politics");
+        assert_eq!(decoded("/caf%C3%A9"), "/café");
+        assert_eq!(decoded("/a.b/c..d/.e"), "/a.b/c..d/.e");
+        assert_eq!(
+            decoded("/sport/football?x=%2Fpolitics;a=b"),
+            "/sport/football?x=%2Fpolitics;a=b"
+        );
+        assert_eq!(
+            canonical_path(b"/s?q").unwrap().query_start,
+            Some(2),
+            "the query starts at the raw '?'"
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused_and_named() {
         use Rejection::*;
         for (path, problem) in [
             (&b"sport"[..], NotOriginForm),
@@ -330,13 +536,49 @@ mod path_tests {
             (b"/sport politics", ControlOrNonAscii),
             (b"/sp\xc3\xb6rt", ControlOrNonAscii),
             (b"/sport\x7f", ControlOrNonAscii),
+            (b"/sport/%c0%ae%c0%ae/politics", NotShortestUtf8),
+            (b"/sport/%e0%80%ae%e0%80%ae/politics", NotShortestUtf8),
+            (b"/sport/..%c0%afpolitics", NotShortestUtf8),
+            (b"/sport/%ed%a0%80", NotShortestUtf8),
+            (b"/sport/%ff", NotShortestUtf8),
+            (b"/sport/%u002e%u002e/politics", MalformedEscape),
+            (b"/sport/%zz/politics", MalformedEscape),
+            (b"/sport/%4", MalformedEscape),
+            (b"/sport/%", MalformedEscape),
+            (b"/sport%00", EncodedControl),
+            (b"/sport%0a", EncodedControl),
+            (b"/sport%7F", EncodedControl),
+            (b"/sport%c2%85", EncodedControl),
         ] {
             assert_eq!(
-                ambiguous_path(path),
-                Some(problem),
+                canonical_path(path),
+                Err(problem),
                 "{:?}",
                 String::from_utf8_lossy(path)
             );
+        }
+    }
+
+    #[test]
+    fn forwarding_controls_are_stripped_and_ordinary_headers_kept() {
+        for name in [
+            "x-envoy-original-path",
+            "x-envoy-decorator-operation",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-forwarded-prefix",
+            "x-http-method-override",
+        ] {
+            assert!(is_stripped_header(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "x-envoy",
+            "user-agent",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "host",
+        ] {
+            assert!(!is_stripped_header(name.as_bytes()), "{name}");
         }
     }
 }

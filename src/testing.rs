@@ -1,11 +1,299 @@
-//! Helpers shared by the unit tests: requests described as JSON, as in the table files.
+//! A fake proxy for native tests of the filter flow and the list fetches: it serves headers,
+//! properties and list-server answers from plain fields and records every reply, log entry,
+//! counter, gauge, warning and header removal. Also used by `tests/parity.rs`, which runs the
+//! filter flow and the CLI on the same cases; not part of the wasm module.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::request::Request;
+use crate::filter::{Host, HttpHost, RootHost};
+use crate::headers::HeaderMap;
+use crate::request::{Request, RequestFacts};
 
-/// Builds a request from `{"host", "path", "method", "namespace", "serviceAccount", "labels",
-/// "headers"}`; missing keys stay absent.
+/// The time every fake request arrives: the source documents' log line's.
+pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
+
+/// A local reply as the fake proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub details: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The fake proxy.
+pub struct FakeHost {
+    /// Request headers in order, pseudo-headers included.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Properties by dotted path (`connection.mtls`, `filter_state.egress_policy.peer_uri_sans`).
+    pub properties: HashMap<String, Vec<u8>>,
+    pub now: Cell<i64>,
+    /// `false`: header reads fail as a broken host would.
+    pub headers_readable: bool,
+    /// `false`: header removals fail.
+    pub removals_succeed: bool,
+    pub replies: RefCell<Vec<Reply>>,
+    pub entries: RefCell<Vec<String>>,
+    pub counters: RefCell<Vec<String>>,
+    pub gauges: RefCell<BTreeMap<String, u64>>,
+    pub warnings: RefCell<Vec<String>>,
+    /// Names of the request headers removed before forwarding.
+    pub removed: RefCell<Vec<String>>,
+    /// Dotted paths of the properties read.
+    pub property_reads: RefCell<Vec<String>>,
+    /// Calls dispatched to list servers: (cluster, `:path`, timeout in ms).
+    pub calls: RefCell<Vec<(String, String, u32)>>,
+    /// Why dispatching fails, if it does.
+    pub dispatch_error: Option<String>,
+    next_token: Cell<u32>,
+    /// The list server's answer being delivered: `:status` (none after a failure) and body.
+    pub call_status: Option<Vec<u8>>,
+    pub call_body: Vec<u8>,
+    /// Body sizes the filter asked to read.
+    pub body_reads: RefCell<Vec<usize>>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        Self {
+            headers: Vec::new(),
+            properties: HashMap::new(),
+            now: Cell::new(FAKE_NOW_MICROS),
+            headers_readable: true,
+            removals_succeed: true,
+            replies: RefCell::default(),
+            entries: RefCell::default(),
+            counters: RefCell::default(),
+            gauges: RefCell::default(),
+            warnings: RefCell::default(),
+            removed: RefCell::default(),
+            property_reads: RefCell::default(),
+            calls: RefCell::default(),
+            dispatch_error: None,
+            next_token: Cell::new(1),
+            call_status: None,
+            call_body: Vec::new(),
+            body_reads: RefCell::default(),
+        }
+    }
+}
+
+impl FakeHost {
+    /// A GET of `path` on `host` (raw bytes, as a client may send them).
+    pub fn request(host: &[u8], path: &[u8]) -> Self {
+        let mut fake = FakeHost::default();
+        fake.add_header(":authority", host);
+        fake.add_header(":path", path);
+        fake.add_header(":method", b"GET");
+        fake.add_header(":scheme", b"http");
+        fake
+    }
+
+    pub fn add_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// Replaces every value of a header.
+    pub fn set_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.retain(|(n, _)| n != name);
+        self.add_header(name, value);
+    }
+
+    /// The response the log phase sees.
+    pub fn respond(&mut self, code: i64, size: i64) {
+        self.properties
+            .insert("response.code".into(), code.to_le_bytes().to_vec());
+        self.properties
+            .insert("response.size".into(), size.to_le_bytes().to_vec());
+    }
+
+    /// A verified mTLS peer whose certificate has these URI SANs (comma-joined).
+    pub fn with_peer(mut self, uri_sans: &str) -> Self {
+        self.properties.insert("connection.mtls".into(), vec![1]);
+        self.properties.insert(
+            format!("filter_state.{}", crate::filter::PEER_URI_SANS),
+            uri_sans.as_bytes().to_vec(),
+        );
+        self
+    }
+
+    /// The request of [`facts_from_case`], served as a proxy would: headers, and the peer
+    /// certificate and Istio peer metadata as properties.
+    pub fn from_case(case: &Value) -> Self {
+        let facts = facts_from_case(case);
+        let mut fake = FakeHost::default();
+        for (name, value) in facts.headers.iter() {
+            fake.add_header(&String::from_utf8_lossy(name), value);
+        }
+        if let Some(sans) = &facts.peer_uri_sans {
+            fake = fake.with_peer(&String::from_utf8_lossy(sans));
+        }
+        for (key, value) in facts.peer_labels {
+            fake.properties
+                .insert(format!("downstream_peer.labels.{key}"), value);
+        }
+        fake
+    }
+}
+
+/// The raw facts of a request described as JSON, as in the table files: `host`, `path`,
+/// `method` (default GET), `headers` (an object, or `[name, value]` pairs), `body` (bool), `principal` (the peer
+/// certificate's URI SANs, comma-joined), or `namespace` + `serviceAccount` (a certificate for
+/// `ns/NS/sa/SA` in `cluster.local`), `labels` (Istio peer metadata). Missing keys stay absent.
+pub fn facts_from_case(case: &Value) -> RequestFacts {
+    let text = |key: &str| case.get(key).and_then(Value::as_str);
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if let Some(host) = text("host") {
+        headers.push((":authority".into(), host.into()));
+    }
+    headers.push((":path".into(), text("path").unwrap_or("").into()));
+    headers.push((":method".into(), text("method").unwrap_or("GET").into()));
+    headers.push((":scheme".into(), "http".into()));
+    // An object, or an array of [name, value] pairs where a name may repeat.
+    let extra: Vec<(&str, &str)> = match case.get("headers") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str().unwrap_or_default()))
+            .collect(),
+        Some(Value::Array(pairs)) => pairs
+            .iter()
+            .filter_map(|pair| Some((pair.get(0)?.as_str()?, pair.get(1)?.as_str()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (name, value) in extra {
+        headers.push((name.to_ascii_lowercase(), value.into()));
+    }
+    let principal = text("principal").map(str::to_owned).or_else(|| {
+        text("namespace").map(|ns| {
+            format!(
+                "spiffe://cluster.local/ns/{ns}/sa/{}",
+                text("serviceAccount").unwrap_or("default")
+            )
+        })
+    });
+    let peer_labels = case
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().unwrap_or_default().as_bytes().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RequestFacts {
+        headers: HeaderMap::from_pairs(&headers),
+        has_body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
+        mtls: Some(principal.is_some()),
+        peer_uri_sans: principal.map(String::into_bytes),
+        peer_labels,
+        time_micros: Some(FAKE_NOW_MICROS),
+        ..RequestFacts::default()
+    }
+}
+
+impl Host for FakeHost {
+    fn now_micros(&self) -> Option<i64> {
+        Some(self.now.get())
+    }
+    fn log_warning(&self, message: &str) {
+        self.warnings.borrow_mut().push(message.to_owned());
+    }
+    fn increment(&self, counter: &str) {
+        self.counters.borrow_mut().push(counter.to_owned());
+    }
+    fn set_gauge(&self, gauge: &str, value: u64) {
+        self.gauges.borrow_mut().insert(gauge.to_owned(), value);
+    }
+}
+
+impl HttpHost for FakeHost {
+    fn request_headers(&self) -> Option<HeaderMap> {
+        self.headers_readable.then(|| {
+            let pairs: Vec<(&[u8], &[u8])> = self
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+                .collect();
+            HeaderMap::from_pairs(&pairs)
+        })
+    }
+    fn remove_request_header(&self, name: &[u8]) -> bool {
+        self.removed
+            .borrow_mut()
+            .push(String::from_utf8_lossy(name).into_owned());
+        self.removals_succeed
+    }
+    fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let key = path.join(".");
+        self.property_reads.borrow_mut().push(key.clone());
+        self.properties.get(&key).cloned()
+    }
+    fn send_local_reply(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> bool {
+        self.replies.borrow_mut().push(Reply {
+            status,
+            details: details.to_owned(),
+            body: body.to_vec(),
+            headers: headers.to_vec(),
+        });
+        true
+    }
+    fn write_log_entries(&self, entries: &str) -> bool {
+        self.entries.borrow_mut().push(entries.to_owned());
+        true
+    }
+}
+
+impl RootHost for FakeHost {
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_millis: u32,
+    ) -> Result<u32, String> {
+        if let Some(error) = &self.dispatch_error {
+            return Err(error.clone());
+        }
+        let path = headers
+            .iter()
+            .find(|(n, _)| *n == ":path")
+            .map_or("", |(_, v)| v);
+        self.calls
+            .borrow_mut()
+            .push((cluster.to_owned(), path.to_owned(), timeout_millis));
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        Ok(token)
+    }
+    fn http_call_response_status(&self) -> Option<Vec<u8>> {
+        self.call_status.clone()
+    }
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.body_reads.borrow_mut().push(size);
+        Some(self.call_body.iter().copied().take(size).collect())
+    }
+}
+
+/// Builds a canonical request from `{"host", "path", "method", "namespace", "serviceAccount",
+/// "labels", "headers"}` for the core's own tests; missing keys stay absent.
 pub fn request_from_json(value: &Value) -> Request {
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     let pairs = |key: &str| -> Vec<(String, String)> {
@@ -19,17 +307,24 @@ pub fn request_from_json(value: &Value) -> Request {
             })
             .unwrap_or_default()
     };
-    let mut request = Request {
-        path: text("path"),
-        method: text("method"),
-        headers: pairs("headers"),
-        ..Request::default()
-    };
+    let mut request = Request::default();
+    request.method = text("method");
+    request.headers = pairs("headers");
+    if let Some(path) = text("path") {
+        let _ = request.set_path(path.as_bytes());
+    }
     if let Some(host) = text("host") {
         request.set_host(&host);
     }
     request.source.namespace = text("namespace");
     request.source.service_account = text("serviceAccount");
     request.source.labels = pairs("labels");
+    request
+}
+
+/// A canonical request for `path` (raw, decoded as the filter would).
+pub fn request_with_path(path: &str) -> Request {
+    let mut request = Request::default();
+    let _ = request.set_path(path.as_bytes());
     request
 }

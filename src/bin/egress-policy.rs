@@ -9,19 +9,20 @@ use std::process::ExitCode;
 
 use egress_policy::audit::Report;
 use egress_policy::config::PluginConfig;
-use egress_policy::decision::Verdict;
 use egress_policy::error::{ConfigError, ConfigErrors};
+use egress_policy::headers::HeaderMap;
 use egress_policy::log_entry;
 use egress_policy::policy::Policy;
-use egress_policy::request::{Request, Response};
+use egress_policy::policy::provider::RemoteLists;
+use egress_policy::request::{RequestFacts, Response};
 
 const USAGE: &str = "\
 usage:
   egress-policy check CONFIG...
   egress-policy audit [LOGFILE...]
   egress-policy explain CONFIG --host HOST --path PATH [--method METHOD] [--scheme SCHEME]
-        [--namespace NS] [--service-account SA] [--principal SPIFFE_ID] [--user USER]
-        [--workload NAME] [--source-ip IP] [--label KEY=VALUE]... [--header NAME=VALUE]...
+        [--body] [--header NAME=VALUE]... [--principal SPIFFE_ID | --namespace NS
+        [--service-account SA]] [--label KEY=VALUE]... [--workload NAME] [--source-ip IP]
         [--response-code CODE] [--response-size BYTES]
 
 CONFIG is a plugin configuration in JSON or YAML, or an Istio WasmPlugin manifest whose
@@ -30,7 +31,9 @@ check exits 0 when every CONFIG is valid, 2 otherwise.
 audit reads the JSON log (LOGFILEs, or standard input) and prints counts per level, source,
 destination and decision; it exits 1 when an error-level entry's request was let through
 (an unauthorized request was sent), 2 when a file or line cannot be read, 0 otherwise.
-explain exits 0 when the request would be allowed, 1 when denied, 2 on an invalid CONFIG.";
+explain decides the request exactly as the filter does (HOST and PATH as a client sends them,
+raw): it exits 0 when the request would be forwarded (allow, dry_run_deny), 1 when it would be
+answered locally (deny, reject), 2 on an invalid CONFIG or usage.";
 
 const EXIT_DENIED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
@@ -143,23 +146,45 @@ fn from_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
     }
 }
 
+/// What `explain` was asked: the facts of a request as a client and its connection present them.
 struct ExplainArgs {
     config: String,
-    request: Request,
+    /// Pseudo-headers and headers, in order.
+    headers: Vec<(String, String)>,
+    has_body: bool,
+    principal: Option<String>,
+    namespace: Option<String>,
+    service_account: Option<String>,
+    labels: Vec<(String, Vec<u8>)>,
+    workload: Option<String>,
+    source_ip: Option<String>,
     response: Response,
 }
 
 fn parse_explain(args: &[String]) -> Result<ExplainArgs, String> {
-    let mut config = None;
-    let mut request = Request::default();
-    let mut response = Response::default();
-    let mut host = None;
+    let mut parsed = ExplainArgs {
+        config: String::new(),
+        headers: Vec::new(),
+        has_body: false,
+        principal: None,
+        namespace: None,
+        service_account: None,
+        labels: Vec::new(),
+        workload: None,
+        source_ip: None,
+        response: Response::default(),
+    };
+    let (mut config, mut host, mut path, mut method, mut scheme) = (None, None, None, None, None);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         if !arg.starts_with("--") {
             if config.replace(arg.clone()).is_some() {
                 return Err(format!("unexpected argument '{arg}'"));
             }
+            continue;
+        }
+        if arg == "--body" {
+            parsed.has_body = true;
             continue;
         }
         let value = iter
@@ -179,81 +204,118 @@ fn parse_explain(args: &[String]) -> Result<ExplainArgs, String> {
         };
         match arg.as_str() {
             "--host" => host = Some(value),
-            "--path" => request.path = Some(value),
-            "--method" => request.method = Some(value),
-            "--scheme" => request.scheme = Some(value),
-            "--namespace" => request.source.namespace = Some(value),
-            "--service-account" => request.source.service_account = Some(value),
-            "--principal" => request.source.principal = Some(value),
-            "--user" => request.source.user = Some(value),
-            "--workload" => request.source.workload = Some(value),
-            "--source-ip" => request.source.ip = Some(value),
-            "--label" => request.source.labels.push(pair("--label")?),
+            "--path" => path = Some(value),
+            "--method" => method = Some(value),
+            "--scheme" => scheme = Some(value),
+            "--namespace" => parsed.namespace = Some(value),
+            "--service-account" => parsed.service_account = Some(value),
+            "--principal" => parsed.principal = Some(value),
+            "--user" => {
+                return Err(
+                    "--user: source.user comes from the certificate; give --principal or --namespace"
+                        .into(),
+                );
+            }
+            "--workload" => parsed.workload = Some(value),
+            "--source-ip" => parsed.source_ip = Some(value),
+            "--label" => {
+                let (key, value) = pair("--label")?;
+                parsed.labels.push((key, value.into_bytes()));
+            }
             "--header" => {
                 let (name, value) = pair("--header")?;
-                if name.eq_ignore_ascii_case("user-agent") {
-                    request.useragent = Some(value.clone());
-                }
-                request.headers.push((name.to_ascii_lowercase(), value));
+                parsed.headers.push((name.to_ascii_lowercase(), value));
             }
-            "--response-code" => response.code = Some(int("--response-code")?),
-            "--response-size" => response.size = Some(int("--response-size")?),
+            "--response-code" => parsed.response.code = Some(int("--response-code")?),
+            "--response-size" => parsed.response.size = Some(int("--response-size")?),
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    let config = config.ok_or("explain needs a CONFIG")?;
+    parsed.config = config.ok_or("explain needs a CONFIG")?;
     let host = host.ok_or("explain needs --host")?;
-    request.set_host(&host);
-    if request.host.is_none() {
-        eprintln!(
-            "egress-policy: note: --host '{host}' is not a usable host; request.host is absent"
-        );
+    let path = path.ok_or("explain needs --path")?;
+    if parsed.principal.is_some() && parsed.namespace.is_some() {
+        return Err("give --principal or --namespace, not both".into());
     }
-    if request.path.is_none() {
-        return Err("explain needs --path".into());
+    let pseudo = [
+        (":authority", host),
+        (":path", path),
+        (":method", method.unwrap_or_else(|| "GET".into())),
+        (":scheme", scheme.unwrap_or_else(|| "http".into())),
+    ];
+    let mut headers: Vec<(String, String)> =
+        pseudo.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    headers.append(&mut parsed.headers);
+    parsed.headers = headers;
+    Ok(parsed)
+}
+
+/// The facts the filter would see: the peer certificate's SPIFFE ID is `--principal`, or the
+/// mesh's for `--namespace` and `--service-account` (default `default`).
+fn explain_facts(args: &ExplainArgs, policy: &Policy) -> RequestFacts {
+    let principal = args.principal.clone().or_else(|| {
+        args.namespace.as_ref().map(|ns| {
+            format!(
+                "spiffe://{}/ns/{ns}/sa/{}",
+                policy.trust_domain,
+                args.service_account.as_deref().unwrap_or("default")
+            )
+        })
+    });
+    RequestFacts {
+        headers: HeaderMap::from_pairs(&args.headers),
+        has_body: args.has_body,
+        mtls: Some(principal.is_some()),
+        peer_uri_sans: principal.map(String::into_bytes),
+        source_address: args.source_ip.clone().map(String::into_bytes),
+        peer_labels: args.labels.clone(),
+        peer_workload: args.workload.clone().map(String::into_bytes),
+        requested_server_name: None,
+        time_micros: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_micros()).ok()),
     }
-    if request.method.is_none() {
-        request.method = Some("GET".into());
-    }
-    Ok(ExplainArgs {
-        config,
-        request,
-        response,
-    })
 }
 
 fn explain(args: &[String]) -> ExitCode {
-    let ExplainArgs {
-        config,
-        mut request,
-        mut response,
-    } = match parse_explain(args) {
+    let mut parsed = match parse_explain(args) {
         Ok(parsed) => parsed,
         Err(message) => return usage_error(&message),
     };
-    let policy = match load(&config) {
+    let policy = match load(&parsed.config) {
         Ok(policy) => policy,
         Err(errors) => {
             for error in &errors.0 {
-                eprintln!("{config}: {error}");
+                eprintln!("{}: {error}", parsed.config);
             }
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    request.time_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_micros()).ok());
-    let decision = policy.evaluate(&request);
-    match &decision.denied {
-        None => println!("decision: allow"),
-        Some(reason) => {
-            println!("decision: deny ({})", policy.deny_status);
-            println!("reason: {}", policy.explain(reason, &request));
-            println!("details: {}", policy.details(reason));
-            response.code.get_or_insert(i64::from(policy.deny_status));
+    let facts = explain_facts(&parsed, &policy);
+    let (request, decision) = policy.decide(&facts, &RemoteLists::default());
+    if let Some(error) = &request.identity_error {
+        println!("identity: none ({error})");
+    }
+    let outcome = decision.outcome();
+    let response = &mut parsed.response;
+    match policy.reply(&decision) {
+        None => println!("decision: {}", outcome.as_str()),
+        Some(reply) => {
+            println!("decision: {} ({})", outcome.as_str(), reply.status);
+            let reason = match (decision.rejected, &decision.denied) {
+                (Some(problem), _) => format!("rejected: {}", problem.describe()),
+                (None, Some(reason)) => policy.explain(reason, &request),
+                (None, None) => String::new(),
+            };
+            println!("reason: {reason}");
+            println!("details: {}", reply.details);
+            response.code.get_or_insert(i64::from(reply.status));
             response.size.get_or_insert(0);
         }
+    }
+    for reason in &decision.dry_run {
+        println!("would deny (dry run): {}", policy.explain(reason, &request));
     }
     if decision.fired.is_empty() {
         println!("rules matched: none");
@@ -276,16 +338,17 @@ fn explain(args: &[String]) -> ExitCode {
             println!("  {} ({})", rule.name, actions.join(", "));
         }
     }
-    let entries = log_entry::render(&policy, &decision, &request, &response);
+    let entries = log_entry::render(&policy, &decision, &request, response);
     if entries.is_empty() {
         println!("log entries: none");
     } else {
         println!("log entries:");
         println!("{entries}");
     }
-    match decision.verdict() {
-        Verdict::Allow => ExitCode::SUCCESS,
-        Verdict::Deny => ExitCode::from(EXIT_DENIED),
+    if outcome.forwarded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DENIED)
     }
 }
 

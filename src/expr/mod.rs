@@ -723,7 +723,7 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
     let text = |value: &'a Option<String>| value.as_deref().map(Value::Str);
     match attr {
         Attr::RequestHost => text(&request.host),
-        Attr::RequestPath => text(&request.path),
+        Attr::RequestPath => request.path().map(Value::Str),
         Attr::RequestUrlPath => request.url_path().map(Value::Str),
         Attr::RequestMethod => text(&request.method),
         Attr::RequestScheme => text(&request.scheme),

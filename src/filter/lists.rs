@@ -1,9 +1,231 @@
-//! Fetching remote list entries: when each list is due, which fetch a response belongs to, and
-//! what a response does to the list in force. The adapter only dispatches the calls and hands
-//! the answers back; everything here is plain Rust, tested natively.
+//! The root context's work: the active configuration and its remote lists — when each list is
+//! due, which fetch a response belongs to, what a response does to the list in force, and the
+//! counters and gauges that report it. Written against [`RootHost`], so every answer a list
+//! server can give (oversized, stalled, empty, cut off, an error status, none at all) is tested
+//! natively with a fake host; the adapter only forwards the proxy's callbacks.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::Host;
+use crate::metrics;
 use crate::policy::Policy;
 use crate::policy::provider::{RemoteEntries, RemoteLists};
+
+/// What fetching lists needs from the proxy, beyond [`Host`].
+pub trait RootHost: Host {
+    /// Sends `GET` with `headers` to `cluster`; the call's token, or why it was not sent.
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_millis: u32,
+    ) -> Result<u32, String>;
+    /// `:status` of the call response being delivered; `None` when it has none (the call
+    /// failed: timeout, reset, no healthy upstream).
+    fn http_call_response_status(&self) -> Option<Vec<u8>>;
+    /// The first `size` bytes of that response's body.
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>>;
+}
+
+/// A loaded configuration and the remote list entries fetched for it, shared by the root context
+/// (which fetches) and the HTTP contexts (which decide) of one VM.
+#[derive(Debug)]
+pub struct Active {
+    pub policy: Policy,
+    pub remote: RefCell<RemoteLists>,
+}
+
+impl Active {
+    pub fn new(policy: Policy) -> Self {
+        Active {
+            policy,
+            remote: RefCell::new(RemoteLists::default()),
+        }
+    }
+}
+
+/// One VM's configuration and list fetches (each Envoy worker has its own VM, so a list is
+/// fetched once per VM and interval).
+#[derive(Debug, Default)]
+pub struct ListRefresher {
+    active: Option<Rc<Active>>,
+    fetcher: Fetcher,
+}
+
+/// The timer period without lists: how often batched counters reach the proxy.
+pub const FLUSH_MICROS: i64 = 200_000;
+
+impl ListRefresher {
+    /// Puts a compiled configuration in force; returns the timer period it needs, in
+    /// microseconds. Lists are fetched at once.
+    pub fn configure(&mut self, host: &impl RootHost, policy: Policy) -> i64 {
+        self.fetcher = Fetcher::new(&policy);
+        let tick = Fetcher::tick_micros(&policy).map_or(FLUSH_MICROS, |t| t.min(FLUSH_MICROS));
+        self.active = Some(Rc::new(Active::new(policy)));
+        self.fetch_due_lists(host);
+        tick
+    }
+
+    /// The configuration in force, for new HTTP contexts.
+    pub fn active(&self) -> Option<Rc<Active>> {
+        self.active.clone()
+    }
+
+    pub fn on_tick(&mut self, host: &impl RootHost) {
+        self.fetch_due_lists(host);
+        self.record_list_ages(host);
+    }
+
+    fn fetch_due_lists(&mut self, host: &impl RootHost) {
+        let (Some(active), Some(now)) = (self.active.clone(), host.now_micros()) else {
+            return;
+        };
+        for list in self.fetcher.due(&active.policy, now) {
+            let Some((config, provider)) = active
+                .policy
+                .lists
+                .get(list)
+                .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
+            else {
+                continue;
+            };
+            let headers = [
+                (":method", "GET"),
+                (":path", provider.path.as_str()),
+                (":authority", provider.authority.as_str()),
+                ("accept", "text/plain, application/json"),
+            ];
+            let timeout = u32::try_from(provider.timeout_micros / 1_000).unwrap_or(u32::MAX);
+            match host.dispatch_http_call(&provider.cluster, &headers, timeout) {
+                Ok(token) => self.fetcher.sent(token, list),
+                Err(why) => report(
+                    host,
+                    &active.policy,
+                    &FetchOutcome::Failed {
+                        list,
+                        reason: format!("cannot call cluster {}: {why}", provider.cluster),
+                    },
+                    &config.name,
+                ),
+            }
+        }
+    }
+
+    /// Age of each list's last good fetch; absent until the first one.
+    fn record_list_ages(&self, host: &impl RootHost) {
+        let (Some(active), Some(now)) = (&self.active, host.now_micros()) else {
+            return;
+        };
+        let Ok(remote) = active.remote.try_borrow() else {
+            return;
+        };
+        for (index, list, _) in active.policy.providers() {
+            if let Some(entries) = remote.get(index) {
+                let age = now.saturating_sub(entries.fetched_at_micros) / 1_000_000;
+                host.set_gauge(
+                    &metrics::list_age_gauge(&list.name),
+                    u64::try_from(age).unwrap_or(0),
+                );
+            }
+        }
+    }
+
+    /// A list server's answer (or its absence: `num_headers` 0 after a timeout or reset). The
+    /// body is read only when it can be used: a 200 within `maxBytes`.
+    pub fn on_http_call_response(
+        &mut self,
+        host: &impl RootHost,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        let Some(list) = self.fetcher.finish(token) else {
+            return;
+        };
+        let Some((config, provider)) = active
+            .policy
+            .lists
+            .get(list)
+            .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
+        else {
+            return;
+        };
+        let failed = |reason: String| FetchOutcome::Failed { list, reason };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host.http_call_response_status()
+        };
+        let outcome = match status.as_deref() {
+            None => failed("no response (connection failure, reset or timeout)".into()),
+            Some(b"200") if body_size > provider.max_bytes => failed(format!(
+                "body of {body_size} bytes is over maxBytes {}; not read",
+                provider.max_bytes
+            )),
+            Some(b"200") => {
+                let body = if body_size == 0 {
+                    Some(Vec::new())
+                } else {
+                    host.http_call_response_body(body_size)
+                };
+                match body {
+                    None => failed("the body could not be read".into()),
+                    Some(body) => match provider.parse(config.entry_type, &body) {
+                        Ok(index) => {
+                            let entries = index.len();
+                            let now = host.now_micros().unwrap_or(0);
+                            match active.remote.try_borrow_mut() {
+                                Ok(mut remote) => {
+                                    remote.set(
+                                        list,
+                                        RemoteEntries {
+                                            index,
+                                            fetched_at_micros: now,
+                                        },
+                                    );
+                                    FetchOutcome::Updated { list, entries }
+                                }
+                                Err(_) => failed("the list is in use".into()),
+                            }
+                        }
+                        Err(reason) => failed(reason),
+                    },
+                }
+            }
+            Some(other) => failed(format!("status {}", String::from_utf8_lossy(other))),
+        };
+        report(host, &active.policy, &outcome, &config.name);
+    }
+}
+
+/// Logs and counts the outcome of a fetch.
+fn report(host: &impl Host, policy: &Policy, outcome: &FetchOutcome, list_name: &str) {
+    match outcome {
+        FetchOutcome::Updated { entries, .. } => {
+            host.increment(&metrics::list_fetch_counter(list_name, true));
+            host.set_gauge(
+                &metrics::list_entries_gauge(list_name),
+                u64::try_from(*entries).unwrap_or(u64::MAX),
+            );
+            host.set_gauge(&metrics::list_age_gauge(list_name), 0);
+        }
+        FetchOutcome::Failed { list, reason } => {
+            host.increment(&metrics::list_fetch_counter(list_name, false));
+            let ttl = policy
+                .lists
+                .get(*list)
+                .and_then(|l| l.provider.as_ref())
+                .map_or(0, |p| p.ttl_micros / 1_000);
+            host.log_warning(&format!(
+                "egress-policy: list {list_name}: fetch failed ({reason}); the last good list stays in force for up to {ttl}ms after it was fetched, then onError applies"
+            ));
+        }
+    }
+}
 
 /// The shortest timer tick: fetch schedules are checked this often at most.
 pub const MIN_TICK_MICROS: i64 = 50_000;
@@ -78,166 +300,223 @@ impl Fetcher {
         self.in_flight.push(InFlight { token, list });
     }
 
-    /// Applies an answer: a 200 whose body parses replaces the list whole; anything else leaves
-    /// the list in force as it is. `None` when the token is not one of ours.
-    pub fn received(
-        &mut self,
-        policy: &Policy,
-        remote: &mut RemoteLists,
-        token: u32,
-        status: Option<&[u8]>,
-        body: &[u8],
-        now: i64,
-    ) -> Option<FetchOutcome> {
+    /// The list a fetch was for, once its answer arrived; `None` for a token that is not ours.
+    pub fn finish(&mut self, token: u32) -> Option<usize> {
         let position = self.in_flight.iter().position(|f| f.token == token)?;
-        let InFlight { list, .. } = self.in_flight.swap_remove(position);
-        let failed = |reason: String| Some(FetchOutcome::Failed { list, reason });
-        let (Some(config), Some(provider)) = (
-            policy.lists.get(list),
-            policy.lists.get(list).and_then(|l| l.provider.as_ref()),
-        ) else {
-            return None;
-        };
-        match status {
-            Some(b"200") => {}
-            Some(other) => return failed(format!("status {}", String::from_utf8_lossy(other))),
-            // No :status: the call failed (timeout, reset, no healthy upstream).
-            None => return failed("no response (connection failure or timeout)".into()),
-        }
-        match provider.parse(config.entry_type, body) {
-            Ok(index) => {
-                let entries = index.len();
-                remote.set(
-                    list,
-                    RemoteEntries {
-                        index,
-                        fetched_at_micros: now,
-                    },
-                );
-                Some(FetchOutcome::Updated { list, entries })
-            }
-            Err(reason) => failed(reason),
-        }
-    }
-
-    /// A dispatch that could not even be sent counts as a failed fetch.
-    pub fn not_sent(list: usize, reason: String) -> FetchOutcome {
-        FetchOutcome::Failed { list, reason }
+        Some(self.in_flight.swap_remove(position).list)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Request;
+    use crate::testing::{FakeHost, request_with_path};
 
-    fn policy() -> Policy {
+    const SECOND: i64 = 1_000_000;
+
+    fn policy(provider_extra: &str) -> Policy {
         Policy::from_json(
-            br#"{"lists": {"paths": {"value": "request.url_path", "entries": ["/health"],
-                  "provider": {"cluster": "lists", "path": "/paths", "refreshInterval": "1s", "ttl": "3s"}}},
-                 "rules": [{"name": "check", "check": ["paths"]}]}"#,
+            format!(
+                r#"{{"lists": {{"paths": {{"value": "request.url_path", "entries": ["/health"],
+                  "provider": {{"cluster": "lists", "path": "/paths", "refreshInterval": "1s", "ttl": "3s",
+                                "maxBytes": 64 {provider_extra}}}}}}},
+                 "rules": [{{"name": "check", "check": ["paths"]}}]}}"#
+            )
+            .as_bytes(),
         )
         .unwrap()
     }
 
-    fn allowed(policy: &Policy, remote: &RemoteLists, path: &str, now: i64) -> bool {
-        let request = Request {
-            path: Some(path.into()),
-            time_micros: Some(now),
-            ..Request::default()
-        };
-        policy.evaluate_with(&request, remote).denied.is_none()
+    /// A refresher configured at time 0, its first fetch sent.
+    fn started(provider_extra: &str) -> (ListRefresher, FakeHost) {
+        let host = FakeHost::default();
+        host.now.set(0);
+        let mut lists = ListRefresher::default();
+        assert_eq!(lists.configure(&host, policy(provider_extra)), 200_000);
+        (lists, host)
+    }
+
+    fn allowed(lists: &ListRefresher, path: &str, now: i64) -> bool {
+        let active = lists.active().unwrap();
+        let mut request = request_with_path(path);
+        request.time_micros = Some(now);
+        let remote = active.remote.borrow();
+        active
+            .policy
+            .evaluate_with(&request, &remote)
+            .denied
+            .is_none()
+    }
+
+    /// Delivers the list server's answer to the newest call.
+    fn answer(lists: &mut ListRefresher, host: &mut FakeHost, status: Option<&[u8]>, body: &[u8]) {
+        host.call_status = status.map(<[u8]>::to_vec);
+        host.call_body = body.to_vec();
+        let token = u32::try_from(host.calls.borrow().len()).unwrap();
+        let headers = if status.is_some() { 3 } else { 0 };
+        lists.on_http_call_response(host, token, headers, body.len());
+    }
+
+    fn fetches(host: &FakeHost, result: &str) -> usize {
+        let name = format!("egress_policy.list_fetches.list.paths.result.{result}");
+        host.counters
+            .borrow()
+            .iter()
+            .filter(|c| **c == name)
+            .count()
     }
 
     #[test]
     fn lists_are_fetched_at_start_and_every_refresh_interval() {
-        let policy = policy();
-        let mut fetcher = Fetcher::new(&policy);
-        assert_eq!(Fetcher::tick_micros(&policy), Some(1_000_000));
-        assert_eq!(fetcher.due(&policy, 0), vec![0]);
-        fetcher.sent(7, 0);
-        assert!(
-            fetcher.due(&policy, 2_000_000).is_empty(),
-            "one fetch at a time"
+        let (mut lists, mut host) = started("");
+        assert_eq!(
+            *host.calls.borrow(),
+            [("lists".to_owned(), "/paths".to_owned(), 5_000)]
         );
-        let mut remote = RemoteLists::default();
-        fetcher.received(&policy, &mut remote, 7, Some(b"200"), b"/sport\n", 10);
-        assert!(fetcher.due(&policy, 999_999).is_empty());
-        assert_eq!(fetcher.due(&policy, 2_000_000), vec![0]);
+        host.now.set(2 * SECOND);
+        lists.on_tick(&host);
+        assert_eq!(host.calls.borrow().len(), 1, "one fetch at a time");
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        lists.on_tick(&host);
+        assert_eq!(host.calls.borrow().len(), 2, "due since 1s, sent once free");
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        host.now.set(3 * SECOND - 1);
+        lists.on_tick(&host);
+        assert_eq!(
+            host.calls.borrow().len(),
+            2,
+            "next one refreshInterval later"
+        );
+        host.now.set(3 * SECOND);
+        lists.on_tick(&host);
+        assert_eq!(host.calls.borrow().len(), 3);
     }
 
     #[test]
     fn the_last_good_list_serves_until_ttl_then_on_error_denies() {
-        let policy = policy();
-        let mut fetcher = Fetcher::new(&policy);
-        let mut remote = RemoteLists::default();
+        let (mut lists, mut host) = started("");
         assert!(
-            !allowed(&policy, &remote, "/sport", 0),
+            !allowed(&lists, "/sport", 0),
             "before the first fetch: onError deny"
         );
-        assert!(
-            allowed(&policy, &remote, "/health", 0),
-            "static entries always apply"
-        );
-
-        fetcher.due(&policy, 0);
-        fetcher.sent(1, 0);
-        let outcome =
-            fetcher.received(&policy, &mut remote, 1, Some(b"200"), b"/sport\n/news\n", 0);
+        assert!(allowed(&lists, "/health", 0), "static entries always apply");
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n/news\n");
+        assert_eq!(fetches(&host, "success"), 1);
         assert_eq!(
-            outcome,
-            Some(FetchOutcome::Updated {
-                list: 0,
-                entries: 2
-            })
+            host.gauges.borrow()["egress_policy.list_entries.list.paths"],
+            2
         );
-        assert!(allowed(&policy, &remote, "/sport", 1));
-        assert!(!allowed(&policy, &remote, "/politics", 1));
+        assert!(allowed(&lists, "/sport", 1));
+        assert!(!allowed(&lists, "/politics", 1));
 
-        fetcher.due(&policy, 1_000_000);
-        fetcher.sent(2, 0);
-        let outcome = fetcher.received(&policy, &mut remote, 2, Some(b"503"), b"", 1_000_000);
-        assert_eq!(
-            outcome,
-            Some(FetchOutcome::Failed {
-                list: 0,
-                reason: "status 503".into()
-            })
-        );
+        host.now.set(SECOND);
+        lists.on_tick(&host);
+        answer(&mut lists, &mut host, Some(b"503"), b"");
+        assert_eq!(fetches(&host, "failure"), 1);
+        assert!(host.warnings.borrow()[0].contains("fetch failed (status 503)"));
         assert!(
-            allowed(&policy, &remote, "/sport", 3_000_000),
+            allowed(&lists, "/sport", 3 * SECOND),
             "stale but within ttl"
         );
         assert!(
-            !allowed(&policy, &remote, "/sport", 3_000_001),
+            !allowed(&lists, "/sport", 3 * SECOND + 1),
             "past ttl: onError deny"
         );
-        assert!(allowed(&policy, &remote, "/health", 3_000_001));
+        assert!(allowed(&lists, "/health", 3 * SECOND + 1));
+    }
+
+    /// Every failure a list server can produce leaves the list in force untouched, is counted
+    /// and logged with its reason, and never reads a body it cannot use.
+    #[test]
+    fn every_list_server_failure_is_a_failed_fetch_that_changes_nothing() {
+        // (what, :status, body, the reason logged)
+        type Case<'a> = (&'a str, Option<&'a [u8]>, &'a [u8], &'a str);
+        let cases: [Case; 8] = [
+            (
+                "oversized",
+                Some(b"200"),
+                &[b'a'; 65],
+                "over maxBytes 64; not read",
+            ),
+            ("stalled body (timeout)", None, b"", "no response"),
+            ("connection closed mid-body", None, b"/spo", "no response"),
+            ("hang", None, b"", "no response"),
+            ("empty 200", Some(b"200"), b"", "no entries"),
+            ("comments only", Some(b"200"), b"# nothing\n", "no entries"),
+            ("500", Some(b"500"), b"/politics\n", "status 500"),
+            (
+                "bad entry",
+                Some(b"200"),
+                b"[\"/politics\", 1]",
+                "JSON array of strings",
+            ),
+        ];
+        for (what, status, body, reason) in cases {
+            let (mut lists, mut host) = started("");
+            answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+            host.now.set(SECOND);
+            lists.on_tick(&host);
+            host.body_reads.borrow_mut().clear();
+            answer(&mut lists, &mut host, status, body);
+            assert_eq!(fetches(&host, "failure"), 1, "{what}");
+            let warning = host.warnings.borrow().last().cloned().unwrap_or_default();
+            assert!(warning.contains(reason), "{what}: {warning}");
+            assert!(
+                allowed(&lists, "/sport", SECOND),
+                "{what}: the list in force stays"
+            );
+            assert!(!allowed(&lists, "/politics", SECOND), "{what}");
+            if status != Some(b"200") || body.len() > 64 {
+                assert!(host.body_reads.borrow().is_empty(), "{what}: body read");
+            }
+        }
     }
 
     #[test]
-    fn a_bad_body_never_replaces_the_list_in_force() {
-        let policy = policy();
-        let mut fetcher = Fetcher::new(&policy);
-        let mut remote = RemoteLists::default();
-        fetcher.sent(1, 0);
-        fetcher.received(&policy, &mut remote, 1, Some(b"200"), b"/sport\n", 0);
-        fetcher.sent(2, 0);
-        let outcome = fetcher.received(
-            &policy,
-            &mut remote,
-            2,
-            Some(b"200"),
-            b"[\"/politics\", 1]",
-            5,
+    fn an_empty_list_replaces_the_list_in_force_only_when_allowed() {
+        let (mut lists, mut host) = started(r#", "allowEmpty": true"#);
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        host.now.set(SECOND);
+        lists.on_tick(&host);
+        answer(&mut lists, &mut host, Some(b"200"), b"");
+        assert_eq!(fetches(&host, "success"), 2);
+        assert!(!allowed(&lists, "/sport", SECOND));
+        assert!(allowed(&lists, "/health", SECOND));
+    }
+
+    #[test]
+    fn answers_to_unknown_calls_and_undispatchable_fetches_are_handled() {
+        let (mut lists, mut host) = started("");
+        host.call_status = Some(b"200".to_vec());
+        host.call_body = b"/politics\n".to_vec();
+        lists.on_http_call_response(&host, 99, 3, 10);
+        assert!(host.counters.borrow().is_empty(), "not ours: ignored");
+        assert!(!allowed(&lists, "/politics", 0));
+
+        host.dispatch_error = Some("BadArgument".into());
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        host.now.set(SECOND);
+        lists.on_tick(&host);
+        assert_eq!(fetches(&host, "failure"), 1);
+        assert!(host.warnings.borrow()[0].contains("cannot call cluster lists: BadArgument"));
+    }
+
+    #[test]
+    fn list_ages_are_reported_each_tick_after_the_first_good_fetch() {
+        let (mut lists, mut host) = started("");
+        lists.on_tick(&host);
+        assert!(
+            !host
+                .gauges
+                .borrow()
+                .contains_key("egress_policy.list_age_seconds.list.paths")
         );
-        assert!(matches!(outcome, Some(FetchOutcome::Failed { .. })));
-        assert!(allowed(&policy, &remote, "/sport", 10));
-        assert!(!allowed(&policy, &remote, "/politics", 10));
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        host.now.set(2 * SECOND + 10);
+        lists.on_tick(&host);
         assert_eq!(
-            fetcher.received(&policy, &mut remote, 99, Some(b"200"), b"", 0),
-            None,
-            "unknown token"
+            host.gauges.borrow()["egress_policy.list_age_seconds.list.paths"],
+            2
         );
     }
 }

@@ -1,19 +1,18 @@
-//! proxy-wasm glue: the root context compiles the configuration, HTTP contexts run
-//! [`RequestFilter`] against [`WasmHost`]. Only byte-level host calls are used; the SDK's string
-//! helpers unwrap, and a non-UTF-8 header would take the VM down with them.
+//! proxy-wasm glue: the root context runs [`ListRefresher`], HTTP contexts run
+//! [`RequestFilter`], both against [`WasmHost`]. The SDK is used for its dispatcher (contexts and
+//! callbacks) only: its host-call helpers panic on a host status they do not expect, and a panic
+//! traps the VM for every request, so every host call here goes through [`abi`], whose calls
+//! return `None` or `false` instead.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ptr::null;
-use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use super::lists::{FetchOutcome, Fetcher};
-use super::{Active, Flow, Host, RequestFilter};
+use super::{Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost};
+use crate::headers::HeaderMap;
 use crate::metrics;
 use crate::policy::Policy;
 
@@ -24,177 +23,61 @@ const LOG_PROPERTY: &str = "egress_policy_log";
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { active: None, fetcher: Fetcher::default() })
+        Box::new(Root { lists: ListRefresher::default() })
     });
 }}
 
 /// One per VM (each Envoy worker has its own): compiles the configuration and keeps its remote
-/// lists fresh. Each worker fetches for itself, so a list is fetched `--concurrency` times per
-/// interval.
+/// lists fresh.
 struct Root {
-    active: Option<Rc<Active>>,
-    fetcher: Fetcher,
-}
-
-impl Root {
-    /// Age of each list's last good fetch; absent until the first one.
-    fn record_list_ages(&self) {
-        let (Some(active), Some(now)) = (&self.active, WasmHost.now_micros()) else {
-            return;
-        };
-        let Ok(remote) = active.remote.try_borrow() else {
-            return;
-        };
-        for (index, list, _) in active.policy.providers() {
-            if let Some(entries) = remote.get(index) {
-                let age = now.saturating_sub(entries.fetched_at_micros) / 1_000_000;
-                WasmHost.set_gauge(
-                    &metrics::list_age_gauge(&list.name),
-                    usize::try_from(age).unwrap_or(0),
-                );
-            }
-        }
-    }
-
-    fn fetch_due_lists(&mut self) {
-        let Some(active) = self.active.clone() else {
-            return;
-        };
-        let Some(now) = WasmHost.now_micros() else {
-            return;
-        };
-        for list in self.fetcher.due(&active.policy, now) {
-            let Some((config, provider)) = active
-                .policy
-                .lists
-                .get(list)
-                .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
-            else {
-                continue;
-            };
-            let headers = vec![
-                (":method", "GET"),
-                (":path", provider.path.as_str()),
-                (":authority", provider.authority.as_str()),
-                ("accept", "text/plain, application/json"),
-            ];
-            let timeout =
-                Duration::from_micros(u64::try_from(provider.timeout_micros).unwrap_or(5_000_000));
-            match hostcalls::dispatch_http_call(&provider.cluster, headers, None, vec![], timeout) {
-                Ok(token) => self.fetcher.sent(token, list),
-                Err(status) => report(
-                    &active.policy,
-                    &Fetcher::not_sent(
-                        list,
-                        format!("cannot call cluster {}: {status:?}", provider.cluster),
-                    ),
-                    config.name.as_str(),
-                ),
-            }
-        }
-    }
-}
-
-/// Logs and counts the outcome of a fetch.
-fn report(policy: &Policy, outcome: &FetchOutcome, list_name: &str) {
-    match outcome {
-        FetchOutcome::Updated { entries, .. } => {
-            WasmHost.increment(&metrics::list_fetch_counter(list_name, true));
-            WasmHost.set_gauge(&metrics::list_entries_gauge(list_name), *entries);
-            WasmHost.set_gauge(&metrics::list_age_gauge(list_name), 0);
-        }
-        FetchOutcome::Failed { list, reason } => {
-            WasmHost.increment(&metrics::list_fetch_counter(list_name, false));
-            let ttl = policy
-                .lists
-                .get(*list)
-                .and_then(|l| l.provider.as_ref())
-                .map_or(0, |p| p.ttl_micros / 1_000);
-            WasmHost.log_warning(&format!(
-                "egress-policy: list {list_name}: fetch failed ({reason}); the last good list stays in force for up to {ttl}ms after it was fetched, then onError applies"
-            ));
-        }
-    }
+    lists: ListRefresher,
 }
 
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(active) = self.active.clone() else {
-            return;
-        };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let now = WasmHost.now_micros().unwrap_or(0);
-        let Ok(mut remote) = active.remote.try_borrow_mut() else {
-            return;
-        };
-        let outcome = self.fetcher.received(
-            &active.policy,
-            &mut remote,
-            token_id,
-            status.as_deref(),
-            &body,
-            now,
-        );
-        drop(remote);
-        if let Some(outcome) = outcome {
-            let list = match &outcome {
-                FetchOutcome::Updated { list, .. } | FetchOutcome::Failed { list, .. } => *list,
-            };
-            let name = active
-                .policy
-                .lists
-                .get(list)
-                .map_or("?", |l| l.name.as_str());
-            report(&active.policy, &outcome, name);
-        }
+        self.lists
+            .on_http_call_response(&WasmHost, token_id, num_headers, body_size);
     }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => Vec::new(),
-            Err(status) => {
-                log_error(&format!(
-                    "egress-policy: cannot read the plugin configuration: {status:?}"
-                ));
-                return false;
-            }
+        let Some(bytes) = abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION, usize::MAX) else {
+            abi::log(
+                abi::LOG_ERROR,
+                "egress-policy: cannot read the plugin configuration",
+            );
+            return false;
         };
         let compiled = Policy::from_json(&bytes);
         increment_now(metrics::config_load_counter(compiled.is_ok()));
         match compiled {
             Ok(policy) => {
-                self.fetcher = Fetcher::new(&policy);
-                let tick =
-                    Fetcher::tick_micros(&policy).map_or(FLUSH_MICROS, |t| t.min(FLUSH_MICROS));
-                self.active = Some(Rc::new(Active::new(policy)));
-                let period = Duration::from_micros(u64::try_from(tick).unwrap_or(200_000));
-                if hostcalls::set_tick_period(period).is_err() {
-                    log_error("egress-policy: cannot start the timer for lists and metrics");
+                let tick = self.lists.configure(&WasmHost, policy);
+                let millis = u32::try_from(tick / 1_000).unwrap_or(200);
+                if !abi::set_tick_period_millis(millis) {
+                    abi::log(
+                        abi::LOG_ERROR,
+                        "egress-policy: cannot start the timer for lists and metrics",
+                    );
                     return false;
                 }
-                self.fetch_due_lists();
                 true
             }
             Err(errors) => {
                 // Returning false makes Envoy refuse this configuration; on a reload the
                 // previous one keeps serving.
                 for error in &errors.0 {
-                    log_error(&format!("egress-policy: invalid configuration: {error}"));
+                    abi::log(
+                        abi::LOG_ERROR,
+                        &format!("egress-policy: invalid configuration: {error}"),
+                    );
                 }
                 false
             }
@@ -202,14 +85,13 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        self.fetch_due_lists();
-        self.record_list_ages();
+        self.lists.on_tick(&WasmHost);
         flush_counters();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
-            filter: RequestFilter::new(self.active.clone()),
+            filter: RequestFilter::new(self.lists.active()),
         }))
     }
 
@@ -225,8 +107,14 @@ struct Http {
 impl Context for Http {}
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.filter.on_request_headers(&WasmHost) {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // A test-only build traps here on demand, to prove that Envoy reloads a crashed VM and
+        // refuses requests meanwhile (tests/e2e.rs); the module Envoy loads has no such code.
+        #[cfg(feature = "test-trap")]
+        if abi::map_value(abi::MAP_REQUEST_HEADERS, "x-egress-policy-test-trap").is_some() {
+            core::arch::wasm32::unreachable();
+        }
+        match self.filter.on_request_headers(&WasmHost, end_of_stream) {
             Flow::Continue => Action::Continue,
             Flow::Stop => Action::Pause,
         }
@@ -247,86 +135,16 @@ impl HttpContext for Http {
     }
 }
 
-fn log_error(message: &str) {
-    let _ = hostcalls::log(LogLevel::Error, message);
-}
-
-/// [`Host`] over proxy-wasm host calls.
+/// The host traits over proxy-wasm host calls.
 struct WasmHost;
 
-#[link(wasm_import_module = "env")]
-unsafe extern "C" {
-    /// Declared here because the SDK's wrapper drops the details argument, which carries the
-    /// deciding rule into Envoy's `%RESPONSE_CODE_DETAILS%`.
-    fn proxy_send_local_response(
-        status_code: u32,
-        status_code_details_data: *const u8,
-        status_code_details_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        grpc_status: i32,
-    ) -> Status;
-}
-
 impl Host for WasmHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
-    }
-
     fn now_micros(&self) -> Option<i64> {
-        let now = hostcalls::get_current_time().ok()?;
-        let micros = now.duration_since(UNIX_EPOCH).ok()?.as_micros();
-        i64::try_from(micros).ok()
-    }
-
-    fn send_local_reply(
-        &self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: &[(String, String)],
-    ) -> bool {
-        let headers = serialize_headers(headers);
-        // SAFETY: every pointer/length pair describes a live buffer for the whole call.
-        let status = unsafe {
-            proxy_send_local_response(
-                u32::from(status),
-                details.as_ptr(),
-                details.len(),
-                if body.is_empty() {
-                    null()
-                } else {
-                    body.as_ptr()
-                },
-                body.len(),
-                headers.as_ptr(),
-                headers.len(),
-                -1,
-            )
-        };
-        status == Status::Ok
-    }
-
-    fn write_log_entries(&self, entries: &str) -> bool {
-        hostcalls::set_property(vec![LOG_PROPERTY], Some(entries.as_bytes())).is_ok()
+        abi::now_nanos().and_then(|nanos| i64::try_from(nanos / 1_000).ok())
     }
 
     fn log_warning(&self, message: &str) {
-        let _ = hostcalls::log(LogLevel::Warn, message);
+        abi::log(abi::LOG_WARN, message);
     }
 
     /// Counted in the VM and flushed to Envoy on the root context's tick ([`flush_counters`]):
@@ -344,38 +162,71 @@ impl Host for WasmHost {
             }
         });
     }
-}
 
-/// Hands the counts gathered since the last tick to Envoy.
-fn flush_counters() {
-    PENDING.with(|pending| {
-        let Ok(mut pending) = pending.try_borrow_mut() else {
-            return;
-        };
-        for (name, count) in pending.iter_mut().filter(|(_, count)| **count > 0) {
-            if let Some(id) = metric(MetricType::Counter, name) {
-                let _ = hostcalls::increment_metric(id, i64::try_from(*count).unwrap_or(i64::MAX));
-            }
-            *count = 0;
+    fn set_gauge(&self, gauge: &str, value: u64) {
+        if let Some(id) = metric(abi::METRIC_GAUGE, gauge) {
+            abi::record_metric(id, value);
         }
-    });
-}
-
-/// Counters that cannot wait for a tick (a refused configuration never gets one).
-fn increment_now(counter: &str) {
-    if let Some(id) = metric(MetricType::Counter, counter) {
-        let _ = hostcalls::increment_metric(id, 1);
     }
 }
 
-/// How often counters reach Envoy: far below any scrape interval.
-const FLUSH_MICROS: i64 = 200_000;
+impl HttpHost for WasmHost {
+    fn request_headers(&self) -> Option<HeaderMap> {
+        abi::map_pairs(abi::MAP_REQUEST_HEADERS).map(HeaderMap::from_serialized)
+    }
 
-impl WasmHost {
-    fn set_gauge(&self, gauge: &str, value: usize) {
-        if let Some(id) = metric(MetricType::Gauge, gauge) {
-            let _ = hostcalls::record_metric(id, u64::try_from(value).unwrap_or(u64::MAX));
-        }
+    fn remove_request_header(&self, name: &[u8]) -> bool {
+        abi::remove_map_value(abi::MAP_REQUEST_HEADERS, name)
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        abi::map_value(abi::MAP_RESPONSE_HEADERS, name)
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::property(path)
+    }
+
+    fn send_local_reply(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> bool {
+        abi::send_local_response(status, details, body, &crate::headers::serialize(headers))
+    }
+
+    fn write_log_entries(&self, entries: &str) -> bool {
+        abi::set_property(&[LOG_PROPERTY], entries.as_bytes())
+    }
+}
+
+impl RootHost for WasmHost {
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_millis: u32,
+    ) -> Result<u32, String> {
+        // Through the SDK, whose dispatcher must learn the token to route the answer back here;
+        // it returns an error for the statuses Envoy gives a call it cannot make.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            None,
+            vec![],
+            Duration::from_millis(u64::from(timeout_millis)),
+        )
+        .map_err(|status| format!("{status:?}"))
+    }
+
+    fn http_call_response_status(&self) -> Option<Vec<u8>> {
+        abi::map_value(abi::MAP_HTTP_CALL_RESPONSE_HEADERS, ":status")
+    }
+
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        abi::buffer(abi::BUFFER_HTTP_CALL_RESPONSE_BODY, size)
     }
 }
 
@@ -386,32 +237,228 @@ thread_local! {
     static PENDING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
 
-fn metric(kind: MetricType, name: &str) -> Option<u32> {
+fn metric(kind: u32, name: &str) -> Option<u32> {
     METRICS.with(|metrics| {
         let mut metrics = metrics.try_borrow_mut().ok()?;
         if let Some(id) = metrics.get(name) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(kind, name).ok()?;
+        let id = abi::define_metric(kind, name)?;
         metrics.insert(name.to_owned(), id);
         Some(id)
     })
 }
 
-/// The proxy-wasm header map encoding: count, then each name and value length, then the bytes,
-/// each string followed by a NUL.
-fn serialize_headers(headers: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&u32::try_from(headers.len()).unwrap_or(0).to_le_bytes());
-    for (name, value) in headers {
-        out.extend_from_slice(&u32::try_from(name.len()).unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&u32::try_from(value.len()).unwrap_or(0).to_le_bytes());
+/// Hands the counts gathered since the last tick to Envoy.
+fn flush_counters() {
+    PENDING.with(|pending| {
+        let Ok(mut pending) = pending.try_borrow_mut() else {
+            return;
+        };
+        for (name, count) in pending.iter_mut().filter(|(_, count)| **count > 0) {
+            if let Some(id) = metric(abi::METRIC_COUNTER, name) {
+                abi::increment_metric(id, i64::try_from(*count).unwrap_or(i64::MAX));
+            }
+            *count = 0;
+        }
+    });
+}
+
+/// Counters that cannot wait for a tick (a refused configuration never gets one).
+fn increment_now(counter: &str) {
+    if let Some(id) = metric(abi::METRIC_COUNTER, counter) {
+        abi::increment_metric(id, 1);
     }
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value.as_bytes());
-        out.push(0);
+}
+
+/// The proxy-wasm ABI calls the filter makes, declared here so that no host status can panic:
+/// statuses are plain numbers, and anything but `Ok` is an absent value or `false`.
+mod abi {
+    use std::ptr::{null, null_mut};
+
+    pub const MAP_REQUEST_HEADERS: u32 = 0;
+    pub const MAP_RESPONSE_HEADERS: u32 = 2;
+    pub const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+    pub const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
+    pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+    pub const LOG_WARN: u32 = 3;
+    pub const LOG_ERROR: u32 = 4;
+    pub const METRIC_COUNTER: u32 = 0;
+    pub const METRIC_GAUGE: u32 = 1;
+    const OK: u32 = 0;
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+        /// Declared here because the SDK's wrapper drops the details argument, which carries the
+        /// deciding rule into Envoy's `%RESPONSE_CODE_DETAILS%`.
+        fn proxy_send_local_response(
+            status_code: u32,
+            details_data: *const u8,
+            details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
     }
-    out
+
+    /// Takes ownership of a buffer the host allocated through the SDK's
+    /// `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes).
+    fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+        if data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the host wrote `size` bytes into memory it obtained from
+        // proxy_on_memory_allocate(size), which leaks a Box<[u8]> of that length.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    pub fn log(level: u32, message: &str) {
+        // SAFETY: the pointer and length describe `message` for the whole call.
+        let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+    }
+
+    pub fn now_nanos() -> Option<u64> {
+        let mut nanos = 0u64;
+        // SAFETY: `nanos` outlives the call.
+        (unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } == OK).then_some(nanos)
+    }
+
+    pub fn set_tick_period_millis(millis: u32) -> bool {
+        // SAFETY: no pointers.
+        unsafe { proxy_set_tick_period_milliseconds(millis) == OK }
+    }
+
+    pub fn buffer(buffer_type: u32, max_size: usize) -> Option<Vec<u8>> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: the out-pointers outlive the call.
+        let status =
+            unsafe { proxy_get_buffer_bytes(buffer_type, 0, max_size, &mut data, &mut size) };
+        (status == OK).then(|| owned(data, size))
+    }
+
+    pub fn map_pairs(map_type: u32) -> Option<Vec<u8>> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: the out-pointers outlive the call.
+        let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+        (status == OK).then(|| owned(data, size))
+    }
+
+    pub fn map_value(map_type: u32, name: &str) -> Option<Vec<u8>> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: `name` and the out-pointers outlive the call.
+        let status = unsafe {
+            proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        (status == OK).then(|| owned(data, size))
+    }
+
+    pub fn remove_map_value(map_type: u32, name: &[u8]) -> bool {
+        // SAFETY: `name` outlives the call.
+        unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) == OK }
+    }
+
+    /// Property paths are their parts joined by NUL.
+    fn path_bytes(path: &[&str]) -> Vec<u8> {
+        path.join("\0").into_bytes()
+    }
+
+    pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+        let path = path_bytes(path);
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: `path` and the out-pointers outlive the call.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        (status == OK && !data.is_null()).then(|| owned(data, size))
+    }
+
+    pub fn set_property(path: &[&str], value: &[u8]) -> bool {
+        let path = path_bytes(path);
+        // SAFETY: `path` and `value` outlive the call.
+        unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == OK }
+    }
+
+    pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
+        let mut id = 0u32;
+        // SAFETY: `name` and `id` outlive the call.
+        let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
+        (status == OK).then_some(id)
+    }
+
+    pub fn increment_metric(id: u32, offset: i64) {
+        // SAFETY: no pointers.
+        let _ = unsafe { proxy_increment_metric(id, offset) };
+    }
+
+    pub fn record_metric(id: u32, value: u64) {
+        // SAFETY: no pointers.
+        let _ = unsafe { proxy_record_metric(id, value) };
+    }
+
+    pub fn send_local_response(status: u16, details: &str, body: &[u8], headers: &[u8]) -> bool {
+        // SAFETY: every pointer/length pair describes a live buffer for the whole call.
+        unsafe {
+            proxy_send_local_response(
+                u32::from(status),
+                details.as_ptr(),
+                details.len(),
+                if body.is_empty() {
+                    null()
+                } else {
+                    body.as_ptr()
+                },
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            ) == OK
+        }
+    }
 }

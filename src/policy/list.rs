@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use regex::RegexSet;
 
+use super::matchers::{HostPattern, HostTable, PathPrefix, PathPrefixSet};
 use crate::config::EntryType;
 use crate::expr::one_line;
 
@@ -20,17 +21,14 @@ pub enum EntryIndex {
     Regex(Option<RegexSet>),
     Glob(GlobIndex),
     Ip(IpIndex),
-    /// Prefixes without trailing `/` (the root stays `/`), looked up once per segment boundary.
-    PathPrefixes(HashSet<Box<str>>),
+    /// Whole-segment prefixes ([`PathPrefixSet`]), looked up once per segment boundary.
+    PathPrefixes(PathPrefixSet),
 }
 
-/// The `index` of a problem with the list as a whole rather than one entry.
-pub const WHOLE_LIST: usize = usize::MAX;
-
-/// A problem with one entry, by its index in `entries` (or [`WHOLE_LIST`]).
+/// A problem with one entry, by its index in `entries`, or with the list as a whole (`None`).
 #[derive(Debug)]
 pub struct EntryError {
-    pub index: usize,
+    pub index: Option<usize>,
     pub message: String,
 }
 
@@ -48,7 +46,7 @@ impl EntryIndex {
                 for (index, entry) in entries.iter().enumerate() {
                     if let Err(e) = regex::Regex::new(entry) {
                         errors.push(EntryError {
-                            index,
+                            index: Some(index),
                             message: format!("invalid regex: {}", one_line(&e.to_string())),
                         });
                     }
@@ -79,23 +77,15 @@ impl EntryIndex {
             Self::Regex(set) => set.as_ref().is_some_and(|set| set.is_match(value)),
             Self::Glob(index) => index.contains(value),
             Self::Ip(index) => index.contains(value),
-            Self::PathPrefixes(set) => {
-                if set.contains(value) || (value.starts_with('/') && set.contains("/")) {
-                    return true;
-                }
-                // Every proper prefix ending at a segment boundary: "/a/b/c" -> "/a", "/a/b".
-                value
-                    .match_indices('/')
-                    .filter(|(i, _)| *i > 0)
-                    .any(|(i, _)| value.get(..i).is_some_and(|prefix| set.contains(prefix)))
-            }
+            Self::PathPrefixes(set) => set.matches(value),
         }
     }
 
     /// Number of entries, for diagnostics.
     pub fn len(&self) -> usize {
         match self {
-            Self::Strings(set) | Self::CaseInsensitive(set) | Self::PathPrefixes(set) => set.len(),
+            Self::Strings(set) | Self::CaseInsensitive(set) => set.len(),
+            Self::PathPrefixes(set) => set.len(),
             Self::Regex(set) => set.as_ref().map_or(0, RegexSet::len),
             Self::Glob(index) => index.len,
             Self::Ip(index) => index.len,
@@ -107,24 +97,17 @@ impl EntryIndex {
     }
 }
 
-/// Stored without trailing `/`, so `/sport/` and `/sport` are one entry; the root stays `/`.
-fn path_prefixes(entries: &[String]) -> Result<HashSet<Box<str>>, Vec<EntryError>> {
-    let mut set = HashSet::new();
+fn path_prefixes(entries: &[String]) -> Result<PathPrefixSet, Vec<EntryError>> {
+    let mut set = PathPrefixSet::default();
     let mut errors = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        if !entry.starts_with('/') {
-            errors.push(EntryError {
-                index,
-                message: format!("path prefix '{entry}' must start with '/'"),
-            });
-            continue;
+        match PathPrefix::parse(entry) {
+            Ok(prefix) => set.insert(prefix),
+            Err(message) => errors.push(EntryError {
+                index: Some(index),
+                message,
+            }),
         }
-        let trimmed = entry.trim_end_matches('/');
-        set.insert(if trimmed.is_empty() {
-            "/".into()
-        } else {
-            trimmed.into()
-        });
     }
     if errors.is_empty() {
         Ok(set)
@@ -142,7 +125,7 @@ fn regex_set(
     }
     RegexSet::new(patterns).map(Some).map_err(|e| {
         vec![EntryError {
-            index: WHOLE_LIST,
+            index: None,
             message: format!(
                 "entries cannot be compiled together: {}",
                 one_line(&e.to_string())
@@ -151,14 +134,11 @@ fn regex_set(
     })
 }
 
-/// Globs: literal entries in a hash set, `*.suffix` entries as suffixes looked up once per `.`
-/// of the value (a label walk), everything else in one regex set.
+/// Globs: literal entries and `*.suffix` entries in a [`HostTable`] (one hash probe per label of
+/// the value, with the meaning routes give host patterns), everything else in one regex set.
 #[derive(Debug)]
 pub struct GlobIndex {
-    exact: HashSet<Box<str>>,
-    /// Suffixes including their leading dot: `*.cnn.com` is stored as `.cnn.com`.
-    dot_suffixes: HashSet<Box<str>>,
-    match_all: bool,
+    hosts: HostTable<()>,
     patterns: Option<RegexSet>,
     len: usize,
 }
@@ -166,9 +146,7 @@ pub struct GlobIndex {
 impl GlobIndex {
     fn build(entries: &[String]) -> Result<Self, Vec<EntryError>> {
         let mut index = GlobIndex {
-            exact: HashSet::new(),
-            dot_suffixes: HashSet::new(),
-            match_all: false,
+            hosts: HostTable::default(),
             patterns: None,
             len: entries.len(),
         };
@@ -177,19 +155,22 @@ impl GlobIndex {
         for (i, entry) in entries.iter().enumerate() {
             if entry.is_empty() {
                 return Err(vec![EntryError {
-                    index: i,
+                    index: Some(i),
                     message: "empty glob".into(),
                 }]);
             }
+            // Globs are not only hosts (`/sport`), so literals are taken as they are.
             if entry == "*" {
-                index.match_all = true;
+                index.hosts.entry(HostPattern::Any, || ());
             } else if !entry.contains(is_meta) {
-                index.exact.insert(entry.as_str().into());
+                index
+                    .hosts
+                    .entry(HostPattern::Exact(entry.as_str().into()), || ());
             } else if let Some(suffix) = entry
                 .strip_prefix('*')
-                .filter(|s| s.starts_with('.') && !s.contains(is_meta))
+                .filter(|s| s.len() > 1 && s.starts_with('.') && !s.contains(is_meta))
             {
-                index.dot_suffixes.insert(suffix.into());
+                index.hosts.entry(HostPattern::suffix(suffix), || ());
             } else {
                 patterns.push(glob_to_regex(entry));
             }
@@ -200,17 +181,8 @@ impl GlobIndex {
     }
 
     fn contains(&self, value: &str) -> bool {
-        if self.match_all || self.exact.contains(value) {
+        if self.hosts.lookup(value).is_some() {
             return true;
-        }
-        if !self.dot_suffixes.is_empty() {
-            let walk = value.match_indices('.').filter_map(|(i, _)| value.get(i..));
-            for suffix in walk {
-                // `*.cnn.com` needs at least one character before the suffix.
-                if suffix.len() < value.len() && self.dot_suffixes.contains(suffix) {
-                    return true;
-                }
-            }
         }
         self.patterns
             .as_ref()
@@ -279,7 +251,10 @@ impl IpIndex {
                         index.v6_lengths.push(len);
                     }
                 }
-                Err(message) => errors.push(EntryError { index: i, message }),
+                Err(message) => errors.push(EntryError {
+                    index: Some(i),
+                    message,
+                }),
             }
         }
         if errors.is_empty() {
@@ -431,8 +406,8 @@ mod tests {
     fn bad_entries_are_reported_by_index() {
         let entries: Vec<String> = vec!["10.0.0.0/8".into(), "10.0.0.0/33".into(), "x".into()];
         let errors = EntryIndex::build(EntryType::IpAddresses, &entries).unwrap_err();
-        let indices: Vec<usize> = errors.iter().map(|e| e.index).collect();
-        assert_eq!(indices, vec![1, 2]);
+        let indices: Vec<Option<usize>> = errors.iter().map(|e| e.index).collect();
+        assert_eq!(indices, vec![Some(1), Some(2)]);
         let errors = EntryIndex::build(EntryType::Regex, &["(".to_string()]).unwrap_err();
         assert!(
             errors[0].message.starts_with("invalid regex"),

@@ -2,6 +2,7 @@
 //! request, which cannot fail.
 
 pub mod list;
+pub mod matchers;
 pub mod provider;
 pub mod route;
 
@@ -9,7 +10,10 @@ use crate::config::{EntryType, LogLevel, OnError, PluginConfig};
 use crate::decision::{Decision, DenyReason, ListFailure};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
-use crate::request::{Rejection, Request};
+use crate::identity::{self, IdentityError};
+use crate::request::{
+    BODILESS_METHODS, Rejection, Request, RequestFacts, is_stripped_header, lossy,
+};
 use list::EntryIndex;
 use provider::{Provider, RemoteLists};
 use route::{RouteOutcome, RouteTable};
@@ -110,13 +114,25 @@ pub struct Policy {
     pub log_needs: Needs,
     /// Both together: everything the adapter reads for a request, and nothing more.
     pub reads: Needs,
-    reads_identity: bool,
     /// Trust domain whose SPIFFE IDs give an identity.
     pub trust_domain: String,
-    /// The hosts the configuration names, for bounded destination metrics.
-    pub destinations: crate::metrics::Destinations,
+    /// The host patterns the configuration names (rules' host literals and routes' hosts), each
+    /// with its text: bounded values for the metrics' destination label.
+    pub named_hosts: matchers::HostTable<Box<str>>,
     /// Lower-case name of the header trusted as identity without a client certificate.
     pub trusted_header: Option<String>,
+    /// Hosts to which GET, HEAD, OPTIONS and TRACE may carry a body.
+    pub safe_method_bodies: matchers::HostTable<()>,
+}
+
+/// The local reply to a request the filter does not forward, with the response code details
+/// that name why (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply<'p> {
+    pub status: u16,
+    pub details: String,
+    pub body: &'p str,
+    pub headers: &'p [(String, String)],
 }
 
 /// Names end up in response code details and metric labels, so they stay simple.
@@ -172,6 +188,7 @@ impl Policy {
                     errors.push(ConfigError::new(&path, "a map cannot be logged; index it"))
                 }
                 Ok((value, _, needs)) => {
+                    check_stripped_headers(&path, &needs, &mut errors);
                     log_needs.merge(&needs);
                     log_fields.push(LogField {
                         name: name.clone(),
@@ -190,6 +207,7 @@ impl Policy {
             }
             let value = match expr::compile_value(&list.value, Phase::Decision) {
                 Ok((value, Type::String, needs)) => {
+                    check_stripped_headers(&format!("{path}.value"), &needs, &mut errors);
                     decision_needs.merge(&needs);
                     Some(value)
                 }
@@ -209,10 +227,9 @@ impl Policy {
                 Ok(entries) => Some(entries),
                 Err(entry_errors) => {
                     for e in entry_errors {
-                        let field = if e.index == list::WHOLE_LIST {
-                            format!("{path}.entries")
-                        } else {
-                            format!("{path}.entries[{}]", e.index)
+                        let field = match e.index {
+                            Some(index) => format!("{path}.entries[{index}]"),
+                            None => format!("{path}.entries"),
                         };
                         errors.push(ConfigError::new(field, e.message));
                     }
@@ -262,6 +279,7 @@ impl Policy {
                 None => None,
                 Some(source) => match expr::compile_condition(source, Phase::Decision) {
                     Ok((condition, needs)) => {
+                        check_stripped_headers(&format!("{path}.match"), &needs, &mut errors);
                         decision_needs.merge(&needs);
                         Some(condition)
                     }
@@ -350,7 +368,27 @@ impl Policy {
             ));
         }
 
+        let mut safe_method_bodies = matchers::HostTable::default();
+        for (i, host) in config.allow_safe_method_bodies.iter().enumerate() {
+            match matchers::HostPattern::parse(host) {
+                Ok(pattern) => {
+                    safe_method_bodies.entry(pattern, || ());
+                }
+                Err(message) => errors.push(ConfigError::new(
+                    format!("allowSafeMethodBodies[{i}]"),
+                    message,
+                )),
+            }
+        }
+
         let routes = RouteTable::compile(&config.routes, &mut errors);
+        if config.rules.is_empty() && config.routes.is_empty() {
+            errors.push(ConfigError::new(
+                "",
+                "the configuration has no rules and no routes: it would decide nothing and let every request through; \
+                 add a rule or a route (a rule with only 'log' monitors without refusing anything)",
+            ));
+        }
         if !routes.is_empty() {
             for attr in [Attr::RequestHost, Attr::RequestUrlPath, Attr::RequestMethod] {
                 decision_needs.add(attr);
@@ -377,22 +415,23 @@ impl Policy {
                 condition.host_literals(&mut host_literals);
             }
         }
-        let (route_names, route_suffixes) = routes.host_literals();
-        let destinations = crate::metrics::Destinations::new(
-            host_literals.names.into_iter().chain(route_names),
-            host_literals.suffixes.into_iter().chain(route_suffixes),
-        );
-        let reads_identity = [
-            Attr::SourceNamespace,
-            Attr::SourceServiceAccount,
-            Attr::SourcePrincipal,
-            Attr::SourceUser,
-        ]
-        .iter()
-        .any(|a| reads.attr(*a));
+        let mut named_hosts = matchers::HostTable::default();
+        let literal_patterns =
+            host_literals
+                .names
+                .iter()
+                .filter_map(|name| matchers::HostPattern::parse(name).ok())
+                .chain(host_literals.suffixes.iter().filter_map(|suffix| {
+                    matchers::HostPattern::parse(&format!("*.{suffix}")).ok()
+                }));
+        for pattern in literal_patterns.chain(routes.host_patterns()) {
+            if pattern != matchers::HostPattern::Any {
+                let text: Box<str> = pattern.to_string().into();
+                named_hosts.entry(pattern, || text);
+            }
+        }
         Ok(Policy {
-            reads_identity,
-            destinations,
+            named_hosts,
             deny: global_deny,
             reads,
             trust_domain: identity.trust_domain.clone(),
@@ -400,6 +439,7 @@ impl Policy {
                 .trusted_header
                 .as_ref()
                 .map(|h| h.to_ascii_lowercase()),
+            safe_method_bodies,
             deny_status: config.deny_status,
             instance: config.log.instance.clone(),
             log_fields,
@@ -408,6 +448,142 @@ impl Policy {
             routes,
             decision_needs,
             log_needs,
+        })
+    }
+
+    /// The one decision pipeline, run by the filter for every request and by `egress-policy
+    /// explain`: canonicalises the raw facts (or refuses them), reads the caller's identity,
+    /// then evaluates routes and rules. Nothing else may change the answer.
+    pub fn decide(&self, facts: &RequestFacts, remote: &RemoteLists) -> (Request, Decision) {
+        let (request, rejected) = self.canonical_request(facts);
+        let decision = match rejected {
+            Some(problem) => Decision {
+                rejected: Some(problem),
+                ..Decision::default()
+            },
+            None => self.evaluate_with(&request, remote),
+        };
+        (request, decision)
+    }
+
+    /// The canonical request of `facts`, and the first reason to refuse it, if any.
+    fn canonical_request(&self, facts: &RequestFacts) -> (Request, Option<Rejection>) {
+        let headers = &facts.headers;
+        let text = |name: &str| headers.get(name).map(lossy);
+        let mut request = Request::default();
+        request.time_micros = facts.time_micros;
+        request.method = text(":method");
+        request.mtls = facts.mtls;
+        let mut rejected = request
+            .set_path(headers.get(":path").unwrap_or_default())
+            .err();
+        // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
+        // host is absent (and the request refused), never a near-miss of a listed one.
+        if let Some(authority) = text(":authority") {
+            request.set_host(&authority);
+        }
+        if request.host.is_none() {
+            rejected = rejected.or(Some(Rejection::UnusableHost));
+        }
+        let needs = &self.reads;
+        if needs.attr(Attr::RequestScheme) {
+            request.scheme = text(":scheme");
+        }
+        let mut read_header = |name: &str| -> Option<String> {
+            // What is stripped before forwarding does not exist for the policy either.
+            if is_stripped_header(name.as_bytes()) {
+                return None;
+            }
+            if headers.count(name) > 1 {
+                rejected = rejected.or(Some(Rejection::RepeatedHeader));
+            }
+            text(name)
+        };
+        if needs.attr(Attr::RequestUseragent) {
+            request.useragent = read_header("user-agent");
+        }
+        for name in &needs.headers {
+            if let Some(value) = read_header(name) {
+                request.headers.push((name.clone(), value));
+            }
+        }
+        if facts.has_body
+            && request
+                .method
+                .as_deref()
+                .is_some_and(|m| BODILESS_METHODS.contains(&m))
+            && request
+                .host
+                .as_deref()
+                .is_none_or(|host| self.safe_method_bodies.lookup(host).is_none())
+        {
+            rejected = rejected.or(Some(Rejection::BodyOnSafeMethod));
+        }
+        request.source.ip = facts
+            .source_address
+            .as_deref()
+            .map(|address| strip_port(&lossy(address)).to_owned());
+        request.requested_server_name = facts
+            .requested_server_name
+            .as_deref()
+            .map(lossy)
+            .filter(|sni| !sni.is_empty());
+        self.read_identity(facts, &mut request);
+        (request, rejected)
+    }
+
+    /// Identity from the verified peer certificate; without one, from the trusted header if the
+    /// configuration names one. Never from any other header. Istio's peer metadata (labels,
+    /// workload) counts only for mTLS callers.
+    fn read_identity(&self, facts: &RequestFacts, request: &mut Request) {
+        let parsed = if facts.mtls == Some(true) {
+            for (key, value) in &facts.peer_labels {
+                request.source.labels.push((key.clone(), lossy(value)));
+            }
+            request.source.workload = facts.peer_workload.as_deref().map(lossy);
+            let sans = facts
+                .peer_uri_sans
+                .as_deref()
+                .map(lossy)
+                .filter(|sans| !sans.is_empty() && sans != "-");
+            match sans {
+                Some(sans) => identity::from_uri_sans(&sans, &self.trust_domain),
+                None => Err(IdentityError::Malformed("the certificate has no URI SAN")),
+            }
+        } else if let Some(header) = &self.trusted_header {
+            match facts.headers.get(header) {
+                Some(id) => identity::parse_spiffe_id(&lossy(id), &self.trust_domain),
+                None => return,
+            }
+        } else {
+            return;
+        };
+        match parsed {
+            Ok(identity) => request.source.set_identity(&identity),
+            Err(error) => request.identity_error = Some(error),
+        }
+    }
+
+    /// The local reply for a request that is not forwarded; `None` when it is.
+    pub fn reply(&self, decision: &Decision) -> Option<LocalReply<'_>> {
+        if let Some(problem) = decision.rejected {
+            return Some(LocalReply {
+                status: REJECT_STATUS,
+                details: Self::rejection_details(problem),
+                body: "",
+                headers: &[],
+            });
+        }
+        let reason = decision.denied.as_ref()?;
+        let deny = match reason {
+            DenyReason::List { rule, .. } => self.rules.get(*rule).map_or(&self.deny, |r| &r.deny),
+            _ => &self.deny,
+        };
+        Some(LocalReply {
+            status: deny.status,
+            details: self.details(reason),
+            body: &deny.body,
+            headers: &deny.headers,
         })
     }
 
@@ -463,14 +639,6 @@ impl Policy {
         }
     }
 
-    /// The local reply for a denial: the deciding rule's own, or the global one.
-    pub fn reply(&self, reason: &DenyReason) -> &DenyReply {
-        match reason {
-            DenyReason::List { rule, .. } => self.rules.get(*rule).map_or(&self.deny, |r| &r.deny),
-            _ => &self.deny,
-        }
-    }
-
     /// Lists with a provider, by index: what the adapter fetches.
     pub fn providers(&self) -> impl Iterator<Item = (usize, &List, &Provider)> {
         self.lists
@@ -482,6 +650,19 @@ impl Policy {
     /// Settings that are valid but weaken a guarantee; `egress-policy check` prints them.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        let enforced_check = self.rules.iter().any(|rule| {
+            !rule.dry_run
+                && rule
+                    .checks
+                    .iter()
+                    .any(|&l| self.lists.get(l).is_some_and(|list| !list.dry_run))
+        });
+        if self.routes.is_empty() && !enforced_check {
+            warnings.push(
+                "no rule or route can deny anything: every request is let through (routes, or rules with an enforced 'check', deny)"
+                    .to_owned(),
+            );
+        }
         if let Some(header) = &self.trusted_header {
             warnings.push(format!(
                 "identity.trustedHeader: requests without a client certificate may claim any identity in header '{header}'; \
@@ -489,12 +670,6 @@ impl Policy {
             ));
         }
         warnings
-    }
-
-    /// Whether decisions, log fields or metrics read the caller's identity (decided at
-    /// configure, asked per request).
-    pub fn reads_identity(&self) -> bool {
-        self.reads_identity
     }
 
     fn rule_name(&self, index: usize) -> &str {
@@ -556,6 +731,43 @@ impl Policy {
                 format!("denied by rule {}: {why} {}", self.rule_name(*rule), self.list_name(*list))
             }
         }
+    }
+}
+
+/// A header the gateway strips before forwarding is never visible to the policy: deciding or
+/// logging on it would silently read nothing.
+pub(crate) fn stripped_header_error(path: &str, name: &str) -> Option<ConfigError> {
+    is_stripped_header(name.as_bytes()).then(|| {
+        ConfigError::new(
+            path,
+            format!(
+                "request.headers[\"{name}\"] is always absent: the gateway strips that header before forwarding (README: Security)"
+            ),
+        )
+    })
+}
+
+fn check_stripped_headers(path: &str, needs: &Needs, errors: &mut Vec<ConfigError>) {
+    errors.extend(
+        needs
+            .headers
+            .iter()
+            .filter_map(|name| stripped_header_error(path, name)),
+    );
+}
+
+/// Status of the reply to a refused request: it is malformed, so it is a client error whatever
+/// `denyStatus` says about forbidden ones.
+pub const REJECT_STATUS: u16 = 400;
+
+/// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
+fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((ip, _)) if !ip.contains(':') => ip,
+        _ => address,
     }
 }
 

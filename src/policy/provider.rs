@@ -22,6 +22,7 @@ pub struct Provider {
     pub on_error: OnError,
     pub max_entries: usize,
     pub max_bytes: usize,
+    pub allow_empty: bool,
 }
 
 impl Provider {
@@ -81,6 +82,7 @@ impl Provider {
             on_error: config.on_error,
             max_entries: usize::try_from(config.max_entries).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
+            allow_empty: config.allow_empty,
         })
     }
 
@@ -105,6 +107,12 @@ impl Provider {
                 .map(str::to_owned)
                 .collect()
         };
+        if entries.is_empty() && !self.allow_empty {
+            return Err(
+                "the body has no entries (an empty list is refused unless allowEmpty is true)"
+                    .into(),
+            );
+        }
         if entries.len() > self.max_entries {
             return Err(format!(
                 "{} entries is over maxEntries {}",
@@ -113,8 +121,9 @@ impl Provider {
             ));
         }
         EntryIndex::build(entry_type, &entries).map_err(|errors| {
-            let first = errors.first().map_or(String::new(), |e| {
-                format!("entry {}: {}", e.index, e.message)
+            let first = errors.first().map_or(String::new(), |e| match e.index {
+                Some(index) => format!("entry {index}: {}", e.message),
+                None => e.message.clone(),
             });
             format!("{} bad entries; {first}", errors.len())
         })
@@ -165,6 +174,7 @@ mod tests {
             on_error: OnError::Deny,
             max_entries,
             max_bytes,
+            allow_empty: false,
         };
         Provider::compile(&config, "lists.p.provider", &mut Vec::new()).unwrap()
     }
@@ -210,6 +220,23 @@ mod tests {
                 .unwrap_err()
                 .contains("entry 1: invalid regex")
         );
+        for empty in [&b""[..], b"\n\n", b"# nothing yet\n", b"[]"] {
+            assert!(
+                p.parse(EntryType::Strings, empty)
+                    .unwrap_err()
+                    .contains("no entries"),
+                "{empty:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_list_is_accepted_only_when_allowed() {
+        let p = Provider {
+            allow_empty: true,
+            ..provider(10, 100)
+        };
+        assert!(p.parse(EntryType::Strings, b"").unwrap().is_empty());
     }
 
     #[test]
@@ -225,6 +252,7 @@ mod tests {
             on_error: OnError::Allow,
             max_entries: 1,
             max_bytes: 1,
+            allow_empty: false,
         };
         assert!(Provider::compile(&config, "lists.p.provider", &mut errors).is_none());
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -4,10 +4,9 @@
 //! exact name, then `*.suffix` wildcards from the longest suffix to the shortest, then `*`. All
 //! routes that name the winning host pattern are merged: any of their matches admits.
 
-use std::collections::HashMap;
-
 use regex::Regex;
 
+use super::matchers::{HostPattern, HostTable, PathPrefix};
 use crate::config::{HttpMatchConfig, RouteConfig, StringMatchConfig};
 use crate::error::ConfigError;
 use crate::expr::one_line;
@@ -18,7 +17,7 @@ pub enum StringMatch {
     Exact(Box<str>),
     Prefix(Box<str>),
     /// A prefix of whole path segments.
-    PathPrefix(Box<str>),
+    PathPrefix(PathPrefix),
     /// Anchored: must match the whole value, as Envoy's `safe_regex`.
     Regex(Regex),
 }
@@ -33,9 +32,9 @@ impl StringMatch {
             &config.regex,
         ) {
             (Some(exact), None, None, None) => Ok(Self::Exact(exact.as_str().into())),
-            (None, Some(prefix), None, None) if on_path => {
-                Ok(Self::PathPrefix(prefix.as_str().into()))
-            }
+            (None, Some(prefix), None, None) if on_path => PathPrefix::parse(prefix)
+                .map(Self::PathPrefix)
+                .map_err(|message| ConfigError::new(format!("{path}.prefix"), message)),
             (None, Some(prefix), None, None) | (None, None, Some(prefix), None) => {
                 Ok(Self::Prefix(prefix.as_str().into()))
             }
@@ -58,18 +57,10 @@ impl StringMatch {
         match self {
             Self::Exact(exact) => **exact == *value,
             Self::Prefix(prefix) => value.starts_with(&**prefix),
-            Self::PathPrefix(prefix) => has_path_prefix(value, prefix),
+            Self::PathPrefix(prefix) => prefix.matches(value),
             Self::Regex(regex) => regex.is_match(value),
         }
     }
-}
-
-/// `/sport` is a path prefix of `/sport` and `/sport/x`, not of `/sports`.
-pub fn has_path_prefix(path: &str, prefix: &str) -> bool {
-    path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 #[derive(Debug)]
@@ -107,6 +98,13 @@ impl HttpMatch {
                 Some((name.to_ascii_lowercase().into_boxed_str(), compiled))
             })
             .collect();
+        for name in config.headers.keys() {
+            let field = format!("{path}.headers.{name}");
+            errors.extend(super::stripped_header_error(
+                &field,
+                &name.to_ascii_lowercase(),
+            ));
+        }
         // A match with a broken condition must not survive as a looser one.
         (errors.len() == before).then_some(HttpMatch {
             uri,
@@ -151,10 +149,8 @@ pub enum RouteOutcome {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    exact: HashMap<Box<str>, Vec<usize>>,
-    /// `*.cnn.com` stored as `.cnn.com`.
-    wildcard: HashMap<Box<str>, Vec<usize>>,
-    any: Vec<usize>,
+    /// Route indices by host pattern: the routes that name the same pattern are merged.
+    hosts: HostTable<Vec<usize>>,
 }
 
 impl RouteTable {
@@ -176,12 +172,8 @@ impl RouteTable {
             }
             for (h, host) in config.hosts.iter().enumerate() {
                 let host_path = format!("{path}.hosts[{h}]");
-                match host_key(host) {
-                    Ok(HostKey::Exact(key)) => table.exact.entry(key.into()).or_default().push(i),
-                    Ok(HostKey::Suffix(key)) => {
-                        table.wildcard.entry(key.into()).or_default().push(i)
-                    }
-                    Ok(HostKey::Any) => table.any.push(i),
+                match HostPattern::parse(host) {
+                    Ok(pattern) => table.hosts.entry(pattern, Vec::new).push(i),
                     Err(message) => errors.push(ConfigError::new(host_path, message)),
                 }
             }
@@ -210,15 +202,9 @@ impl RouteTable {
         self.routes.get(index)
     }
 
-    /// Exact host names and wildcard suffixes (without `*.`) the routes name.
-    pub fn host_literals(&self) -> (Vec<String>, Vec<String>) {
-        let names = self.exact.keys().map(|k| k.to_string()).collect();
-        let suffixes = self
-            .wildcard
-            .keys()
-            .map(|k| k.trim_start_matches('.').to_owned())
-            .collect();
-        (names, suffixes)
+    /// The host patterns the routes name.
+    pub fn host_patterns(&self) -> impl Iterator<Item = HostPattern> + '_ {
+        self.hosts.iter().map(|(pattern, _)| pattern)
     }
 
     /// Whether any route matches on this header, so the adapter knows to read it.
@@ -229,27 +215,6 @@ impl RouteTable {
             .flat_map(|m| m.headers.iter().map(|(name, _)| &**name))
     }
 
-    fn routes_for(&self, host: &str) -> Option<&[usize]> {
-        if let Some(routes) = self.exact.get(host) {
-            return Some(routes);
-        }
-        if !self.wildcard.is_empty() {
-            for (i, _) in host.match_indices('.') {
-                if i == 0 {
-                    continue;
-                }
-                if let Some(routes) = host.get(i..).and_then(|suffix| self.wildcard.get(suffix)) {
-                    return Some(routes);
-                }
-            }
-        }
-        if self.any.is_empty() {
-            None
-        } else {
-            Some(&self.any)
-        }
-    }
-
     pub fn check(&self, request: &Request) -> RouteOutcome {
         if self.routes.is_empty() {
             return RouteOutcome::Unrouted;
@@ -257,7 +222,7 @@ impl RouteTable {
         let Some(host) = request.host.as_deref() else {
             return RouteOutcome::HostUnknown;
         };
-        let Some(candidates) = self.routes_for(host) else {
+        let Some(candidates) = self.hosts.lookup(host) else {
             return RouteOutcome::Unrouted;
         };
         for &index in candidates {
@@ -269,38 +234,4 @@ impl RouteTable {
         }
         RouteOutcome::Refused(candidates.first().copied().unwrap_or(0))
     }
-}
-
-enum HostKey {
-    Exact(String),
-    Suffix(String),
-    Any,
-}
-
-fn host_key(host: &str) -> Result<HostKey, String> {
-    if host == "*" {
-        return Ok(HostKey::Any);
-    }
-    let (wildcard, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host),
-    };
-    let valid_label = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if name.is_empty() || !name.split('.').all(valid_label) {
-        return Err(format!(
-            "'{host}' is not a host name or a wildcard like '*.example.com' (no ports, no trailing dot)"
-        ));
-    }
-    let name = name.to_ascii_lowercase();
-    Ok(if wildcard {
-        HostKey::Suffix(format!(".{name}"))
-    } else {
-        HostKey::Exact(name)
-    })
 }

@@ -3,17 +3,22 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::*;
-use crate::decision::Verdict;
 use crate::log_entry::render;
 use crate::request::Response;
-use crate::testing::request_from_json;
+use crate::testing::{facts_from_case, request_with_path};
 
 fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// An example of `envoy/examples/`, or a file the repository root names (`tests/data/...`).
 fn example(name: &str) -> Policy {
-    let bytes = std::fs::read(repo_file(&format!("envoy/examples/{name}"))).unwrap();
+    let path = if name.contains('/') {
+        repo_file(name)
+    } else {
+        repo_file(&format!("envoy/examples/{name}"))
+    };
+    let bytes = std::fs::read(path).unwrap();
     Policy::from_json(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -22,8 +27,9 @@ fn table(name: &str) -> Vec<Value> {
         .unwrap()
 }
 
-/// `tests/data/decisions.json`: for a request under an example config, the verdict, the reply's
-/// details and the exact log entries (all fields but `time`).
+/// `tests/data/decisions.json`: for a request under an example config, through the one pipeline
+/// ([`Policy::decide`]), the outcome, the reply's status and details, and the exact log entries
+/// (all fields but `time`).
 #[test]
 fn decision_table_cases_hold() {
     let mut failures = Vec::new();
@@ -32,22 +38,22 @@ fn decision_table_cases_hold() {
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let policy = example(case["config"].as_str().unwrap());
-        let mut request = request_from_json(&case["request"]);
-        request.time_micros = Some(1_529_328_178_317_448);
-        let decision = policy.evaluate(&request);
-        let verdict = match decision.verdict() {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-        };
-        if verdict != case["verdict"] {
+        let facts = facts_from_case(&case["request"]);
+        let (request, decision) = policy.decide(&facts, &RemoteLists::default());
+        let outcome = decision.outcome().as_str();
+        if outcome != case["outcome"] {
             failures.push(format!(
-                "{name}: verdict {verdict}, expected {}",
-                case["verdict"]
+                "{name}: outcome {outcome}, expected {}",
+                case["outcome"]
             ));
         }
-        let details = decision.denied.as_ref().map(|r| policy.details(r));
-        if details.as_deref() != case.get("details").and_then(Value::as_str) {
-            failures.push(format!("{name}: details {details:?}"));
+        let reply = policy.reply(&decision);
+        let status = reply.as_ref().map(|r| u64::from(r.status));
+        let details = reply.map(|r| r.details);
+        if status != case.get("status").and_then(Value::as_u64)
+            || details.as_deref() != case.get("details").and_then(Value::as_str)
+        {
+            failures.push(format!("{name}: status {status:?}, details {details:?}"));
         }
         let response = Response {
             code: case["response"]["code"].as_i64(),
@@ -113,20 +119,54 @@ fn every_example_config_compiles() {
 }
 
 #[test]
-fn empty_config_allows_everything_and_logs_nothing() {
-    let policy = Policy::from_json(b"{}").unwrap();
-    let decision = policy.evaluate(&Request::default());
-    assert_eq!(decision, Decision::default());
-    assert_eq!(policy.deny_status, 404);
+fn a_configuration_that_decides_nothing_is_refused() {
+    for config in [
+        &b"{}"[..],
+        br#"{"rules": []}"#,
+        br#"{"lists": {}, "rules": [], "routes": []}"#,
+        br#"{"denyStatus": 403, "log": {"instance": "x"}}"#,
+    ] {
+        let errors = Policy::from_json(config).unwrap_err();
+        assert!(
+            errors.to_string().contains("no rules and no routes"),
+            "{errors}"
+        );
+    }
+}
+
+#[test]
+fn a_configuration_that_can_deny_nothing_is_warned_about() {
+    let warned = |config: &[u8]| {
+        Policy::from_json(config)
+            .unwrap()
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("no rule or route can deny anything"))
+    };
+    assert!(warned(br#"{"rules": [{"name": "watch", "log": "info"}]}"#));
+    assert!(warned(
+        br#"{"lists": {"l": {"value": "request.url_path"}},
+             "rules": [{"name": "trial", "check": ["l"], "dryRun": true}]}"#
+    ));
+    assert!(!warned(
+        &std::fs::read(repo_file("envoy/examples/s3-listcheck.json")).unwrap()
+    ));
+    assert!(!warned(
+        &std::fs::read(repo_file("envoy/examples/s2-routing.json")).unwrap()
+    ));
+}
+
+#[test]
+fn source_ip_loses_its_port() {
+    assert_eq!(strip_port("10.1.2.3:5555"), "10.1.2.3");
+    assert_eq!(strip_port("[::1]:5555"), "::1");
+    assert_eq!(strip_port("10.1.2.3"), "10.1.2.3");
 }
 
 #[test]
 fn denial_is_explained_with_rule_list_and_value() {
     let policy = example("s3-listcheck.json");
-    let mut request = Request {
-        path: Some("/politics".into()),
-        ..Request::default()
-    };
+    let mut request = request_with_path("/politics");
     request.set_host("edition.cnn.com");
     let reason = policy.evaluate(&request).denied.unwrap();
     assert_eq!(
@@ -142,10 +182,7 @@ fn blacklist_denies_listed_values_only() {
             "rules": [{"name": "ban", "check": ["banned"]}]}"#,
     )
     .unwrap();
-    let request = |path: &str| Request {
-        path: Some(path.into()),
-        ..Request::default()
-    };
+    let request = request_with_path;
     assert!(policy.evaluate(&request("/politics")).denied.is_some());
     assert!(policy.evaluate(&request("/sport")).denied.is_none());
     // Fail closed: a blacklist cannot vouch for a value it cannot see.
@@ -170,15 +207,12 @@ fn wildcard_route_hosts_pick_the_most_specific_route() {
     )
     .unwrap();
     let request = |host: &str, path: &str, method: &str, headers: &[(&str, &str)]| {
-        let mut r = Request {
-            path: Some(path.into()),
-            method: Some(method.into()),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Request::default()
-        };
+        let mut r = request_with_path(path);
+        r.method = Some(method.into());
+        r.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         r.set_host(host);
         r
     };
@@ -222,11 +256,8 @@ fn uri_prefix_matches_whole_segments_unless_raw() {
     )
     .unwrap();
     let denied = |host: &str, path: &str| {
-        let mut request = Request {
-            path: Some(path.into()),
-            method: Some("GET".into()),
-            ..Request::default()
-        };
+        let mut request = request_with_path(path);
+        request.method = Some("GET".into());
         request.set_host(host);
         policy.evaluate(&request).denied.is_some()
     };
