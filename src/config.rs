@@ -368,6 +368,15 @@ pub struct StringMatchConfig {
     pub regex: Option<String>,
 }
 
+/// A fingerprint of configuration bytes (32-bit FNV-1a): the filter publishes the one of the
+/// configuration in force as the gauge `egress_policy.config_fingerprint`, and `scripts/reload`
+/// computes the same over a file to learn whether Envoy serves it.
+pub fn fingerprint(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 impl PluginConfig {
     /// Parses plugin configuration JSON. Errors name the field path (`rules[1].mach`) and, for
     /// malformed JSON, the line and column.
@@ -423,4 +432,16 @@ fn not_an_object(found: &str) -> ConfigErrors {
 
 fn path_or_root(path: &str) -> &str {
     if path == "." { "" } else { path }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_fnv1a_32() {
+        assert_eq!(fingerprint(b""), 0x811c_9dc5);
+        assert_eq!(fingerprint(b"a"), 0xe40c_292c);
+        assert_eq!(fingerprint(b"foobar"), 0xbf9c_f968);
+    }
 }

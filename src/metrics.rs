@@ -178,6 +178,9 @@ pub fn list_age_gauge(list: &str) -> String {
     format!("egress_policy.list_age_seconds.list.{}", sanitize(list))
 }
 
+/// Gauge of the fingerprint ([`crate::config::fingerprint`]) of the configuration in force.
+pub const CONFIG_FINGERPRINT_GAUGE: &str = "egress_policy.config_fingerprint";
+
 /// Counter of configuration loads by result.
 pub fn config_load_counter(success: bool) -> &'static str {
     if success {

@@ -137,6 +137,93 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
     );
 }
 
+/// Every answer a list server can give that is not a list: one byte over `maxBytes`, a body
+/// that stalls after the headers, a connection closed mid-body, no answer at all, an empty 200,
+/// a 500. Each is a counted, logged failed fetch; no VM dies, and the gateway keeps deciding
+/// with the good list (before: the SDK panicked in `on_http_call_response` and every request got
+/// 503 until another configuration was loaded).
+#[test]
+fn no_list_server_answer_can_take_the_gateway_down() {
+    let provider = |name: &str, path: &str| {
+        json!({"cluster": "egress_policy_lists", "path": path, "refreshInterval": "300ms",
+               "ttl": "60s", "timeout": "700ms", "maxBytes": 64, "onError": "deny"})
+        .as_object()
+        .map(|p| (name.to_owned(), p.clone()))
+        .unwrap()
+    };
+    let broken = [
+        provider("oversized", "/big.txt"),
+        provider("stalled", "/paths.txt?stall=1"),
+        provider("cut-off", "/paths.txt?close=1"),
+        provider("hanging", "/paths.txt?hang=1"),
+        provider("empty", "/empty.txt"),
+        provider("failing", "/paths.txt?status=500"),
+    ];
+    let mut lists = serde_json::Map::new();
+    lists.insert(
+        "good".into(),
+        json!({"value": "request.url_path", "provider": provider("good", "/paths.txt").1}),
+    );
+    for (name, p) in &broken {
+        // Dry run: a broken list is reported, the good one decides.
+        lists.insert(
+            name.clone(),
+            json!({"value": "request.url_path", "provider": p, "dryRun": true}),
+        );
+    }
+    let config = json!({
+        "lists": lists,
+        "rules": [{"name": "cnn", "match": "request.host.endsWith(\".cnn.com\")", "log": "info",
+                   "check": ["good", "oversized", "stalled", "cut-off", "hanging", "empty", "failing"]}]
+    });
+    let big = format!("/sport\n/{}\n", "x".repeat(56));
+    assert_eq!(big.len(), 65, "one byte over maxBytes");
+    let mut gateway = Gateway::with_config_and_lists(
+        "broken-lists",
+        &config.to_string(),
+        &[
+            ("paths.txt", "/sport\n/health\n"),
+            ("big.txt", &big),
+            ("empty.txt", ""),
+        ],
+    );
+    let failures = |list: &str| {
+        gateway.counter(&format!(
+            "wasmcustom.egress_policy.list_fetches.list.{list}.result.failure"
+        ))
+    };
+    wait_until("two failed fetches of every broken list", WAIT, || {
+        broken.iter().all(|(name, _)| failures(name) >= 2)
+    });
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    assert_eq!(gateway.status(CNN, "/politics"), 404);
+    assert!(gateway.is_running());
+    let stderr = gateway.envoy_stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("RuntimeError"), "{stderr}");
+    for (name, reason) in [
+        ("oversized", "over maxBytes 64; not read"),
+        ("stalled", "no response"),
+        ("cut-off", "no response"),
+        // Envoy answers a call that timed out before any header with its own 504.
+        ("hanging", "status 504"),
+        ("empty", "no entries"),
+        ("failing", "status 500"),
+    ] {
+        let said = format!("list {name}: fetch failed (");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&said) && l.contains(reason)),
+            "{said}{reason} not in Envoy's log:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        gateway.counter("wasmcustom.egress_policy.list_fetches.list.good.result.failure"),
+        0
+    );
+}
+
 #[test]
 fn on_error_decides_before_the_first_successful_fetch() {
     for (on_error, expected) in [("deny", 404), ("allow", 200)] {
@@ -180,7 +267,7 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny() {
         entries[0]["wouldDeny"],
         "egress_policy_denied:rule=handle-cnn-access,list=path-checker"
     );
-    assert_eq!(entries[0]["decision"], "allow");
+    assert_eq!(entries[0]["decision"], "dry_run_deny");
     assert_eq!(entries[1]["level"], "info");
     assert_eq!(entries[2]["path"], "/sport");
     assert!(entries[2].get("wouldDeny").is_none());

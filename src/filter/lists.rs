@@ -440,7 +440,12 @@ mod tests {
             ),
             ("stalled body (timeout)", None, b"", "no response"),
             ("connection closed mid-body", None, b"/spo", "no response"),
-            ("hang", None, b"", "no response"),
+            (
+                "hang (Envoy's own 504 at the timeout)",
+                Some(b"504"),
+                b"",
+                "status 504",
+            ),
             ("empty 200", Some(b"200"), b"", "no entries"),
             ("comments only", Some(b"200"), b"# nothing\n", "no entries"),
             ("500", Some(b"500"), b"/politics\n", "status 500"),

@@ -59,6 +59,10 @@ impl RootContext for Root {
         increment_now(metrics::config_load_counter(compiled.is_ok()));
         match compiled {
             Ok(policy) => {
+                WasmHost.set_gauge(
+                    metrics::CONFIG_FINGERPRINT_GAUGE,
+                    u64::from(crate::config::fingerprint(&bytes)),
+                );
                 let tick = self.lists.configure(&WasmHost, policy);
                 let millis = u32::try_from(tick / 1_000).unwrap_or(200);
                 if !abi::set_tick_period_millis(millis) {

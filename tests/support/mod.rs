@@ -215,6 +215,12 @@ impl Upstream {
         }
     }
 
+    /// Every request the upstream received, in order: `method`, `path`, `host`, `headers`
+    /// (`[name, value]` pairs, names in lower case) and `body`.
+    pub fn requests(&self) -> Vec<Value> {
+        read_json_lines(&self.record)
+    }
+
     /// Paths the upstream received, in order.
     pub fn paths(&self) -> Vec<String> {
         std::fs::read_to_string(&self.record)
@@ -233,11 +239,16 @@ impl Upstream {
 /// Renders the filter's ECDS file for `plugin_config` into `filter_dir`, atomically (as
 /// scripts/reload does), so Envoy's directory watch sees only whole files.
 pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
+    install_filter_config_with_module(filter_dir, plugin_config, &wasm_path());
+}
+
+/// As [`install_filter_config`], with another build of the module.
+pub fn install_filter_config_with_module(filter_dir: &Path, plugin_config: &Path, wasm: &Path) {
     std::fs::create_dir_all(filter_dir).unwrap();
     let rendered = render(
         "envoy/egress-policy-filter.yaml",
         Some(plugin_config),
-        &[("WASM_PATH", wasm_path().display().to_string())],
+        &[("WASM_PATH", wasm.display().to_string())],
     );
     let tmp = filter_dir.join(".egress-policy.yaml.tmp");
     std::fs::write(&tmp, rendered).unwrap();
@@ -589,10 +600,15 @@ impl Gateway {
     /// Swaps in a new plugin configuration and waits for Envoy's verdict: `true` when it was
     /// applied, `false` when rejected.
     pub fn reload(&self, plugin_config: &Path) -> bool {
+        self.reload_with_module(plugin_config, &wasm_path())
+    }
+
+    /// As [`Gateway::reload`], loading another build of the module.
+    pub fn reload_with_module(&self, plugin_config: &Path, wasm: &Path) -> bool {
         const STAT: &str = "extension_config_discovery.http_filter.egress-policy";
         let success = self.counter(&format!("{STAT}.update_success"));
         let rejected = self.counter(&format!("{STAT}.update_rejected"));
-        install_filter_config(&self.dir.path("filter"), plugin_config);
+        install_filter_config_with_module(&self.dir.path("filter"), plugin_config, wasm);
         let mut applied = None;
         wait_until(
             "Envoy to apply or reject the configuration",
