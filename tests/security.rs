@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Gateway, certs, raw_request, repo, wait_until};
+use support::{Gateway, certs, raw_request, repo};
 
 const CNN: &str = "edition.cnn.com";
 
