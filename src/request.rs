@@ -559,6 +559,39 @@ mod path_tests {
         }
     }
 
+    /// The README's tables of what is stripped and what is refused are these lists.
+    #[test]
+    fn the_readme_lists_what_is_stripped_and_what_is_refused() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let rows = |heading: &str| -> Vec<String> {
+            let section = readme.split(heading).nth(1).unwrap();
+            section
+                .lines()
+                .skip_while(|l| !l.starts_with("|---"))
+                .skip(1)
+                .take_while(|l| l.starts_with('|'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let stripped: Vec<String> = STRIPPED_HEADERS
+            .iter()
+            .map(|(name, why)| format!("| `{name}` | {why} |"))
+            .collect();
+        assert_eq!(rows("### What the gateway strips"), stripped);
+        let refused: Vec<String> = Rejection::ALL
+            .iter()
+            .map(|r| {
+                format!(
+                    "| `egress_policy_rejected:{}` | {} |",
+                    r.code(),
+                    r.describe()
+                )
+            })
+            .collect();
+        assert_eq!(rows("### What is refused"), refused);
+    }
+
     #[test]
     fn forwarding_controls_are_stripped_and_ordinary_headers_kept() {
         for name in [
