@@ -320,7 +320,9 @@ mod abi {
             key_data: *const u8,
             key_size: usize,
         ) -> u32;
-        fn proxy_get_property(
+        /// The ABI's `proxy_get_property`, named apart from the SDK's panicking helper.
+        #[link_name = "proxy_get_property"]
+        fn proxy_read_property(
             path_data: *const u8,
             path_size: usize,
             return_data: *mut *mut u8,
@@ -419,7 +421,8 @@ mod abi {
         let path = path_bytes(path);
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: `path` and the out-pointers outlive the call.
-        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        let status =
+            unsafe { proxy_read_property(path.as_ptr(), path.len(), &mut data, &mut size) };
         (status == OK && !data.is_null()).then(|| owned(data, size))
     }
 
