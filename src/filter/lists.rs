@@ -82,12 +82,7 @@ impl ListRefresher {
             return;
         };
         for list in self.fetcher.due(&active.policy, now) {
-            let Some((config, provider)) = active
-                .policy
-                .lists
-                .get(list)
-                .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
-            else {
+            let Some((config, provider)) = active.policy.provider(list) else {
                 continue;
             };
             let headers = [
@@ -146,12 +141,7 @@ impl ListRefresher {
         let Some(list) = self.fetcher.finish(token) else {
             return;
         };
-        let Some((config, provider)) = active
-            .policy
-            .lists
-            .get(list)
-            .and_then(|l| l.provider.as_ref().map(|p| (l, p)))
-        else {
+        let Some((config, provider)) = active.policy.provider(list) else {
             return;
         };
         let failed = |reason: String| FetchOutcome::Failed { list, reason };
@@ -216,10 +206,8 @@ fn report(host: &impl Host, policy: &Policy, outcome: &FetchOutcome, list_name: 
         FetchOutcome::Failed { list, reason } => {
             host.increment(&metrics::list_fetch_counter(list_name, false));
             let ttl = policy
-                .lists
-                .get(*list)
-                .and_then(|l| l.provider.as_ref())
-                .map_or(0, |p| p.ttl_micros / 1_000);
+                .provider(*list)
+                .map_or(0, |(_, p)| p.ttl_micros / 1_000);
             host.log_warning(&format!(
                 "egress-policy: list {list_name}: fetch failed ({reason}); the last good list stays in force for up to {ttl}ms after it was fetched, then onError applies"
             ));

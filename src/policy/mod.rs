@@ -647,6 +647,12 @@ impl Policy {
             .filter_map(|(i, list)| list.provider.as_ref().map(|p| (i, list, p)))
     }
 
+    /// List `index` and its provider, if it has one.
+    pub fn provider(&self, index: usize) -> Option<(&List, &Provider)> {
+        let list = self.lists.get(index)?;
+        Some((list, list.provider.as_ref()?))
+    }
+
     /// Settings that are valid but weaken a guarantee; `egress-policy check` prints them.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
