@@ -1,4 +1,4 @@
-//! Wire types of the plugin configuration (DESIGN §3).
+//! Wire types of the plugin configuration (README: Configuration reference).
 //!
 //! These types only describe the JSON shape; every semantic check (expressions, regexes, list
 //! names, host patterns) happens in [`crate::policy::Policy::compile`], which reports each problem

@@ -1,4 +1,4 @@
-//! Source identity from the mTLS peer certificate (DESIGN §4).
+//! Source identity from the mTLS peer certificate (README: Security).
 //!
 //! The only input is what Envoy verified: the URI SANs of a client certificate that chained to
 //! the mesh CA. A SPIFFE ID is parsed exactly (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`, nothing

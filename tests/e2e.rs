@@ -1,4 +1,4 @@
-//! The reference scenario (DESIGN §2, S1–S3) in a real Envoy, driven by curl: status codes, the
+//! The reference scenario (README: The reference scenario, S1–S3) in a real Envoy, driven by curl: status codes, the
 //! exact log entries (every field but `time`), and what the upstream did and did not receive.
 #![allow(
     clippy::unwrap_used,

@@ -4,7 +4,7 @@
 //! Expressions are parsed, type-checked and compiled once, when the configuration is loaded;
 //! evaluation walks the compiled tree, borrows every string from the request or the config, and
 //! cannot fail. An absent attribute equals no literal: `==` is false, `!=` is true, a method call
-//! on it is false, and `a | b` yields `b` (DESIGN §4).
+//! on it is false, and `a | b` yields `b` (README: Expressions).
 
 mod lexer;
 mod parser;
