@@ -15,9 +15,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use egress_policy::policy::Policy;
-use egress_policy::policy::provider::RemoteLists;
-use egress_policy::request::Request;
+use egress_policy::core::policy::Policy;
+use egress_policy::core::policy::provider::RemoteLists;
+use egress_policy::core::request::Request;
 use serde_json::json;
 
 const KINDS: &[&str] = &[

@@ -3,8 +3,9 @@
 //! JSON log line per matching rule: Istio Mixer's egress rules, listchecker and VirtualService
 //! URI routes, inside the proxy.
 //!
-//! The crate is a pure policy core (everything but [`filter`]'s wasm glue) that compiles and tests
-//! natively, plus a thin proxy-wasm adapter compiled only for `wasm32`.
+//! Dependencies point one way (README: Architecture): [`adapter`] → [`telemetry`] → [`core`].
+//! The core and telemetry are plain Rust, tested natively; only `adapter::wasm` touches the
+//! proxy, and the CLI (`src/bin/egress-policy/`) uses the core and telemetry.
 #![cfg_attr(
     test,
     allow(
@@ -15,20 +16,9 @@
     )
 )]
 
-pub mod audit;
-pub mod config;
-pub mod decision;
-pub mod duration;
-pub mod error;
-pub mod expr;
-pub mod filter;
-pub mod headers;
-pub mod identity;
-pub mod log_entry;
-pub mod metrics;
-pub mod policy;
-pub mod request;
-pub mod time;
+pub mod adapter;
+pub mod core;
+pub mod telemetry;
 
 // A fake proxy for native tests (the crate's and tests/parity.rs); never in the module Envoy loads.
 #[cfg(any(test, not(target_arch = "wasm32")))]

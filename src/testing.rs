@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::filter::{Host, HttpHost, RootHost};
-use crate::headers::HeaderMap;
-use crate::request::{Request, RequestFacts};
+use crate::adapter::{Host, HttpHost, RootHost};
+use crate::core::headers::HeaderMap;
+use crate::core::request::{Request, RequestFacts};
 
 /// The time every fake request arrives: the source documents' log line's.
 pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
@@ -114,7 +114,7 @@ impl FakeHost {
     pub fn with_peer(mut self, uri_sans: &str) -> Self {
         self.properties.insert("connection.mtls".into(), vec![1]);
         self.properties.insert(
-            format!("filter_state.{}", crate::filter::PEER_URI_SANS),
+            format!("filter_state.{}", crate::adapter::PEER_URI_SANS),
             uri_sans.as_bytes().to_vec(),
         );
         self

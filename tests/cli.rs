@@ -288,7 +288,7 @@ fn stats_tags(yaml: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn bundled_envoy_and_istio_configs_extract_the_labels_the_filter_encodes() {
-    let expected: Vec<(String, String)> = egress_policy::metrics::STATS_TAGS
+    let expected: Vec<(String, String)> = egress_policy::telemetry::metrics::STATS_TAGS
         .iter()
         .map(|(n, r)| (n.to_string(), r.to_string()))
         .collect();

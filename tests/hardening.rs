@@ -69,7 +69,7 @@ fn headers_the_policy_never_saw_never_reach_the_destination() {
     assert!(names.contains(&"x-request-tag".to_owned()), "{names:?}");
     for name in &names {
         assert!(
-            !egress_policy::request::is_stripped_header(name.as_bytes()),
+            !egress_policy::core::request::is_stripped_header(name.as_bytes()),
             "{name} reached the destination: {names:?}"
         );
     }

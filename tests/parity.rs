@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::rc::Rc;
 
-use egress_policy::filter::{Active, RequestFilter};
-use egress_policy::policy::Policy;
+use egress_policy::adapter::{Active, RequestFilter};
+use egress_policy::core::policy::Policy;
 use egress_policy::testing::{FakeHost, facts_from_case};
 use serde_json::{Value, json};
 

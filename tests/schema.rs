@@ -144,7 +144,7 @@ fn shapes_the_schema_rejects_the_filter_rejects_too() {
         };
         if !validate(&config).is_empty() {
             rejected_by_schema += 1;
-            let errors = egress_policy::policy::Policy::from_json(
+            let errors = egress_policy::core::policy::Policy::from_json(
                 case["config"].as_str().unwrap().as_bytes(),
             );
             assert!(errors.is_err(), "{}", case["name"]);
@@ -166,7 +166,7 @@ fn schema_names_every_field_of_the_config_types() {
         "identity": {"trustDomain": "td", "trustedHeader": "x-id"},
         "routes": [{"name": "x", "hosts": ["a.com"], "match": [{"uri": {"prefix": "/"}, "method": {"rawPrefix": "G"},
                     "headers": {"h": {"regex": "v"}}}]}]}"#;
-    egress_policy::policy::Policy::from_json(full.as_bytes()).unwrap();
+    egress_policy::core::policy::Policy::from_json(full.as_bytes()).unwrap();
     assert_eq!(
         validate(&serde_json::from_str(full).unwrap()),
         Vec::<String>::new()

@@ -14,8 +14,11 @@ fn phase_of(case: &Json) -> Phase {
 /// or the load-time error it must produce.
 #[test]
 fn expression_table_cases_hold() {
-    let cases: Vec<Json> =
-        serde_json::from_str(include_str!("../../tests/data/expressions.json")).unwrap();
+    let cases: Vec<Json> = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/expressions.json"
+    )))
+    .unwrap();
     assert!(cases.len() > 30);
     let mut failures = Vec::new();
     for case in &cases {

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Host;
-use crate::metrics;
-use crate::policy::Policy;
-use crate::policy::provider::{RemoteEntries, RemoteLists};
+use crate::core::policy::Policy;
+use crate::core::policy::provider::{RemoteEntries, RemoteLists};
+use crate::telemetry::metrics;
 
 /// What fetching lists needs from the proxy, beyond [`Host`].
 pub trait RootHost: Host {

@@ -14,7 +14,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::request::{Request, Response};
+use crate::core::request::{Request, Response};
 use parser::{Ast, BinaryOp, parse};
 
 /// A problem in an expression, with the 1-based column where it was found.

@@ -14,14 +14,14 @@ pub mod lists;
 
 use std::rc::Rc;
 
-use crate::decision::Decision;
-use crate::expr::Attr;
-use crate::headers::HeaderMap;
-use crate::log_entry;
-use crate::metrics;
-use crate::policy::Policy;
-use crate::policy::provider::RemoteLists;
-use crate::request::{Request, RequestFacts, Response, is_stripped_header};
+use crate::core::decision::Decision;
+use crate::core::expr::Attr;
+use crate::core::headers::HeaderMap;
+use crate::core::policy::Policy;
+use crate::core::policy::provider::RemoteLists;
+use crate::core::request::{Request, RequestFacts, Response, is_stripped_header};
+use crate::telemetry::log_entry;
+use crate::telemetry::metrics;
 
 pub use lists::{Active, ListRefresher, RootHost};
 
@@ -189,7 +189,7 @@ impl RequestFilter {
     }
 }
 
-/// Removes the headers no destination may act on (see [`crate::request::STRIPPED_HEADERS`]);
+/// Removes the headers no destination may act on (see [`crate::core::request::STRIPPED_HEADERS`]);
 /// `false` when the proxy refused a removal.
 fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool {
     let mut removed: Vec<&[u8]> = Vec::new();

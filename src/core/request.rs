@@ -6,10 +6,10 @@
 //! or the request is refused. Other bytes that are not UTF-8 are replaced (`U+FFFD`) by [`lossy`]
 //! so that no list entry or literal can match them by accident and nothing panics.
 
-use crate::headers::HeaderMap;
+use crate::core::headers::HeaderMap;
 
 /// What the proxy knows about one request, as raw bytes: nothing here is decoded or trusted yet.
-/// [`crate::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
+/// [`crate::core::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
 /// filter fills it from host calls, the CLI's `explain` from its arguments, so both decide the
 /// same request the same way.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +35,7 @@ pub struct RequestFacts {
 }
 
 /// Request and source attributes available to decisions and log entries, canonical: built by
-/// [`crate::policy::Policy::decide`] from [`RequestFacts`].
+/// [`crate::core::policy::Policy::decide`] from [`RequestFacts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// `request.host`: lower case, without port or trailing dot. Set it with [`Request::set_host`].
@@ -62,7 +62,7 @@ pub struct Request {
     /// When the request arrived, in microseconds since the Unix epoch (the log entry's `time`).
     pub time_micros: Option<i64>,
     /// Why a presented identity was not accepted (logged), if it was not.
-    pub identity_error: Option<crate::identity::IdentityError>,
+    pub identity_error: Option<crate::core::identity::IdentityError>,
 }
 
 /// Identity of the caller. Filled only from trusted sources (see the README's Security section).
@@ -144,7 +144,7 @@ impl Request {
 
 impl Source {
     /// Fills the identity attributes from a verified identity.
-    pub fn set_identity(&mut self, identity: &crate::identity::Identity) {
+    pub fn set_identity(&mut self, identity: &crate::core::identity::Identity) {
         self.namespace = Some(identity.namespace.clone());
         self.service_account = Some(identity.service_account.clone());
         self.principal = Some(identity.principal());

@@ -6,12 +6,12 @@ pub mod matchers;
 pub mod provider;
 pub mod route;
 
-use crate::config::{EntryType, LogLevel, OnError, PluginConfig};
-use crate::decision::{Decision, DenyReason, ListFailure};
-use crate::error::{ConfigError, ConfigErrors};
-use crate::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
-use crate::identity::{self, IdentityError};
-use crate::request::{
+use crate::core::config::{EntryType, LogLevel, OnError, PluginConfig};
+use crate::core::decision::{Decision, DenyReason, ListFailure};
+use crate::core::error::{ConfigError, ConfigErrors};
+use crate::core::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
+use crate::core::identity::{self, IdentityError};
+use crate::core::request::{
     BODILESS_METHODS, Rejection, Request, RequestFacts, is_stripped_header, lossy,
 };
 use list::EntryIndex;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::decision::Outcome;
+use egress_policy::core::decision::Outcome;
 
 /// What the audit found.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::{Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost};
-use crate::headers::HeaderMap;
-use crate::metrics;
-use crate::policy::Policy;
+use crate::core::headers::HeaderMap;
+use crate::core::policy::Policy;
+use crate::telemetry::metrics;
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
 /// `%FILTER_STATE(wasm.egress_policy_log:PLAIN)%`.
@@ -61,7 +61,7 @@ impl RootContext for Root {
             Ok(policy) => {
                 WasmHost.set_gauge(
                     metrics::CONFIG_FINGERPRINT_GAUGE,
-                    u64::from(crate::config::fingerprint(&bytes)),
+                    u64::from(crate::core::config::fingerprint(&bytes)),
                 );
                 let tick = self.lists.configure(&WasmHost, policy);
                 let millis = u32::try_from(tick / 1_000).unwrap_or(200);
@@ -198,7 +198,12 @@ impl HttpHost for WasmHost {
         body: &[u8],
         headers: &[(String, String)],
     ) -> bool {
-        abi::send_local_response(status, details, body, &crate::headers::serialize(headers))
+        abi::send_local_response(
+            status,
+            details,
+            body,
+            &crate::core::headers::serialize(headers),
+        )
     }
 
     fn write_log_entries(&self, entries: &str) -> bool {

@@ -8,9 +8,9 @@
 //! bounded: destinations are the hosts the configuration names (everything else is `other`),
 //! and every value is sanitized so that it cannot be mistaken for another label.
 
-use crate::decision::{Decision, DenyReason};
-use crate::policy::Policy;
-use crate::request::Request;
+use crate::core::decision::{Decision, DenyReason};
+use crate::core::policy::Policy;
+use crate::core::request::Request;
 
 /// The tags `envoy/gateway.yaml` extracts: (tag name, regex). Kept here so a test can check that
 /// the bundled Envoy configs extract exactly these.
@@ -48,7 +48,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
 ];
 
 /// The destination label of a request: the most specific host pattern the configuration names
-/// that matches its host (the same [`crate::policy::matchers::HostTable`] lookup routes use), `other`
+/// that matches its host (the same [`crate::core::policy::matchers::HostTable`] lookup routes use), `other`
 /// when none does, `unknown` without a host.
 pub fn destination_label<'p>(policy: &'p Policy, host: Option<&str>) -> &'p str {
     match host {
@@ -178,7 +178,7 @@ pub fn list_age_gauge(list: &str) -> String {
     format!("egress_policy.list_age_seconds.list.{}", sanitize(list))
 }
 
-/// Gauge of the fingerprint ([`crate::config::fingerprint`]) of the configuration in force.
+/// Gauge of the fingerprint ([`crate::core::config::fingerprint`]) of the configuration in force.
 pub const CONFIG_FINGERPRINT_GAUGE: &str = "egress_policy.config_fingerprint";
 
 /// Counter of configuration loads by result.

@@ -6,11 +6,11 @@
 
 use std::fmt::Write;
 
-use crate::decision::Decision;
-use crate::expr::{Env, Value};
-use crate::policy::Policy;
-use crate::request::{Request, Response};
-use crate::time::rfc3339_micros;
+use crate::core::decision::Decision;
+use crate::core::expr::{Env, Value};
+use crate::core::policy::Policy;
+use crate::core::request::{Request, Response};
+use crate::telemetry::time::rfc3339_micros;
 
 /// Whether the request has any entry to write; lets the adapter skip reading the response.
 pub fn has_entries(policy: &Policy, decision: &Decision, request: &Request) -> bool {

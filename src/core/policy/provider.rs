@@ -4,9 +4,9 @@
 //! Parsing is all or nothing: a body with one bad entry, too many entries or too many bytes is
 //! refused whole and the previous list stays in force, so a list is never half applied.
 
-use crate::config::{EntryType, OnError, ProviderConfig};
-use crate::duration::parse_micros;
-use crate::error::ConfigError;
+use crate::core::config::{EntryType, OnError, ProviderConfig};
+use crate::core::duration::parse_micros;
+use crate::core::error::ConfigError;
 
 use super::list::EntryIndex;
 
@@ -161,7 +161,7 @@ impl RemoteLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderConfig;
+    use crate::core::config::ProviderConfig;
 
     fn provider(max_entries: u32, max_bytes: u32) -> Provider {
         let config = ProviderConfig {

@@ -4,17 +4,19 @@
 //! Exit codes: `check` 0 valid, 2 invalid; `explain` 0 allowed, 1 denied, 2 invalid
 //! configuration or usage.
 
+mod audit;
+
 use std::io::Read;
 use std::process::ExitCode;
 
-use egress_policy::audit::Report;
-use egress_policy::config::PluginConfig;
-use egress_policy::error::{ConfigError, ConfigErrors};
-use egress_policy::headers::HeaderMap;
-use egress_policy::log_entry;
-use egress_policy::policy::Policy;
-use egress_policy::policy::provider::RemoteLists;
-use egress_policy::request::{RequestFacts, Response};
+use audit::Report;
+use egress_policy::core::config::PluginConfig;
+use egress_policy::core::error::{ConfigError, ConfigErrors};
+use egress_policy::core::headers::HeaderMap;
+use egress_policy::core::policy::Policy;
+use egress_policy::core::policy::provider::RemoteLists;
+use egress_policy::core::request::{RequestFacts, Response};
+use egress_policy::telemetry::log_entry;
 
 const USAGE: &str = "\
 usage:

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::*;
-use crate::log_entry::render;
-use crate::request::Response;
+use crate::core::request::Response;
+use crate::telemetry::log_entry::render;
 use crate::testing::{facts_from_case, request_with_path};
 
 fn repo_file(relative: &str) -> PathBuf {

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use regex::RegexSet;
 
 use super::matchers::{HostPattern, HostTable, PathPrefix, PathPrefixSet};
-use crate::config::EntryType;
-use crate::expr::one_line;
+use crate::core::config::EntryType;
+use crate::core::expr::one_line;
 
 /// Compiled entries of one list.
 #[derive(Debug)]
