@@ -6,20 +6,11 @@
 //! Dependencies point one way (README: Architecture): [`adapter`] → [`telemetry`] → [`core`].
 //! The core and telemetry are plain Rust, tested natively; only `adapter::wasm` touches the
 //! proxy, and the CLI (`src/bin/egress-policy/`) uses the core and telemetry.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 pub mod adapter;
 pub mod core;
 pub mod telemetry;
 
-// A fake proxy for native tests (the crate's and tests/parity.rs); never in the module Envoy loads.
+// A fake proxy for native tests (the crate's and tests/integration/parity.rs); never in the module Envoy loads.
 #[cfg(any(test, not(target_arch = "wasm32")))]
 pub mod testing;

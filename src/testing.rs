@@ -1,6 +1,6 @@
 //! A fake proxy for native tests of the filter flow and the list fetches: it serves headers,
 //! properties and list-server answers from plain fields and records every reply, log entry,
-//! counter, gauge, warning and header removal. Also used by `tests/parity.rs`, which runs the
+//! counter, gauge, warning and header removal. Also used by `tests/integration/parity.rs`, which runs the
 //! filter flow and the CLI on the same cases; not part of the wasm module.
 
 use std::cell::{Cell, RefCell};

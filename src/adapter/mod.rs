@@ -14,8 +14,8 @@ pub mod lists;
 
 use std::rc::Rc;
 
+use crate::core::attributes::{self, Attr, MapAttr, Source};
 use crate::core::decision::Decision;
-use crate::core::expr::Attr;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::RemoteLists;
@@ -205,8 +205,8 @@ fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool 
 }
 
 /// The facts the policy needs, with as few host calls as it allows: the headers came in one
-/// call; the connection's identity is read for every request (metrics label by namespace), the
-/// rest only when the policy reads it.
+/// call; the connection's identity is read for every request (metrics label by namespace), and
+/// of the other attributes only those the policy reads, from where the attribute table says.
 fn read_facts(
     policy: &Policy,
     host: &impl HttpHost,
@@ -224,41 +224,41 @@ fn read_facts(
                 .or_else(|| host.property(&["connection", "uri_san_peer_certificate"]))
         })
         .flatten();
-    // Workload labels and name from Istio's peer metadata (the `downstream_peer` filter state
-    // its metadata exchange sets, only for in-mesh mTLS callers); absent without Istio.
-    let peer_labels = if verified {
-        needs
+    // Istio's peer metadata (the `downstream_peer` filter state its metadata exchange sets) is
+    // only for in-mesh mTLS callers; absent without Istio.
+    let peer_labels = match attributes::of_map(MapAttr::SourceLabels).map(|a| a.source) {
+        Some(Source::PeerMetadata(path)) if verified => needs
             .labels
             .iter()
             .filter_map(|key| {
-                let value = host.property(&["downstream_peer", "labels", key])?;
-                Some((key.clone(), value))
+                let mut key_path = path.to_vec();
+                key_path.push(key);
+                Some((key.clone(), host.property(&key_path)?))
             })
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
+        _ => Vec::new(),
     };
-    let read = |attr: Attr, path: &[&str]| {
-        if needs.attr(attr) {
-            host.property(path)
-        } else {
-            None
-        }
-    };
+    let properties = needs
+        .attrs
+        .iter()
+        // Read above for every request.
+        .filter(|&&attr| attr != Attr::ConnectionMtls)
+        .filter_map(|&attr| {
+            let value = match attributes::of(attr)?.source {
+                Source::Property(path) => host.property(path),
+                Source::PeerMetadata(path) if verified => host.property(path),
+                _ => None,
+            };
+            Some((attr, value?))
+        })
+        .collect();
     RequestFacts {
         headers,
         has_body,
         mtls,
         peer_uri_sans,
-        peer_workload: verified
-            .then(|| read(Attr::SourceWorkload, &["downstream_peer", "workload"]))
-            .flatten(),
         peer_labels,
-        source_address: read(Attr::SourceIp, &["source", "address"]),
-        requested_server_name: read(
-            Attr::ConnectionRequestedServerName,
-            &["connection", "requested_server_name"],
-        ),
+        properties,
         // For remote lists' age and the log entries' time: a direct host call, cheaper than
         // Envoy's `request.time` property later.
         time_micros: host.now_micros(),
@@ -272,16 +272,19 @@ fn read_response(
     size_unknown: bool,
 ) -> Response {
     let needs = &policy.log_needs;
-    let int = |path: &[&str]| host.property(path).and_then(|bytes| le_i64(&bytes));
-    // Every request is counted by its code: from the response headers, else this property.
+    let int = |attr: Attr| match attributes::of(attr)?.source {
+        Source::Response(path) => host.property(path).and_then(|bytes| le_i64(&bytes)),
+        _ => None,
+    };
+    // Every request is counted by its code: from the response headers, else its property.
     Response {
-        code: code_unknown.then(|| int(&["response", "code"])).flatten(),
+        code: code_unknown.then(|| int(Attr::ResponseCode)).flatten(),
         size: (size_unknown && needs.attr(Attr::ResponseSize))
-            .then(|| int(&["response", "size"]))
+            .then(|| int(Attr::ResponseSize))
             .flatten(),
         duration_ms: needs
             .attr(Attr::ResponseDuration)
-            .then(|| int(&["request", "duration"]))
+            .then(|| int(Attr::ResponseDuration))
             .flatten()
             .map(|nanos| nanos / 1_000_000),
     }

@@ -113,7 +113,7 @@ impl Context for Http {}
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // A test-only build traps here on demand, to prove that Envoy reloads a crashed VM and
-        // refuses requests meanwhile (tests/e2e.rs); the module Envoy loads has no such code.
+        // refuses requests meanwhile (tests/integration/e2e.rs); the module Envoy loads has no such code.
         #[cfg(feature = "test-trap")]
         if abi::map_value(abi::MAP_REQUEST_HEADERS, "x-egress-policy-test-trap").is_some() {
             core::arch::wasm32::unreachable();

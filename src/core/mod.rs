@@ -1,6 +1,7 @@
 //! The policy core: configuration, expressions, policy compilation and the one decision
 //! pipeline. Nothing here knows the proxy, metrics or logs; everything is tested natively.
 
+pub mod attributes;
 pub mod config;
 pub mod decision;
 pub mod duration;

@@ -6,6 +6,7 @@
 //! or the request is refused. Other bytes that are not UTF-8 are replaced (`U+FFFD`) by [`lossy`]
 //! so that no list entry or literal can match them by accident and nothing panics.
 
+use crate::core::attributes::Attr;
 use crate::core::headers::HeaderMap;
 
 /// What the proxy knows about one request, as raw bytes: nothing here is decoded or trusted yet.
@@ -22,16 +23,24 @@ pub struct RequestFacts {
     pub mtls: Option<bool>,
     /// Every URI SAN of that certificate, comma-joined (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
     pub peer_uri_sans: Option<Vec<u8>>,
-    /// The downstream address, with or without port (`10.1.2.3:5555`, `[::1]:80`).
-    pub source_address: Option<Vec<u8>>,
     /// Istio peer metadata of the caller, by label key: used only for mTLS callers.
     pub peer_labels: Vec<(String, Vec<u8>)>,
-    /// Istio peer metadata workload name: used only for mTLS callers.
-    pub peer_workload: Option<Vec<u8>>,
-    /// SNI of the downstream connection.
-    pub requested_server_name: Option<Vec<u8>>,
+    /// The attributes whose source is a property or peer metadata (see
+    /// [`crate::core::attributes::Source`]), as the proxy gave them: `source.ip` is the downstream
+    /// address with or without port (`10.1.2.3:5555`, `[::1]:80`).
+    pub properties: Vec<(Attr, Vec<u8>)>,
     /// When the request arrived, in microseconds since the Unix epoch.
     pub time_micros: Option<i64>,
+}
+
+impl RequestFacts {
+    /// The raw value of a property-sourced attribute, if the proxy gave one.
+    pub fn property(&self, attr: Attr) -> Option<&[u8]> {
+        self.properties
+            .iter()
+            .find(|(a, _)| *a == attr)
+            .map(|(_, value)| value.as_slice())
+    }
 }
 
 /// Request and source attributes available to decisions and log entries, canonical: built by

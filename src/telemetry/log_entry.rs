@@ -65,7 +65,7 @@ pub fn render(
         response: Some(response),
         outcome: Some((decision.outcome().as_str(), denied_by.as_deref())),
     };
-    let time = request.time_micros.map(rfc3339_micros);
+    let time = request.time_micros.and_then(rfc3339_micros);
     let mut out = String::new();
     for (level, extra) in entries(policy, decision, request) {
         if !out.is_empty() {

@@ -8,10 +8,53 @@
 //! that field, its `responseCode` is below 400.
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 
 use serde_json::Value;
 
 use egress_policy::core::decision::Outcome;
+
+use crate::load::read;
+use crate::{EXIT_DENIED, EXIT_INVALID};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// JSON log files ('-' or none: standard input).
+    #[arg(value_name = "LOGFILE")]
+    logs: Vec<String>,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let stdin = ["-".to_owned()];
+    let files = if args.logs.is_empty() {
+        &stdin[..]
+    } else {
+        &args.logs[..]
+    };
+    let mut report = Report::default();
+    let mut unreadable_files = 0;
+    for file in files {
+        match read(file) {
+            Ok(content) => report.add(if file == "-" { "stdin" } else { file }, &content),
+            Err(e) => {
+                eprintln!("egress-policy: {file}: cannot read: {e}");
+                unreadable_files += 1;
+            }
+        }
+    }
+    print!("{}", report.render());
+    for problem in &report.unreadable {
+        eprintln!("egress-policy: {problem}");
+    }
+    if !report.violations.is_empty() {
+        ExitCode::from(EXIT_DENIED)
+    } else if unreadable_files > 0 || !report.unreadable.is_empty() {
+        eprintln!("egress-policy: some input could not be read, so the audit is incomplete");
+        ExitCode::from(EXIT_INVALID)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
 /// What the audit found.
 #[derive(Debug, Default, PartialEq, Eq)]

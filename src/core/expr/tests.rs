@@ -3,10 +3,10 @@ use serde_json::Value as Json;
 use super::*;
 use crate::testing::request_from_json;
 
-fn phase_of(case: &Json) -> Phase {
+fn use_of(case: &Json) -> Use {
     match case.get("phase").and_then(Json::as_str) {
-        Some("log") => Phase::Log,
-        _ => Phase::Decision,
+        Some("log") => Use::Log,
+        _ => Use::Decision,
     }
 }
 
@@ -24,7 +24,7 @@ fn expression_table_cases_hold() {
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let source = case["expr"].as_str().unwrap();
-        let compiled = compile_condition(source, phase_of(case));
+        let compiled = compile_condition(source, use_of(case));
         match (case.get("error").and_then(Json::as_str), compiled) {
             (Some(expected), Err(err)) if err.to_string().contains(expected) => {}
             (Some(expected), outcome) => failures.push(format!(
@@ -48,7 +48,7 @@ fn expression_table_cases_hold() {
 fn compiled_expressions_report_what_they_read() {
     let (_, needs) = compile_condition(
         r#"request.headers["X-Team"] == "a" && source.labels["app"] == "b" && request.host == "c""#,
-        Phase::Decision,
+        Use::Decision,
     )
     .unwrap();
     assert!(needs.headers.contains("x-team"));
@@ -59,7 +59,7 @@ fn compiled_expressions_report_what_they_read() {
 
 #[test]
 fn log_values_default_through_absent_response_attributes() {
-    let (expr, ty, _) = compile_value("response.size | 0", Phase::Log).unwrap();
+    let (expr, ty, _) = compile_value("response.size | 0", Use::Log).unwrap();
     assert_eq!(ty, Type::Int);
     let request = Request::default();
     let env = Env::request(&request);

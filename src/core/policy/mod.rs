@@ -9,7 +9,7 @@ pub mod route;
 use crate::core::config::{EntryType, LogLevel, OnError, PluginConfig};
 use crate::core::decision::{Decision, DenyReason, ListFailure};
 use crate::core::error::{ConfigError, ConfigErrors};
-use crate::core::expr::{self, Attr, Env, Expr, Needs, Phase, Type, Value};
+use crate::core::expr::{self, Attr, Env, Expr, Needs, Type, Use, Value};
 use crate::core::identity::{self, IdentityError};
 use crate::core::request::{
     BODILESS_METHODS, Rejection, Request, RequestFacts, is_stripped_header, lossy,
@@ -183,7 +183,7 @@ impl Policy {
                 ));
                 continue;
             }
-            match expr::compile_value(source, Phase::Log) {
+            match expr::compile_value(source, Use::Log) {
                 Ok((_, Type::Map, _)) => {
                     errors.push(ConfigError::new(&path, "a map cannot be logged; index it"))
                 }
@@ -205,7 +205,7 @@ impl Policy {
             if let Err(message) = check_name(name) {
                 errors.push(ConfigError::new(&path, format!("list name {message}")));
             }
-            let value = match expr::compile_value(&list.value, Phase::Decision) {
+            let value = match expr::compile_value(&list.value, Use::Decision) {
                 Ok((value, Type::String, needs)) => {
                     check_stripped_headers(&format!("{path}.value"), &needs, &mut errors);
                     decision_needs.merge(&needs);
@@ -277,7 +277,7 @@ impl Policy {
             }
             let condition = match &rule.match_ {
                 None => None,
-                Some(source) => match expr::compile_condition(source, Phase::Decision) {
+                Some(source) => match expr::compile_condition(source, Use::Decision) {
                     Ok((condition, needs)) => {
                         check_stripped_headers(&format!("{path}.match"), &needs, &mut errors);
                         decision_needs.merge(&needs);
@@ -520,12 +520,10 @@ impl Policy {
             rejected = rejected.or(Some(Rejection::BodyOnSafeMethod));
         }
         request.source.ip = facts
-            .source_address
-            .as_deref()
+            .property(Attr::SourceIp)
             .map(|address| strip_port(&lossy(address)).to_owned());
         request.requested_server_name = facts
-            .requested_server_name
-            .as_deref()
+            .property(Attr::ConnectionRequestedServerName)
             .map(lossy)
             .filter(|sni| !sni.is_empty());
         self.read_identity(facts, &mut request);
@@ -540,7 +538,7 @@ impl Policy {
             for (key, value) in &facts.peer_labels {
                 request.source.labels.push((key.clone(), lossy(value)));
             }
-            request.source.workload = facts.peer_workload.as_deref().map(lossy);
+            request.source.workload = facts.property(Attr::SourceWorkload).map(lossy);
             let sans = facts
                 .peer_uri_sans
                 .as_deref()

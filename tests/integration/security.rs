@@ -2,20 +2,12 @@
 //! would try, against a real Envoy: `tests/data/attacks.json` lists them as data (status, where
 //! the attempt must be logged, the identity the log must show), so a new case needs no code.
 //! Whatever the case, the upstream must never receive a politics path.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Gateway, certs, raw_request, repo};
 use serde_json::{Value, json};
-use support::{Gateway, certs, raw_request, repo};
 
 const CNN: &str = "edition.cnn.com";
 

@@ -2,21 +2,13 @@
 //! comparing its output with the lines that follow it (`...` matches any remaining lines,
 //! `[exit N]` is the expected exit status). `$ scripts/run [ARGS]` (re)starts the gateway with the
 //! real script, on free ports and a private run directory that the other commands are pointed at.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod support;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{STARTUP_TIMEOUT, TempDir, http_get, repo, wait_until};
+use crate::support::{STARTUP_TIMEOUT, TempDir, http_get, repo, wait_until};
 
 struct Step {
     command: String,

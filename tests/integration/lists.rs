@@ -1,14 +1,6 @@
 //! Remote lists from a real list server through a real Envoy (changes, outage, ttl expiry,
 //! onError, recovery, bad answers), dry-run rules, configurable deny replies, and policy reloads
 //! under continuous load.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Gateway, TempDir, repo, wait_until};
 use serde_json::json;
-use support::{Gateway, TempDir, repo, wait_until};
 
 const CNN: &str = "edition.cnn.com";
 const WAIT: Duration = Duration::from_secs(20);

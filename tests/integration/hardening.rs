@@ -1,23 +1,15 @@
 //! What an outside attack suite and a review found open, each proven closed against a real
 //! Envoy: headers and bodies the policy never saw, paths that are not canonical, a crashed VM,
 //! reloads that reported what did not happen, a policy that decides nothing, and a metrics
-//! label that matched the wrong hosts. (List servers that broke the VM: `tests/lists.rs`; the
-//! CLI and the filter deciding alike: `tests/parity.rs`.)
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod support;
+//! label that matched the wrong hosts. (List servers that broke the VM: `tests/integration/lists.rs`; the
+//! CLI and the filter deciding alike: `tests/integration/parity.rs`.)
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{Gateway, TempDir, repo, wait_until};
 use serde_json::Value;
-use support::{Gateway, TempDir, repo, wait_until};
 
 const CNN: &str = "edition.cnn.com";
 

@@ -2,13 +2,6 @@
 //! run`) loading the built wasm module with `envoy/gateway.yaml`, in front of the local HTTPS
 //! stand-in for edition.cnn.com. Every process is killed when its guard drops; ports are chosen
 //! by the kernel (port 0) and read back from Envoy's admin API; readiness is Envoy's `/ready`.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,16 +1,8 @@
 //! The reference scenario (README: The reference scenario, S1–S3) in a real Envoy, driven by curl: status codes, the
 //! exact log entries (every field but `time`), and what the upstream did and did not receive.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod support;
-
+use crate::support::{Gateway, repo};
 use serde_json::{Value, json};
-use support::{Gateway, repo};
 
 const CNN: &str = "edition.cnn.com";
 
@@ -104,7 +96,8 @@ fn tls_origination_reaches_the_upstream_with_sni_and_a_verified_certificate() {
     let gateway = Gateway::example("s1-logging.json");
     assert_eq!(gateway.status(CNN, "/sport"), 200);
     let (_, stats) =
-        support::http_get(gateway.admin_port, "/stats?filter=edition_cnn_com_443.ssl").unwrap();
+        crate::support::http_get(gateway.admin_port, "/stats?filter=edition_cnn_com_443.ssl")
+            .unwrap();
     assert!(
         stats.contains("cluster.edition_cnn_com_443.ssl.handshake: 1"),
         "{stats}"
@@ -200,7 +193,7 @@ fn bad_config_at_startup_is_refused_naming_the_field_and_nothing_passes() {
 fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
     let gateway = Gateway::example("s3-listcheck.json");
     assert_eq!(gateway.status(CNN, "/politics"), 404);
-    let dir = support::TempDir::new("reload");
+    let dir = crate::support::TempDir::new("reload");
     let bad = dir.path("bad.json");
     std::fs::write(&bad, BAD_EXPRESSION).unwrap();
     assert!(

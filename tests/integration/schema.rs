@@ -1,20 +1,9 @@
 //! The JSON Schema in `manifests/plugin-config.schema.json` agrees with the configuration the
 //! filter accepts: every example is valid under it, and every configuration it rejects for its
 //! shape is rejected by the filter too.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-use std::path::PathBuf;
-
+use crate::support::repo;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn load(relative: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(repo().join(relative)).unwrap()).unwrap()

@@ -3,25 +3,15 @@
 //! refuses before it, or whose handshake fails) goes through the CLI binary and through the
 //! filter's request flow on a fake proxy, and both must answer with the same status and the
 //! same response code details (or both forward the request).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::rc::Rc;
 
+use crate::support::repo;
 use egress_policy::adapter::{Active, RequestFilter};
 use egress_policy::core::policy::Policy;
 use egress_policy::testing::{FakeHost, facts_from_case};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn config_path(name: &str) -> PathBuf {
     if name.contains('/') {

@@ -1,22 +1,14 @@
 //! The Grafana dashboard against a real Prometheus (Debian's package, started on loopback) that
 //! scrapes a real gateway after the source documents' S3 and S4 traffic: every query of every
 //! panel returns the expected series and values (`tests/data/dashboard.json`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{Gateway, Guard, TempDir, http_get, repo, wait_until};
 use serde_json::{Value, json};
-use support::{Gateway, Guard, TempDir, http_get, repo, wait_until};
 
 const CNN: &str = "edition.cnn.com";
 
