@@ -8,9 +8,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Host;
+use crate::core::expr::Needs;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::{RemoteEntries, RemoteLists};
-use crate::telemetry::metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// What fetching lists needs from the proxy, beyond [`Host`].
 pub trait RootHost: Host {
@@ -33,13 +34,21 @@ pub trait RootHost: Host {
 #[derive(Debug)]
 pub struct Active {
     pub policy: Policy,
+    pub metrics: Metrics,
+    /// What the policy and the metrics' labels read from a request, and nothing more.
+    pub reads: Needs,
     pub remote: RefCell<RemoteLists>,
 }
 
 impl Active {
     pub fn new(policy: Policy) -> Self {
+        let metrics = Metrics::compile(&policy);
+        let mut reads = policy.reads.clone();
+        reads.merge(&metrics.reads);
         Active {
             policy,
+            metrics,
+            reads,
             remote: RefCell::new(RemoteLists::default()),
         }
     }
@@ -96,7 +105,7 @@ impl ListRefresher {
                 Ok(token) => self.fetcher.sent(token, list),
                 Err(why) => report(
                     host,
-                    &active.policy,
+                    &active,
                     &FetchOutcome::Failed {
                         list,
                         reason: format!("cannot call cluster {}: {why}", provider.cluster),
@@ -115,13 +124,10 @@ impl ListRefresher {
         let Ok(remote) = active.remote.try_borrow() else {
             return;
         };
-        for (index, list, _) in active.policy.providers() {
-            if let Some(entries) = remote.get(index) {
+        for (index, _, _) in active.policy.providers() {
+            if let (Some(entries), Some(names)) = (remote.get(index), active.metrics.list(index)) {
                 let age = now.saturating_sub(entries.fetched_at_micros) / 1_000_000;
-                host.set_gauge(
-                    &metrics::list_age_gauge(&list.name),
-                    u64::try_from(age).unwrap_or(0),
-                );
+                host.set_gauge(&names.age_seconds, u64::try_from(age).unwrap_or(0));
             }
         }
     }
@@ -188,25 +194,31 @@ impl ListRefresher {
             }
             Some(other) => failed(format!("status {}", String::from_utf8_lossy(other))),
         };
-        report(host, &active.policy, &outcome, &config.name);
+        report(host, &active, &outcome, &config.name);
     }
 }
 
 /// Logs and counts the outcome of a fetch.
-fn report(host: &impl Host, policy: &Policy, outcome: &FetchOutcome, list_name: &str) {
+fn report(host: &impl Host, active: &Active, outcome: &FetchOutcome, list_name: &str) {
+    let list = match outcome {
+        FetchOutcome::Updated { list, .. } | FetchOutcome::Failed { list, .. } => *list,
+    };
+    let names = active.metrics.list(list);
     match outcome {
         FetchOutcome::Updated { entries, .. } => {
-            host.increment(&metrics::list_fetch_counter(list_name, true));
-            host.set_gauge(
-                &metrics::list_entries_gauge(list_name),
-                u64::try_from(*entries).unwrap_or(u64::MAX),
-            );
-            host.set_gauge(&metrics::list_age_gauge(list_name), 0);
+            if let Some(names) = names {
+                host.increment(&names.fetch_success);
+                host.set_gauge(&names.entries, u64::try_from(*entries).unwrap_or(u64::MAX));
+                host.set_gauge(&names.age_seconds, 0);
+            }
         }
-        FetchOutcome::Failed { list, reason } => {
-            host.increment(&metrics::list_fetch_counter(list_name, false));
-            let ttl = policy
-                .provider(*list)
+        FetchOutcome::Failed { reason, .. } => {
+            if let Some(names) = names {
+                host.increment(&names.fetch_failure);
+            }
+            let ttl = active
+                .policy
+                .provider(list)
                 .map_or(0, |(_, p)| p.ttl_micros / 1_000);
             host.log_warning(&format!(
                 "egress-policy: list {list_name}: fetch failed ({reason}); the last good list stays in force for up to {ttl}ms after it was fetched, then onError applies"

@@ -16,12 +16,12 @@ use std::rc::Rc;
 
 use crate::core::attributes::{self, Attr, MapAttr, Source};
 use crate::core::decision::Decision;
+use crate::core::expr::Needs;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::request::{Request, RequestFacts, Response, is_stripped_header};
 use crate::telemetry::log_entry;
-use crate::telemetry::metrics;
 
 pub use lists::{Active, ListRefresher, RootHost};
 
@@ -122,7 +122,7 @@ impl RequestFilter {
             return Flow::Stop;
         }
         let policy = &active.policy;
-        let facts = read_facts(policy, host, headers, !end_of_stream);
+        let facts = read_facts(&active.reads, host, headers, !end_of_stream);
         // A list being replaced right now (never, in one thread) reads as unavailable: onError.
         let (request, decision) = match active.remote.try_borrow() {
             Ok(remote) => policy.decide(&facts, &remote),
@@ -176,9 +176,11 @@ impl RequestFilter {
         );
         response.code = response.code.or(self.status);
         response.size = response.size.or(self.body_bytes);
-        for counter in metrics::request_counters(policy, decision, &self.request, response.code) {
-            host.increment(&counter);
-        }
+        active
+            .metrics
+            .count_request(decision, &self.request, response.code, |counter| {
+                host.increment(counter)
+            });
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }
@@ -208,12 +210,11 @@ fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool 
 /// call; the connection's identity is read for every request (metrics label by namespace), and
 /// of the other attributes only those the policy reads, from where the attribute table says.
 fn read_facts(
-    policy: &Policy,
+    needs: &Needs,
     host: &impl HttpHost,
     headers: HeaderMap,
     has_body: bool,
 ) -> RequestFacts {
-    let needs = &policy.reads;
     let mtls = host
         .property(&["connection", "mtls"])
         .map(|b| b.first() == Some(&1));

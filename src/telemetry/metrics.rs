@@ -8,9 +8,14 @@
 //! bounded: destinations are the hosts the configuration names (everything else is `other`),
 //! and every value is sanitized so that it cannot be mistaken for another label.
 
-use crate::core::decision::{Decision, DenyReason};
+use std::fmt::Write;
+
+use crate::core::attributes::Attr;
+use crate::core::decision::{Decision, DenyReason, Outcome};
+use crate::core::expr::{HostLiterals, Needs};
 use crate::core::policy::Policy;
-use crate::core::request::Request;
+use crate::core::policy::matchers::{HostPattern, HostTable};
+use crate::core::request::{Rejection, Request};
 
 /// The tags `envoy/gateway.yaml` extracts: (tag name, regex). Kept here so a test can check that
 /// the bundled Envoy configs extract exactly these.
@@ -47,135 +52,325 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The destination label of a request: the most specific host pattern the configuration names
-/// that matches its host (the same [`crate::core::policy::matchers::HostTable`] lookup routes use), `other`
-/// when none does, `unknown` without a host.
-pub fn destination_label<'p>(policy: &'p Policy, host: Option<&str>) -> &'p str {
-    match host {
-        None => "unknown",
-        Some(host) => policy
-            .named_hosts
-            .lookup(host)
-            .map_or("other", |label| label),
-    }
+/// The metric names of one configuration, built when it is compiled: per request only the
+/// caller's labels and the response code are appended to a prefix, in a reused buffer.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The host patterns the configuration names (rules' host literals and routes' hosts), each
+    /// with its index in `requests`: bounded values for the destination label.
+    destinations: HostTable<usize>,
+    /// The destination label values: each named pattern, then `other`, then `unknown`.
+    destination_names: Vec<Box<str>>,
+    /// Per destination and outcome: the requests counter up to its `source_namespace.` label.
+    requests: Vec<[Box<str>; Outcome::ALL.len()]>,
+    /// Per rule and outcome: the rule_matches counter.
+    rule_matches: Vec<[Box<str>; Outcome::ALL.len()]>,
+    /// Per rule: for each list it checks, the denied counter up to `source_namespace.` and the
+    /// dry_run_denied counter.
+    rule_checks: Vec<Vec<RuleCheck>>,
+    /// Per route: its denied counter up to `source_namespace.`.
+    route_denials: Vec<Box<str>>,
+    host_unknown_denial: Box<str>,
+    /// Per [`Rejection`], in [`Rejection::ALL`] order.
+    rejections: Vec<(Rejection, Box<str>)>,
+    /// Per list: its fetch counters and gauges.
+    lists: Vec<ListMetrics>,
+    /// What the labels read from every request, beyond what the policy reads.
+    pub reads: Needs,
 }
 
-/// A label value: letters, digits, `_` and `-` (dots would split the name), at most 64.
-fn sanitize(value: &str) -> String {
-    let clean: String = value
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
+#[derive(Debug)]
+struct RuleCheck {
+    list: usize,
+    denied: Box<str>,
+    dry_run_denied: Box<str>,
+}
+
+/// The names of one list's metrics.
+#[derive(Debug)]
+pub struct ListMetrics {
+    pub fetch_success: Box<str>,
+    pub fetch_failure: Box<str>,
+    /// Gauge of the entries of the last good fetch.
+    pub entries: Box<str>,
+    /// Gauge of the age of the last good fetch, in seconds.
+    pub age_seconds: Box<str>,
+}
+
+impl Metrics {
+    pub fn compile(policy: &Policy) -> Self {
+        let mut host_literals = HostLiterals::default();
+        for rule in &policy.rules {
+            if let Some(condition) = rule.condition() {
+                condition.host_literals(&mut host_literals);
             }
-        })
-        .collect();
-    if clean.is_empty() {
-        "unknown".into()
-    } else {
-        clean
-    }
-}
-
-fn source_labels(request: &Request) -> (String, String, String) {
-    let source = &request.source;
-    let namespace = sanitize(source.namespace.as_deref().unwrap_or("unknown"));
-    let app = sanitize(
-        source
-            .label("app")
-            .or(source.service_account.as_deref())
-            .unwrap_or("unknown"),
-    );
-    let version = sanitize(source.label("version").unwrap_or("unknown"));
-    (namespace, app, version)
-}
-
-/// Rule and list labels of a denial.
-fn rule_and_list(policy: &Policy, reason: &DenyReason) -> (String, String) {
-    match reason {
-        DenyReason::HostUnknown => ("host_unknown".into(), "none".into()),
-        DenyReason::NoRouteMatch { route } => (
-            sanitize(
-                policy
+        }
+        let literal_patterns = host_literals
+            .names
+            .iter()
+            .filter_map(|name| HostPattern::parse(name).ok())
+            .chain(
+                host_literals
+                    .suffixes
+                    .iter()
+                    .filter_map(|suffix| HostPattern::parse(&format!("*.{suffix}")).ok()),
+            );
+        let mut destinations = HostTable::default();
+        let mut names: Vec<String> = Vec::new();
+        for pattern in literal_patterns.chain(policy.routes.host_patterns()) {
+            if pattern != HostPattern::Any {
+                let text = pattern.to_string();
+                destinations.entry(pattern, || {
+                    names.push(text);
+                    names.len() - 1
+                });
+            }
+        }
+        names.extend(["other".to_owned(), "unknown".to_owned()]);
+        let requests = names
+            .iter()
+            .map(|destination| {
+                Outcome::ALL.map(|outcome| {
+                    format!(
+                        "egress_policy.requests.decision.{}.destination.{destination}.source_namespace.",
+                        outcome.as_str()
+                    )
+                    .into()
+                })
+            })
+            .collect();
+        let list_name = |index: usize| policy.lists.get(index).map_or("?", |l| l.name.as_str());
+        let rule_matches = policy
+            .rules
+            .iter()
+            .map(|rule| {
+                Outcome::ALL.map(|outcome| {
+                    format!(
+                        "egress_policy.rule_matches.rule.{}.decision.{}",
+                        sanitize(&rule.name),
+                        outcome.as_str()
+                    )
+                    .into()
+                })
+            })
+            .collect();
+        let rule_checks = policy
+            .rules
+            .iter()
+            .map(|rule| {
+                let rule_label = sanitize(&rule.name);
+                rule.checks
+                    .iter()
+                    .map(|&list| {
+                        let list_label = sanitize(list_name(list));
+                        RuleCheck {
+                            list,
+                            denied: format!(
+                                "egress_policy.denied.rule.{rule_label}.list.{list_label}.source_namespace."
+                            )
+                            .into(),
+                            dry_run_denied: format!(
+                                "egress_policy.dry_run_denied.rule.{rule_label}.list.{list_label}"
+                            )
+                            .into(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let route_denials = (0..policy.routes.len())
+            .map(|index| {
+                let route = policy
                     .routes
-                    .route(*route)
-                    .map_or("route", |r| r.name.as_str()),
-            ),
-            "none".into(),
-        ),
-        DenyReason::List { rule, list, .. } => (
-            sanitize(policy.rules.get(*rule).map_or("?", |r| r.name.as_str())),
-            sanitize(policy.lists.get(*list).map_or("?", |l| l.name.as_str())),
-        ),
-    }
-}
-
-/// The counters one finished request increments.
-pub fn request_counters(
-    policy: &Policy,
-    decision: &Decision,
-    request: &Request,
-    response_code: Option<i64>,
-) -> Vec<String> {
-    let (namespace, app, version) = source_labels(request);
-    let verdict = decision.outcome().as_str();
-    let destination = destination_label(policy, request.host.as_deref());
-    let code = response_code.map_or("none".into(), |c| c.to_string());
-    let mut counters = vec![format!(
-        "egress_policy.requests.decision.{verdict}.destination.{destination}.source_namespace.{namespace}.source_app.{app}.source_version.{version}.response_code.{code}"
-    )];
-    if let Some(reason) = &decision.denied {
-        let (rule, list) = rule_and_list(policy, reason);
-        counters.push(format!(
-            "egress_policy.denied.rule.{rule}.list.{list}.source_namespace.{namespace}.source_app.{app}"
-        ));
-    }
-    if let Some(problem) = decision.rejected {
-        counters.push(format!(
-            "egress_policy.denied.rule.rejected_{}.list.none.source_namespace.{namespace}.source_app.{app}",
-            problem.code()
-        ));
-    }
-    for reason in &decision.dry_run {
-        let (rule, list) = rule_and_list(policy, reason);
-        counters.push(format!(
-            "egress_policy.dry_run_denied.rule.{rule}.list.{list}"
-        ));
-    }
-    for &index in &decision.fired {
-        if let Some(rule) = usize::try_from(index)
-            .ok()
-            .and_then(|i| policy.rules.get(i))
-        {
-            counters.push(format!(
-                "egress_policy.rule_matches.rule.{}.decision.{verdict}",
-                sanitize(&rule.name)
-            ));
+                    .route(index)
+                    .map_or("route", |r| r.name.as_str());
+                format!(
+                    "egress_policy.denied.rule.{}.list.none.source_namespace.",
+                    sanitize(route)
+                )
+                .into()
+            })
+            .collect();
+        let rejections = Rejection::ALL
+            .iter()
+            .map(|&problem| {
+                (
+                    problem,
+                    format!(
+                        "egress_policy.denied.rule.rejected_{}.list.none.source_namespace.",
+                        problem.code()
+                    )
+                    .into(),
+                )
+            })
+            .collect();
+        let lists = policy
+            .lists
+            .iter()
+            .map(|list| {
+                let name = sanitize(&list.name);
+                ListMetrics {
+                    fetch_success: format!("egress_policy.list_fetches.list.{name}.result.success")
+                        .into(),
+                    fetch_failure: format!("egress_policy.list_fetches.list.{name}.result.failure")
+                        .into(),
+                    entries: format!("egress_policy.list_entries.list.{name}").into(),
+                    age_seconds: format!("egress_policy.list_age_seconds.list.{name}").into(),
+                }
+            })
+            .collect();
+        // The labels: source namespace, app (label, else service account) and version.
+        let mut reads = Needs::default();
+        reads.add(Attr::SourceNamespace);
+        reads.add(Attr::SourceServiceAccount);
+        reads.add(Attr::RequestHost);
+        reads.labels.insert("app".into());
+        reads.labels.insert("version".into());
+        Metrics {
+            destinations,
+            destination_names: names.into_iter().map(String::into_boxed_str).collect(),
+            requests,
+            rule_matches,
+            rule_checks,
+            route_denials,
+            host_unknown_denial:
+                "egress_policy.denied.rule.host_unknown.list.none.source_namespace.".into(),
+            rejections,
+            lists,
+            reads,
         }
     }
-    counters
+
+    /// The destination label of a request: the most specific host pattern the configuration
+    /// names that matches its host (the same [`HostTable`] lookup routes use), `other` when none
+    /// does, `unknown` without a host.
+    pub fn destination_label(&self, host: Option<&str>) -> &str {
+        self.destination_names
+            .get(self.destination(host))
+            .map_or("other", |name| name)
+    }
+
+    fn destination(&self, host: Option<&str>) -> usize {
+        let other = self.destination_names.len().saturating_sub(2);
+        match host {
+            None => other + 1,
+            Some(host) => self.destinations.lookup(host).copied().unwrap_or(other),
+        }
+    }
+
+    /// The names of list `index`'s metrics.
+    pub fn list(&self, index: usize) -> Option<&ListMetrics> {
+        self.lists.get(index)
+    }
+
+    /// Calls `increment` with each counter one finished request increments.
+    pub fn count_request(
+        &self,
+        decision: &Decision,
+        request: &Request,
+        response_code: Option<i64>,
+        mut increment: impl FnMut(&str),
+    ) {
+        let outcome = decision.outcome();
+        let slot = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or_default();
+        let source = &request.source;
+        let namespace = source.namespace.as_deref();
+        let app = source.label("app").or(source.service_account.as_deref());
+        let version = source.label("version");
+        let mut name = String::with_capacity(256);
+        if let Some(prefix) = self
+            .requests
+            .get(self.destination(request.host.as_deref()))
+            .and_then(|p| p.get(slot))
+        {
+            name.push_str(prefix);
+            push_label(&mut name, namespace);
+            name.push_str(".source_app.");
+            push_label(&mut name, app);
+            name.push_str(".source_version.");
+            push_label(&mut name, version);
+            name.push_str(".response_code.");
+            match response_code {
+                Some(code) => {
+                    let _ = write!(name, "{code}");
+                }
+                None => name.push_str("none"),
+            }
+            increment(&name);
+        }
+        let denial = match (&decision.rejected, &decision.denied) {
+            (Some(problem), _) => self
+                .rejections
+                .iter()
+                .find(|(p, _)| p == problem)
+                .map(|(_, prefix)| &**prefix),
+            (None, Some(reason)) => self.denial_prefix(reason),
+            (None, None) => None,
+        };
+        if let Some(prefix) = denial {
+            name.clear();
+            name.push_str(prefix);
+            push_label(&mut name, namespace);
+            name.push_str(".source_app.");
+            push_label(&mut name, app);
+            increment(&name);
+        }
+        for reason in &decision.dry_run {
+            if let DenyReason::List { rule, list, .. } = reason
+                && let Some(check) = self.check(*rule, *list)
+            {
+                increment(&check.dry_run_denied);
+            }
+        }
+        for &index in &decision.fired {
+            if let Some(name) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.rule_matches.get(i))
+                .and_then(|names| names.get(slot))
+            {
+                increment(name);
+            }
+        }
+    }
+
+    fn check(&self, rule: usize, list: usize) -> Option<&RuleCheck> {
+        self.rule_checks.get(rule)?.iter().find(|c| c.list == list)
+    }
+
+    fn denial_prefix(&self, reason: &DenyReason) -> Option<&str> {
+        match reason {
+            DenyReason::HostUnknown => Some(&self.host_unknown_denial),
+            DenyReason::NoRouteMatch { route } => self.route_denials.get(*route).map(|p| &**p),
+            DenyReason::List { rule, list, .. } => self.check(*rule, *list).map(|c| &*c.denied),
+        }
+    }
 }
 
-/// Counter of list fetches by result (`success` or `failure`).
-pub fn list_fetch_counter(list: &str, success: bool) -> String {
-    let result = if success { "success" } else { "failure" };
-    format!(
-        "egress_policy.list_fetches.list.{}.result.{result}",
-        sanitize(list)
-    )
+/// Appends a label value: letters, digits, `_` and `-` (dots would split the name), at most 64;
+/// `unknown` when absent or empty.
+fn push_label(name: &mut String, value: Option<&str>) {
+    let value = value.unwrap_or_default();
+    if value.is_empty() {
+        name.push_str("unknown");
+        return;
+    }
+    name.extend(value.chars().take(64).map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
-/// Gauge of the entries of a list's last good fetch.
-pub fn list_entries_gauge(list: &str) -> String {
-    format!("egress_policy.list_entries.list.{}", sanitize(list))
-}
-
-/// Gauge of the age of a list's last good fetch, in seconds.
-pub fn list_age_gauge(list: &str) -> String {
-    format!("egress_policy.list_age_seconds.list.{}", sanitize(list))
+/// A label value known when the configuration is compiled (a rule or list name).
+fn sanitize(value: &str) -> String {
+    let mut out = String::new();
+    push_label(&mut out, Some(value));
+    out
 }
 
 /// Gauge of the fingerprint ([`crate::core::config::fingerprint`]) of the configuration in force.
@@ -201,7 +396,8 @@ mod tests {
                  "request.host == \"api.example.com\" || request.host.endsWith(\"cnn.com\") || request.host.endsWith(\".edition.cnn.com\")"}]}"#,
         )
         .unwrap();
-        let label = |host: Option<&str>| destination_label(&policy, host).to_owned();
+        let metrics = Metrics::compile(&policy);
+        let label = |host: Option<&str>| metrics.destination_label(host).to_owned();
         assert_eq!(label(Some("api.example.com")), "api.example.com");
         assert_eq!(label(Some("money.cnn.com")), "*.cnn.com");
         assert_eq!(label(Some("www.edition.cnn.com")), "*.edition.cnn.com");
@@ -236,7 +432,10 @@ mod tests {
         request.source.namespace = Some("default".into());
         request.source.service_account = Some("sleep".into());
         let decision = policy.evaluate(&request);
-        let counters = request_counters(&policy, &decision, &request, Some(404));
+        let mut counters = Vec::new();
+        Metrics::compile(&policy).count_request(&decision, &request, Some(404), |name| {
+            counters.push(name.to_owned())
+        });
         assert_eq!(
             counters,
             vec![

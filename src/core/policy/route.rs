@@ -100,7 +100,7 @@ impl HttpMatch {
             .collect();
         for name in config.headers.keys() {
             let field = format!("{path}.headers.{name}");
-            errors.extend(super::stripped_header_error(
+            errors.extend(super::compile::stripped_header_error(
                 &field,
                 &name.to_ascii_lowercase(),
             ));

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::decide::strip_port;
 use super::*;
 use crate::core::request::Response;
 use crate::telemetry::log_entry::render;

@@ -1,0 +1,189 @@
+//! The one decision pipeline, run by the filter for every request and by `egress-policy
+//! explain`: raw facts in, a canonical request and its decision out. It cannot fail.
+
+use super::Policy;
+use super::provider::RemoteLists;
+use super::route::RouteOutcome;
+use crate::core::attributes::Attr;
+use crate::core::decision::{Decision, DenyReason};
+use crate::core::expr::Env;
+use crate::core::identity::{self, IdentityError};
+use crate::core::request::{
+    BODILESS_METHODS, Rejection, Request, RequestFacts, is_stripped_header, lossy,
+};
+
+impl Policy {
+    /// The one decision pipeline, run by the filter for every request and by `egress-policy
+    /// explain`: canonicalises the raw facts (or refuses them), reads the caller's identity,
+    /// then evaluates routes and rules. Nothing else may change the answer.
+    pub fn decide(&self, facts: &RequestFacts, remote: &RemoteLists) -> (Request, Decision) {
+        let (request, rejected) = self.canonical_request(facts);
+        let decision = match rejected {
+            Some(problem) => Decision {
+                rejected: Some(problem),
+                ..Decision::default()
+            },
+            None => self.evaluate_with(&request, remote),
+        };
+        (request, decision)
+    }
+
+    /// The canonical request of `facts`, and the first reason to refuse it, if any.
+    fn canonical_request(&self, facts: &RequestFacts) -> (Request, Option<Rejection>) {
+        let headers = &facts.headers;
+        let text = |name: &str| headers.get(name).map(lossy);
+        let mut request = Request::default();
+        request.time_micros = facts.time_micros;
+        request.method = text(":method");
+        request.mtls = facts.mtls;
+        let mut rejected = request
+            .set_path(headers.get(":path").unwrap_or_default())
+            .err();
+        // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
+        // host is absent (and the request refused), never a near-miss of a listed one.
+        if let Some(authority) = text(":authority") {
+            request.set_host(&authority);
+        }
+        if request.host.is_none() {
+            rejected = rejected.or(Some(Rejection::UnusableHost));
+        }
+        let needs = &self.reads;
+        if needs.attr(Attr::RequestScheme) {
+            request.scheme = text(":scheme");
+        }
+        let mut read_header = |name: &str| -> Option<String> {
+            // What is stripped before forwarding does not exist for the policy either.
+            if is_stripped_header(name.as_bytes()) {
+                return None;
+            }
+            if headers.count(name) > 1 {
+                rejected = rejected.or(Some(Rejection::RepeatedHeader));
+            }
+            text(name)
+        };
+        if needs.attr(Attr::RequestUseragent) {
+            request.useragent = read_header("user-agent");
+        }
+        for name in &needs.headers {
+            if let Some(value) = read_header(name) {
+                request.headers.push((name.clone(), value));
+            }
+        }
+        if facts.has_body
+            && request
+                .method
+                .as_deref()
+                .is_some_and(|m| BODILESS_METHODS.contains(&m))
+            && request
+                .host
+                .as_deref()
+                .is_none_or(|host| self.safe_method_bodies.lookup(host).is_none())
+        {
+            rejected = rejected.or(Some(Rejection::BodyOnSafeMethod));
+        }
+        request.source.ip = facts
+            .property(Attr::SourceIp)
+            .map(|address| strip_port(&lossy(address)).to_owned());
+        request.requested_server_name = facts
+            .property(Attr::ConnectionRequestedServerName)
+            .map(lossy)
+            .filter(|sni| !sni.is_empty());
+        self.read_identity(facts, &mut request);
+        (request, rejected)
+    }
+
+    /// Identity from the verified peer certificate; without one, from the trusted header if the
+    /// configuration names one. Never from any other header. Istio's peer metadata (labels,
+    /// workload) counts only for mTLS callers.
+    fn read_identity(&self, facts: &RequestFacts, request: &mut Request) {
+        let parsed = if facts.mtls == Some(true) {
+            for (key, value) in &facts.peer_labels {
+                request.source.labels.push((key.clone(), lossy(value)));
+            }
+            request.source.workload = facts.property(Attr::SourceWorkload).map(lossy);
+            let sans = facts
+                .peer_uri_sans
+                .as_deref()
+                .map(lossy)
+                .filter(|sans| !sans.is_empty() && sans != "-");
+            match sans {
+                Some(sans) => identity::from_uri_sans(&sans, &self.trust_domain),
+                None => Err(IdentityError::Malformed("the certificate has no URI SAN")),
+            }
+        } else if let Some(header) = &self.trusted_header {
+            match facts.headers.get(header) {
+                Some(id) => identity::parse_spiffe_id(&lossy(id), &self.trust_domain),
+                None => return,
+            }
+        } else {
+            return;
+        };
+        match parsed {
+            Ok(identity) => request.source.set_identity(&identity),
+            Err(error) => request.identity_error = Some(error),
+        }
+    }
+
+    /// Decides one request with static list entries only; see [`Policy::evaluate_with`].
+    pub fn evaluate(&self, request: &Request) -> Decision {
+        self.evaluate_with(request, &RemoteLists::default())
+    }
+
+    /// Decides one request: routes first, then every rule in order. Every rule whose match holds
+    /// is recorded (for its log entry) even after a denial; the first enforced failure is the
+    /// reason. Failures of dry-run rules and lists are recorded apart and deny nothing.
+    pub fn evaluate_with(&self, request: &Request, remote: &RemoteLists) -> Decision {
+        let env = Env::request(request);
+        let mut denied = match self.routes.check(request) {
+            RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
+            RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
+            RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
+        };
+        let mut fired = Vec::new();
+        let mut dry_run = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.condition.as_ref().is_none_or(|c| c.holds(&env)) {
+                continue;
+            }
+            fired.push(u32::try_from(index).unwrap_or(u32::MAX));
+            for &list_index in &rule.checks {
+                let Some(list) = self.lists.get(list_index) else {
+                    continue;
+                };
+                let enforced = !rule.dry_run && !list.dry_run;
+                if enforced && denied.is_some() {
+                    continue;
+                }
+                if let Some(failure) = list.check(&env, remote, list_index) {
+                    let reason = DenyReason::List {
+                        rule: index,
+                        list: list_index,
+                        failure,
+                    };
+                    if enforced {
+                        denied = Some(reason);
+                    } else {
+                        dry_run.push(reason);
+                    }
+                }
+            }
+        }
+        Decision {
+            rejected: None,
+            denied,
+            fired,
+            dry_run,
+        }
+    }
+}
+
+/// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
+pub(super) fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((ip, _)) if !ip.contains(':') => ip,
+        _ => address,
+    }
+}
