@@ -2,14 +2,12 @@
 //! onError, recovery, bad answers), dry-run rules, configurable deny replies, and policy reloads
 //! under continuous load.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, TempDir, repo, wait_until};
+use crate::support::{Gateway, TempDir, http_agent, repo, wait_until};
 use serde_json::json;
 
 const CNN: &str = "edition.cnn.com";
@@ -338,54 +336,41 @@ fn deny_replies_carry_the_configured_status_body_headers_and_deciding_rule() {
     assert!(gateway.upstream.paths().is_empty());
 }
 
-/// One keep-alive HTTP/1.1 connection; returns the status or an error description.
+/// A keep-alive HTTP/1.1 client (one pooled connection, reused while the gateway keeps it
+/// open); returns the status or an error description. A response that closes the connection is
+/// an error: a reload must drain nothing a client is using.
 struct Client {
-    stream: TcpStream,
+    agent: ureq::Agent,
+    port: u16,
 }
 
 impl Client {
     fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client { stream }
+        Client {
+            agent: http_agent(Duration::from_secs(10)),
+            port,
+        }
     }
 
     fn get(&mut self, path: &str) -> Result<u16, String> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {CNN}\r\n\r\n");
-        self.stream
-            .write_all(request.as_bytes())
+        let mut response = self
+            .agent
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .header("host", CNN)
+            .call()
             .map_err(|e| e.to_string())?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.stream.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                Ok(_) => return Err("connection closed".into()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).to_lowercase();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("no status")?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.stream
-            .read_exact(&mut body)
+        response
+            .body_mut()
+            .read_to_vec()
             .map_err(|e| e.to_string())?;
-        if head.contains("connection: close") {
+        let closes = response
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if closes {
             return Err("server closed the connection".into());
         }
-        Ok(status)
+        Ok(response.status().as_u16())
     }
 }
 
