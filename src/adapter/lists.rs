@@ -16,6 +16,12 @@ use crate::telemetry::metrics::Metrics;
 /// What fetching lists needs from the proxy, beyond [`Host`].
 pub trait RootHost: Host {
     /// Sends `GET` with `headers` to `cluster`; the call's token, or why it was not sent.
+    ///
+    /// The one host call that goes through the proxy-wasm SDK: its dispatcher must learn the
+    /// token to route the answer back to the root context, and it offers no other way to tell
+    /// it. The SDK panics on a status other than Ok, BadArgument and InternalFailure, which
+    /// Envoy's `httpCall` does not return; a panic would trap the VM and `FAIL_RELOAD` reload
+    /// it.
     fn dispatch_http_call(
         &self,
         cluster: &str,

@@ -25,8 +25,9 @@ use crate::telemetry::log_entry;
 
 pub use lists::{Active, ListRefresher, RootHost};
 
-/// What every part of the filter needs from the proxy. No method panics: a host error is an
-/// absent value or `false`, and the caller fails closed.
+/// What every part of the filter needs from the proxy. A host error is an absent value or
+/// `false`, and the caller fails closed. `wasm.rs` implements every method with raw ABI calls that
+/// cannot panic, except [`RootHost::dispatch_http_call`] (see there).
 pub trait Host {
     /// Current time in microseconds since the Unix epoch.
     fn now_micros(&self) -> Option<i64>;
