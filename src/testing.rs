@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::adapter::{Host, HttpHost, RootHost};
 use crate::core::headers::HeaderMap;
+use crate::core::policy::LocalReply;
+use crate::core::policy::provider::Provider;
 use crate::core::request::{Request, RequestFacts};
 
 /// The time every fake request arrives: the source documents' log line's.
@@ -241,18 +243,12 @@ impl HttpHost for FakeHost {
         self.property_reads.borrow_mut().push(key.clone());
         self.properties.get(&key).cloned()
     }
-    fn send_local_reply(
-        &self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: &[(String, String)],
-    ) -> bool {
+    fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
         self.replies.borrow_mut().push(Reply {
-            status,
-            details: details.to_owned(),
-            body: body.to_vec(),
-            headers: headers.to_vec(),
+            status: reply.status,
+            details: reply.details.clone(),
+            body: reply.body.as_bytes().to_vec(),
+            headers: reply.headers.to_vec(),
         });
         true
     }
@@ -263,22 +259,18 @@ impl HttpHost for FakeHost {
 }
 
 impl RootHost for FakeHost {
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        timeout_millis: u32,
-    ) -> Result<u32, String> {
+    fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String> {
         if let Some(error) = &self.dispatch_error {
             return Err(error.clone());
         }
-        let path = headers
+        let path = provider
+            .request_headers()
             .iter()
             .find(|(n, _)| *n == ":path")
-            .map_or("", |(_, v)| v);
+            .map_or(String::new(), |(_, v)| (*v).to_owned());
         self.calls
             .borrow_mut()
-            .push((cluster.to_owned(), path.to_owned(), timeout_millis));
+            .push((provider.cluster.clone(), path, provider.timeout_millis()));
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         Ok(token)
@@ -327,4 +319,10 @@ pub fn request_with_path(path: &str) -> Request {
     let mut request = Request::default();
     let _ = request.set_path(path.as_bytes());
     request
+}
+
+/// The strings of a JSON array in a table file (`errors`, `args`); `None` when it is something
+/// else.
+pub fn json_strings(value: &Value) -> Option<Vec<&str>> {
+    value.as_array()?.iter().map(Value::as_str).collect()
 }

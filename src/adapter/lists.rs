@@ -10,24 +10,20 @@ use std::rc::Rc;
 use super::Host;
 use crate::core::expr::Needs;
 use crate::core::policy::Policy;
-use crate::core::policy::provider::{RemoteEntries, RemoteLists};
+use crate::core::policy::provider::{Provider, RemoteEntries, RemoteLists};
 use crate::telemetry::metrics::Metrics;
 
 /// What fetching lists needs from the proxy, beyond [`Host`].
 pub trait RootHost: Host {
-    /// Sends `GET` with `headers` to `cluster`; the call's token, or why it was not sent.
+    /// Sends the provider's `GET` ([`Provider::request_headers`]) to its cluster, with its
+    /// timeout; the call's token, or why it was not sent.
     ///
     /// The one host call that goes through the proxy-wasm SDK: its dispatcher must learn the
     /// token to route the answer back to the root context, and it offers no other way to tell
     /// it. The SDK panics on a status other than Ok, BadArgument and InternalFailure, which
     /// Envoy's `httpCall` does not return; a panic would trap the VM and `FAIL_RELOAD` reload
     /// it.
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        timeout_millis: u32,
-    ) -> Result<u32, String>;
+    fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String>;
     /// `:status` of the call response being delivered; `None` when it has none (the call
     /// failed: timeout, reset, no healthy upstream).
     fn http_call_response_status(&self) -> Option<Vec<u8>>;
@@ -100,14 +96,7 @@ impl ListRefresher {
             let Some((config, provider)) = active.policy.provider(list) else {
                 continue;
             };
-            let headers = [
-                (":method", "GET"),
-                (":path", provider.path.as_str()),
-                (":authority", provider.authority.as_str()),
-                ("accept", "text/plain, application/json"),
-            ];
-            let timeout = u32::try_from(provider.timeout_micros / 1_000).unwrap_or(u32::MAX);
-            match host.dispatch_http_call(&provider.cluster, &headers, timeout) {
+            match host.dispatch_http_call(provider) {
                 Ok(token) => self.fetcher.sent(token, list),
                 Err(why) => report(
                     host,

@@ -18,8 +18,8 @@ use crate::core::attributes::{self, Attr, MapAttr, Source};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
 use crate::core::headers::HeaderMap;
-use crate::core::policy::Policy;
 use crate::core::policy::provider::RemoteLists;
+use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{Request, RequestFacts, Response, is_stripped_header};
 use crate::telemetry::log_entry;
 
@@ -49,14 +49,8 @@ pub trait HttpHost: Host {
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// A host property (`["source", "address"]`) as raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
-    /// Answers the request locally; `details` becomes Envoy's response code details.
-    fn send_local_reply(
-        &self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: &[(String, String)],
-    ) -> bool;
+    /// Answers the request locally; its details become Envoy's response code details.
+    fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool;
     /// Hands the rendered entries (JSON lines joined by `\n`) to the proxy's access log.
     fn write_log_entries(&self, entries: &str) -> bool;
 }
@@ -109,17 +103,17 @@ impl RequestFilter {
     /// Decides the request from its headers; `end_of_stream` is false when a body follows.
     pub fn on_request_headers(&mut self, host: &impl HttpHost, end_of_stream: bool) -> Flow {
         let Some(active) = self.active.clone() else {
-            host.send_local_reply(503, UNCONFIGURED_DETAILS, b"", &[]);
+            host.send_local_reply(&LocalReply::bare(503, UNCONFIGURED_DETAILS));
             return Flow::Stop;
         };
         let Some(headers) = host.request_headers() else {
             host.log_warning("egress-policy: cannot read the request headers; refused");
-            host.send_local_reply(500, HOST_ERROR_DETAILS, b"", &[]);
+            host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
             return Flow::Stop;
         };
         if !strip_forwarding_controls(host, &headers) {
             host.log_warning("egress-policy: cannot remove a stripped request header; refused");
-            host.send_local_reply(500, HOST_ERROR_DETAILS, b"", &[]);
+            host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
             return Flow::Stop;
         }
         let policy = &active.policy;
@@ -132,12 +126,7 @@ impl RequestFilter {
         self.request = request;
         let flow = match policy.reply(&decision) {
             Some(reply) => {
-                if !host.send_local_reply(
-                    reply.status,
-                    &reply.details,
-                    reply.body.as_bytes(),
-                    reply.headers,
-                ) {
+                if !host.send_local_reply(&reply) {
                     host.log_warning("egress-policy: could not send the local reply");
                 }
                 Flow::Stop

@@ -22,11 +22,17 @@ fn s3() -> Rc<Active> {
     active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
-#[test]
-fn politics_is_answered_locally_and_logged_with_the_reply_status() {
-    let mut host = FakeHost::request(b"edition.cnn.com", b"/politics");
+/// A request for edition.cnn.com with `path` through S3's request phase, which must answer it.
+fn answered_by_s3(path: &[u8]) -> (FakeHost, RequestFilter) {
+    let host = FakeHost::request(b"edition.cnn.com", path);
     let mut filter = RequestFilter::new(Some(s3()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
+    (host, filter)
+}
+
+#[test]
+fn politics_is_answered_locally_and_logged_with_the_reply_status() {
+    let (mut host, mut filter) = answered_by_s3(b"/politics");
     assert_eq!(
         replied(&host),
         vec![(
@@ -140,16 +146,22 @@ fn s4() -> Rc<Active> {
     active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
-fn with_peer(host: FakeHost, uri_sans: &str) -> FakeHost {
-    host.with_peer(uri_sans)
+/// Runs a request that S4 denies through the filter, to its log phase.
+fn deny_under_s4(host: &mut FakeHost) {
+    let mut filter = RequestFilter::new(Some(s4()));
+    assert_eq!(filter.on_request_headers(host, true), Flow::Stop);
+    host.respond(404, 0);
+    filter.on_log(host);
+}
+
+/// A request for edition.cnn.com/politics from a verified peer with these URI SANs.
+fn politics_from(uri_sans: &str) -> FakeHost {
+    FakeHost::request(b"edition.cnn.com", b"/politics").with_peer(uri_sans)
 }
 
 #[test]
 fn politics_namespace_certificate_earns_the_exemption() {
-    let host = with_peer(
-        FakeHost::request(b"edition.cnn.com", b"/politics"),
-        "spiffe://cluster.local/ns/politics/sa/sleep",
-    );
+    let host = politics_from("spiffe://cluster.local/ns/politics/sa/sleep");
     let mut filter = RequestFilter::new(Some(s4()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Continue);
     filter.on_log(&host);
@@ -161,14 +173,8 @@ fn politics_namespace_certificate_earns_the_exemption() {
 
 #[test]
 fn default_namespace_certificate_is_checked_and_logged_with_its_identity() {
-    let mut host = with_peer(
-        FakeHost::request(b"edition.cnn.com", b"/politics"),
-        "spiffe://cluster.local/ns/default/sa/sleep",
-    );
-    let mut filter = RequestFilter::new(Some(s4()));
-    assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
-    host.respond(404, 0);
-    filter.on_log(&host);
+    let mut host = politics_from("spiffe://cluster.local/ns/default/sa/sleep");
+    deny_under_s4(&mut host);
     let entries = host.entries.borrow();
     assert!(entries[0].contains(r#""source":"sleep","sourceNamespace":"default","user":"cluster.local/ns/default/sa/sleep""#), "{}", entries[0]);
 }
@@ -187,24 +193,17 @@ fn identity_headers_without_a_certificate_gain_nothing() {
     ] {
         host.add_header(name, value.as_bytes());
     }
-    let mut filter = RequestFilter::new(Some(s4()));
-    assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
-    host.respond(404, 0);
-    filter.on_log(&host);
+    deny_under_s4(&mut host);
     assert!(host.entries.borrow()[0].contains(r#""sourceNamespace":"unknown""#));
     assert_eq!(*host.removed.borrow(), ["x-envoy-peer-metadata"]);
 }
 
 #[test]
 fn several_uri_sans_give_no_identity_and_a_warning_entry() {
-    let mut host = with_peer(
-        FakeHost::request(b"edition.cnn.com", b"/politics"),
+    let mut host = politics_from(
         "spiffe://cluster.local/ns/default/sa/sleep,spiffe://cluster.local/ns/politics/sa/sleep",
     );
-    let mut filter = RequestFilter::new(Some(s4()));
-    assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
-    host.respond(404, 0);
-    filter.on_log(&host);
+    deny_under_s4(&mut host);
     let entries = host.entries.borrow();
     let first = entries[0].lines().next().unwrap();
     assert!(first.starts_with(r#"{"level":"warning""#), "{first}");
@@ -214,10 +213,7 @@ fn several_uri_sans_give_no_identity_and_a_warning_entry() {
 
 #[test]
 fn certificate_from_another_trust_domain_gives_no_identity() {
-    let host = with_peer(
-        FakeHost::request(b"edition.cnn.com", b"/politics"),
-        "spiffe://evil.local/ns/politics/sa/sleep",
-    );
+    let host = politics_from("spiffe://evil.local/ns/politics/sa/sleep");
     let mut filter = RequestFilter::new(Some(s4()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
 }
@@ -248,10 +244,7 @@ fn trusted_header_is_identity_only_when_configured_and_without_a_certificate() {
         "the header's namespace was used"
     );
 
-    let host = with_peer(
-        host_with_header(),
-        "spiffe://cluster.local/ns/default/sa/sleep",
-    );
+    let host = host_with_header().with_peer("spiffe://cluster.local/ns/default/sa/sleep");
     let mut filter = RequestFilter::new(Some(policy));
     filter.on_request_headers(&host, true);
     filter.on_log(&host);
@@ -272,9 +265,7 @@ fn host_with_header() -> FakeHost {
 
 #[test]
 fn ambiguous_path_is_refused_with_400_and_an_error_entry() {
-    let mut host = FakeHost::request(b"edition.cnn.com", b"/sport;/../politics");
-    let mut filter = RequestFilter::new(Some(s3()));
-    assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
+    let (mut host, mut filter) = answered_by_s3(b"/sport;/../politics");
     assert_eq!(
         replied(&host)[0],
         (400, "egress_policy_rejected:semicolon".to_owned())
@@ -294,10 +285,8 @@ fn ambiguous_path_is_refused_with_400_and_an_error_entry() {
 
 #[test]
 fn workload_labels_come_from_istio_peer_metadata_never_from_headers() {
-    let mut host = with_peer(
-        FakeHost::request(b"edition.cnn.com", b"/sport"),
-        "spiffe://cluster.local/ns/default/sa/sleep-sa",
-    );
+    let mut host = FakeHost::request(b"edition.cnn.com", b"/sport")
+        .with_peer("spiffe://cluster.local/ns/default/sa/sleep-sa");
     host.add_header("x-envoy-peer-metadata", b"app=forged");
     let mut filter = RequestFilter::new(Some(s4()));
     filter.on_request_headers(&host, true);

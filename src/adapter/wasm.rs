@@ -13,7 +13,8 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::{Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost};
 use crate::core::headers::HeaderMap;
-use crate::core::policy::Policy;
+use crate::core::policy::provider::Provider;
+use crate::core::policy::{LocalReply, Policy};
 use crate::telemetry::metrics;
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
@@ -191,18 +192,12 @@ impl HttpHost for WasmHost {
         abi::property(path)
     }
 
-    fn send_local_reply(
-        &self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: &[(String, String)],
-    ) -> bool {
+    fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
         abi::send_local_response(
-            status,
-            details,
-            body,
-            &crate::core::headers::serialize(headers),
+            reply.status,
+            &reply.details,
+            reply.body.as_bytes(),
+            &crate::core::headers::serialize(reply.headers),
         )
     }
 
@@ -212,20 +207,15 @@ impl HttpHost for WasmHost {
 }
 
 impl RootHost for WasmHost {
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        timeout_millis: u32,
-    ) -> Result<u32, String> {
+    fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String> {
         // Through the SDK, whose dispatcher must learn the token to route the answer back here;
         // it returns an error for the statuses Envoy gives a call it cannot make.
         proxy_wasm::hostcalls::dispatch_http_call(
-            cluster,
-            headers.to_vec(),
+            &provider.cluster,
+            provider.request_headers().to_vec(),
             None,
             vec![],
-            Duration::from_millis(u64::from(timeout_millis)),
+            Duration::from_millis(u64::from(provider.timeout_millis())),
         )
         .map_err(|status| format!("{status:?}"))
     }

@@ -151,9 +151,9 @@ pub struct Attribute {
     pub meaning: &'static str,
 }
 
-const fn scalar(
+const fn row(
     name: &'static str,
-    attr: Attr,
+    kind: Kind,
     ty: Type,
     phase: Phase,
     source: Source,
@@ -161,7 +161,7 @@ const fn scalar(
 ) -> Attribute {
     Attribute {
         name,
-        kind: Kind::Scalar(attr),
+        kind,
         ty,
         phase,
         source,
@@ -169,194 +169,34 @@ const fn scalar(
     }
 }
 
-const fn map(
-    name: &'static str,
-    attr: MapAttr,
-    phase: Phase,
-    source: Source,
-    meaning: &'static str,
-) -> Attribute {
-    Attribute {
-        name,
-        kind: Kind::Map(attr),
-        ty: Type::Map,
-        phase,
-        source,
-        meaning,
-    }
-}
-
+use Kind::{Map, Scalar};
 use Phase::{Connection, Outcome, Request, Response};
 use Type::{Bool, Int, String as Str};
 
 /// Every attribute, in the README's order.
+#[rustfmt::skip]
 pub const ATTRIBUTES: &[Attribute] = &[
-    scalar(
-        "request.host",
-        Attr::RequestHost,
-        Str,
-        Request,
-        Source::Header(":authority"),
-        "lower case, port and trailing dot removed; absent when unusable (userinfo, characters no host has, bytes that are not UTF-8)",
-    ),
-    scalar(
-        "request.path",
-        Attr::RequestPath,
-        Str,
-        Request,
-        Source::Header(":path"),
-        "the path, percent-decoded once (see [Security](#security)), with the query string as received",
-    ),
-    scalar(
-        "request.url_path",
-        Attr::RequestUrlPath,
-        Str,
-        Request,
-        Source::Header(":path"),
-        "the decoded path without query string",
-    ),
-    scalar(
-        "request.method",
-        Attr::RequestMethod,
-        Str,
-        Request,
-        Source::Header(":method"),
-        "HTTP method",
-    ),
-    scalar(
-        "request.scheme",
-        Attr::RequestScheme,
-        Str,
-        Request,
-        Source::Header(":scheme"),
-        "`http` or `https`",
-    ),
-    scalar(
-        "request.useragent",
-        Attr::RequestUseragent,
-        Str,
-        Request,
-        Source::Header("user-agent"),
-        "`User-Agent`",
-    ),
-    map(
-        "request.headers",
-        MapAttr::RequestHeaders,
-        Request,
-        Source::Headers,
-        "a request header by name, case-insensitive",
-    ),
-    scalar(
-        "source.namespace",
-        Attr::SourceNamespace,
-        Str,
-        Connection,
-        Source::PeerCertificate,
-        "caller's namespace (mTLS identity)",
-    ),
-    scalar(
-        "source.serviceAccount",
-        Attr::SourceServiceAccount,
-        Str,
-        Connection,
-        Source::PeerCertificate,
-        "caller's service account (mTLS identity)",
-    ),
-    scalar(
-        "source.principal",
-        Attr::SourcePrincipal,
-        Str,
-        Connection,
-        Source::PeerCertificate,
-        "caller's SPIFFE ID",
-    ),
-    scalar(
-        "source.user",
-        Attr::SourceUser,
-        Str,
-        Connection,
-        Source::PeerCertificate,
-        "authenticated user (the SPIFFE ID)",
-    ),
-    map(
-        "source.labels",
-        MapAttr::SourceLabels,
-        Connection,
-        Source::PeerMetadata(&["downstream_peer", "labels"]),
-        "caller's workload labels",
-    ),
-    scalar(
-        "source.workload",
-        Attr::SourceWorkload,
-        Str,
-        Connection,
-        Source::PeerMetadata(&["downstream_peer", "workload"]),
-        "caller's workload name",
-    ),
-    scalar(
-        "source.ip",
-        Attr::SourceIp,
-        Str,
-        Connection,
-        Source::Property(&["source", "address"]),
-        "caller's IP address",
-    ),
-    scalar(
-        "connection.mtls",
-        Attr::ConnectionMtls,
-        Bool,
-        Connection,
-        Source::Property(&["connection", "mtls"]),
-        "the caller presented a verified client certificate",
-    ),
-    scalar(
-        "connection.requested_server_name",
-        Attr::ConnectionRequestedServerName,
-        Str,
-        Connection,
-        Source::Property(&["connection", "requested_server_name"]),
-        "SNI of the downstream connection",
-    ),
-    scalar(
-        "response.code",
-        Attr::ResponseCode,
-        Int,
-        Response,
-        Source::Response(&["response", "code"]),
-        "response status",
-    ),
-    scalar(
-        "response.size",
-        Attr::ResponseSize,
-        Int,
-        Response,
-        Source::Response(&["response", "size"]),
-        "response body bytes",
-    ),
-    scalar(
-        "response.duration",
-        Attr::ResponseDuration,
-        Int,
-        Response,
-        Source::Response(&["request", "duration"]),
-        "milliseconds until the response ended",
-    ),
-    scalar(
-        "policy.decision",
-        Attr::PolicyDecision,
-        Str,
-        Outcome,
-        Source::Decision,
-        "`allow`, `deny`, `reject` or `dry_run_deny` (forwarded, but a dry-run check failed): the one outcome vocabulary of the log, the metrics' `decision` label and `audit`",
-    ),
-    scalar(
-        "policy.deniedBy",
-        Attr::PolicyDeniedBy,
-        Str,
-        Outcome,
-        Source::Decision,
-        "what denied or refused the request, as in the reply's details (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`)",
-    ),
+    row("request.host", Scalar(Attr::RequestHost), Str, Request, Source::Header(":authority"), "lower case, port and trailing dot removed; absent when unusable (userinfo, characters no host has, bytes that are not UTF-8)"),
+    row("request.path", Scalar(Attr::RequestPath), Str, Request, Source::Header(":path"), "the path, percent-decoded once (see [Security](#security)), with the query string as received"),
+    row("request.url_path", Scalar(Attr::RequestUrlPath), Str, Request, Source::Header(":path"), "the decoded path without query string"),
+    row("request.method", Scalar(Attr::RequestMethod), Str, Request, Source::Header(":method"), "HTTP method"),
+    row("request.scheme", Scalar(Attr::RequestScheme), Str, Request, Source::Header(":scheme"), "`http` or `https`"),
+    row("request.useragent", Scalar(Attr::RequestUseragent), Str, Request, Source::Header("user-agent"), "`User-Agent`"),
+    row("request.headers", Map(MapAttr::RequestHeaders), Type::Map, Request, Source::Headers, "a request header by name, case-insensitive"),
+    row("source.namespace", Scalar(Attr::SourceNamespace), Str, Connection, Source::PeerCertificate, "caller's namespace (mTLS identity)"),
+    row("source.serviceAccount", Scalar(Attr::SourceServiceAccount), Str, Connection, Source::PeerCertificate, "caller's service account (mTLS identity)"),
+    row("source.principal", Scalar(Attr::SourcePrincipal), Str, Connection, Source::PeerCertificate, "caller's SPIFFE ID"),
+    row("source.user", Scalar(Attr::SourceUser), Str, Connection, Source::PeerCertificate, "authenticated user (the SPIFFE ID)"),
+    row("source.labels", Map(MapAttr::SourceLabels), Type::Map, Connection, Source::PeerMetadata(&["downstream_peer", "labels"]), "caller's workload labels"),
+    row("source.workload", Scalar(Attr::SourceWorkload), Str, Connection, Source::PeerMetadata(&["downstream_peer", "workload"]), "caller's workload name"),
+    row("source.ip", Scalar(Attr::SourceIp), Str, Connection, Source::Property(&["source", "address"]), "caller's IP address"),
+    row("connection.mtls", Scalar(Attr::ConnectionMtls), Bool, Connection, Source::Property(&["connection", "mtls"]), "the caller presented a verified client certificate"),
+    row("connection.requested_server_name", Scalar(Attr::ConnectionRequestedServerName), Str, Connection, Source::Property(&["connection", "requested_server_name"]), "SNI of the downstream connection"),
+    row("response.code", Scalar(Attr::ResponseCode), Int, Response, Source::Response(&["response", "code"]), "response status"),
+    row("response.size", Scalar(Attr::ResponseSize), Int, Response, Source::Response(&["response", "size"]), "response body bytes"),
+    row("response.duration", Scalar(Attr::ResponseDuration), Int, Response, Source::Response(&["request", "duration"]), "milliseconds until the response ended"),
+    row("policy.decision", Scalar(Attr::PolicyDecision), Str, Outcome, Source::Decision, "`allow`, `deny`, `reject` or `dry_run_deny` (forwarded, but a dry-run check failed): the one outcome vocabulary of the log, the metrics' `decision` label and `audit`"),
+    row("policy.deniedBy", Scalar(Attr::PolicyDeniedBy), Str, Outcome, Source::Decision, "what denied or refused the request, as in the reply's details (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`)"),
 ];
 
 /// The attribute of this name.

@@ -12,46 +12,53 @@ use serde::Deserialize;
 use crate::core::error::{ConfigError, ConfigErrors};
 
 /// The plugin configuration: the object in Envoy's `configuration` or the WasmPlugin's
-/// `pluginConfig`.
+/// `pluginConfig`. Every field is optional (`Default`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
     /// HTTP status of the local reply sent for a denied request. Default 404, as the source
     /// documents' VirtualService and listchecker produced. Must be 200..=599.
-    #[serde(default = "default_deny_status")]
     pub deny_status: u16,
     /// Body of the local reply to a denied request. Default: empty.
-    #[serde(default)]
     pub deny_body: Option<String>,
     /// Headers added to the local reply to a denied request. Default: none.
-    #[serde(default)]
     pub deny_headers: BTreeMap<String, String>,
     /// How log entries are written. Default: instance `egress-access` with the seven fields of
     /// the source documents' `logentry`.
-    #[serde(default)]
     pub log: LogConfig,
     /// Named lists (Mixer `listchecker` + `listentry` in one), referenced by `rules[].check`.
     /// Default: none.
-    #[serde(default)]
     pub lists: BTreeMap<String, ListConfig>,
     /// Rules, evaluated in order; every rule whose `match` holds fires (Mixer semantics).
     /// Default: none.
-    #[serde(default)]
     pub rules: Vec<RuleConfig>,
     /// VirtualService-style routes: a host named here reaches only the URIs its routes allow.
     /// Default: none.
-    #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Where the caller's identity comes from. Default: the mTLS peer certificate only, trust
     /// domain `cluster.local`.
-    #[serde(default)]
     pub identity: IdentityConfig,
     /// Hosts (`search.example.com`, `*.es.example.com`, `*`) to which GET, HEAD, OPTIONS and TRACE
     /// requests may carry a body, as Elasticsearch's `GET _search` does. To every other host such
     /// a request is refused (400): a destination that ignores the body would read it as a second
     /// request the policy never saw. Default: none.
-    #[serde(default)]
     pub allow_safe_method_bodies: Vec<String>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            deny_status: default_deny_status(),
+            deny_body: None,
+            deny_headers: BTreeMap::new(),
+            log: LogConfig::default(),
+            lists: BTreeMap::new(),
+            rules: Vec::new(),
+            routes: Vec::new(),
+            identity: IdentityConfig::default(),
+            allow_safe_method_bodies: Vec::new(),
+        }
+    }
 }
 
 /// Sources of `source.namespace`, `source.serviceAccount`, `source.principal`, `source.user`.
@@ -71,9 +78,11 @@ pub struct IdentityConfig {
 }
 
 impl Default for IdentityConfig {
+    /// The mesh's certificates only, from Istio's default trust domain.
     fn default() -> Self {
+        let trust_domain = default_trust_domain();
         Self {
-            trust_domain: default_trust_domain(),
+            trust_domain,
             trusted_header: None,
         }
     }
@@ -235,17 +244,14 @@ fn default_max_bytes() -> u32 {
 
 /// A rule's own local reply, overriding `denyStatus`, `denyBody` and `denyHeaders` field by field.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct DenyReplyConfig {
     /// Status (200..=599). Default: `denyStatus`.
-    #[serde(default)]
     pub status: Option<u16>,
-    /// Body. Default: `denyBody`.
-    #[serde(default)]
-    pub body: Option<String>,
     /// Headers, added to `denyHeaders` (a name given here wins). Default: none.
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Body. Default: `denyBody`.
+    pub body: Option<String>,
 }
 
 /// How list entries are compared with the looked-up value.
@@ -335,36 +341,29 @@ pub struct RouteConfig {
 
 /// One VirtualService `HTTPMatchRequest`: all conditions given must hold.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpMatchConfig {
     /// Condition on the path without the query string. Default: any.
-    #[serde(default)]
     pub uri: Option<StringMatchConfig>,
     /// Condition on the method. Default: any.
-    #[serde(default)]
     pub method: Option<StringMatchConfig>,
     /// Conditions on request headers (names are case-insensitive); an absent header fails.
     /// Default: none.
-    #[serde(default)]
     pub headers: BTreeMap<String, StringMatchConfig>,
 }
 
 /// Exactly one of `exact`, `prefix`, `rawPrefix`, `regex` (VirtualService `StringMatch`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct StringMatchConfig {
     /// The value must equal this string.
-    #[serde(default)]
     pub exact: Option<String>,
     /// The value must start with this string. On `uri` the prefix matches whole path segments:
     /// `/sport` admits `/sport` and `/sport/football`, not `/sports` or `/sportpolitics`.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// The value must start with this string, segments or not (`/sport` admits `/sports`).
-    #[serde(default)]
     pub raw_prefix: Option<String>,
     /// The value must match this regular expression in full (RE2 syntax, as Envoy's safe_regex).
-    #[serde(default)]
     pub regex: Option<String>,
 }
 

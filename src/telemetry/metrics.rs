@@ -130,94 +130,56 @@ impl Metrics {
         let requests = names
             .iter()
             .map(|destination| {
-                Outcome::ALL.map(|outcome| {
-                    format!(
-                        "egress_policy.requests.decision.{}.destination.{destination}.source_namespace.",
-                        outcome.as_str()
-                    )
-                    .into()
+                per_outcome(|outcome| {
+                    format!("egress_policy.requests.decision.{outcome}.destination.{destination}.source_namespace.")
                 })
             })
             .collect();
-        let list_name = |index: usize| policy.lists.get(index).map_or("?", |l| l.name.as_str());
         let rule_matches = policy
             .rules
             .iter()
             .map(|rule| {
-                Outcome::ALL.map(|outcome| {
-                    format!(
-                        "egress_policy.rule_matches.rule.{}.decision.{}",
-                        sanitize(&rule.name),
-                        outcome.as_str()
-                    )
-                    .into()
+                let rule = sanitize(&rule.name);
+                per_outcome(|outcome| {
+                    format!("egress_policy.rule_matches.rule.{rule}.decision.{outcome}")
                 })
             })
             .collect();
+        let list_label = |index: usize| sanitize(policy.lists.get(index).map_or("?", |l| &l.name));
         let rule_checks = policy
             .rules
             .iter()
             .map(|rule| {
                 let rule_label = sanitize(&rule.name);
-                rule.checks
-                    .iter()
-                    .map(|&list| {
-                        let list_label = sanitize(list_name(list));
-                        RuleCheck {
-                            list,
-                            denied: format!(
-                                "egress_policy.denied.rule.{rule_label}.list.{list_label}.source_namespace."
-                            )
-                            .into(),
-                            dry_run_denied: format!(
-                                "egress_policy.dry_run_denied.rule.{rule_label}.list.{list_label}"
-                            )
-                            .into(),
-                        }
-                    })
-                    .collect()
+                let check = |list: usize| {
+                    let list_label = list_label(list);
+                    RuleCheck {
+                        list,
+                        denied: format!("egress_policy.denied.rule.{rule_label}.list.{list_label}.source_namespace.").into(),
+                        dry_run_denied: format!("egress_policy.dry_run_denied.rule.{rule_label}.list.{list_label}").into(),
+                    }
+                };
+                rule.checks.iter().map(|&list| check(list)).collect()
             })
             .collect();
         let route_denials = (0..policy.routes.len())
             .map(|index| {
-                let route = policy
-                    .routes
-                    .route(index)
-                    .map_or("route", |r| r.name.as_str());
-                format!(
-                    "egress_policy.denied.rule.{}.list.none.source_namespace.",
-                    sanitize(route)
-                )
-                .into()
+                let route = sanitize(policy.routes.route(index).map_or("route", |r| &r.name));
+                format!("egress_policy.denied.rule.{route}.list.none.source_namespace.").into()
             })
             .collect();
         let rejections = Rejection::ALL
             .iter()
             .map(|&problem| {
-                (
-                    problem,
-                    format!(
-                        "egress_policy.denied.rule.rejected_{}.list.none.source_namespace.",
-                        problem.code()
-                    )
-                    .into(),
-                )
+                let code = problem.code();
+                let prefix = format!(
+                    "egress_policy.denied.rule.rejected_{code}.list.none.source_namespace."
+                );
+                (problem, prefix.into())
             })
             .collect();
-        let lists = policy
-            .lists
-            .iter()
-            .map(|list| {
-                let name = sanitize(&list.name);
-                ListMetrics {
-                    fetch_success: format!("egress_policy.list_fetches.list.{name}.result.success")
-                        .into(),
-                    fetch_failure: format!("egress_policy.list_fetches.list.{name}.result.failure")
-                        .into(),
-                    entries: format!("egress_policy.list_entries.list.{name}").into(),
-                    age_seconds: format!("egress_policy.list_age_seconds.list.{name}").into(),
-                }
-            })
+        let lists = (0..policy.lists.len())
+            .map(|index| ListMetrics::new(&list_label(index)))
             .collect();
         // The labels: source namespace, app (label, else service account) and version.
         let mut reads = Needs::default();
@@ -347,6 +309,23 @@ impl Metrics {
             DenyReason::List { rule, list, .. } => self.check(*rule, *list).map(|c| &*c.denied),
         }
     }
+}
+
+impl ListMetrics {
+    fn new(list: &str) -> Self {
+        let fetches = format!("egress_policy.list_fetches.list.{list}.result.");
+        ListMetrics {
+            fetch_success: format!("{fetches}success").into(),
+            fetch_failure: format!("{fetches}failure").into(),
+            entries: format!("egress_policy.list_entries.list.{list}").into(),
+            age_seconds: format!("egress_policy.list_age_seconds.list.{list}").into(),
+        }
+    }
+}
+
+/// One name per outcome, in [`Outcome::ALL`] order.
+fn per_outcome(name: impl Fn(&str) -> String) -> [Box<str>; Outcome::ALL.len()] {
+    Outcome::ALL.map(|outcome| name(outcome.as_str()).into())
 }
 
 /// Appends a label value: letters, digits, `_` and `-` (dots would split the name), at most 64;

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::support::repo;
 use egress_policy::adapter::{Active, RequestFilter};
 use egress_policy::core::policy::Policy;
-use egress_policy::testing::{FakeHost, facts_from_case};
+use egress_policy::testing::{FakeHost, facts_from_case, json_strings};
 use serde_json::{Value, json};
 
 fn config_path(name: &str) -> PathBuf {
@@ -159,12 +159,7 @@ fn attack_request(case: &Value) -> Value {
     } else {
         request["host"] = case["host"].clone();
         request["path"] = case["path"].clone();
-        let args: Vec<&str> = case["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args = json_strings(&case["args"]).unwrap();
         for pair in args.windows(2) {
             match pair {
                 ["-H", header] => {

@@ -316,27 +316,19 @@ impl Compiler<'_> {
 }
 
 fn expect_type(found: Type, wanted: Type, what: &str, column: usize) -> Result<(), SyntaxError> {
-    if found == wanted {
-        Ok(())
-    } else {
-        Err(SyntaxError::new(
-            column,
-            format!("{what} must be {}, found {}", wanted.name(), found.name()),
-        ))
-    }
+    let message = || format!("{what} must be {}, found {}", wanted.name(), found.name());
+    (found == wanted)
+        .then_some(())
+        .ok_or_else(|| SyntaxError::new(column, message()))
 }
 
 fn same_type(left: Type, right: Type, what: &str, column: usize) -> Result<(), SyntaxError> {
-    if left == right {
-        Ok(())
-    } else {
-        Err(SyntaxError::new(
+    if left != right {
+        let (left, right) = (left.name(), right.name());
+        return Err(SyntaxError::new(
             column,
-            format!(
-                "{what} must have the same type, found {} and {}",
-                left.name(),
-                right.name()
-            ),
-        ))
+            format!("{what} must have the same type, found {left} and {right}"),
+        ));
     }
+    Ok(())
 }

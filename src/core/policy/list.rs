@@ -32,6 +32,35 @@ pub struct EntryError {
     pub message: String,
 }
 
+impl EntryError {
+    fn at(index: usize, message: String) -> Self {
+        EntryError {
+            index: Some(index),
+            message,
+        }
+    }
+}
+
+/// Parses every entry; all the problems, each with its entry's index, if any entry is refused.
+fn parse_each<T>(
+    entries: &[String],
+    mut parse: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, Vec<EntryError>> {
+    let mut parsed = Vec::with_capacity(entries.len());
+    let mut errors = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match parse(entry) {
+            Ok(value) => parsed.push(value),
+            Err(message) => errors.push(EntryError::at(index, message)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
+}
+
 impl EntryIndex {
     pub fn build(entry_type: EntryType, entries: &[String]) -> Result<Self, Vec<EntryError>> {
         match entry_type {
@@ -42,18 +71,11 @@ impl EntryIndex {
                 entries.iter().map(|e| e.to_lowercase().into()).collect(),
             )),
             EntryType::Regex => {
-                let mut errors = Vec::new();
-                for (index, entry) in entries.iter().enumerate() {
-                    if let Err(e) = regex::Regex::new(entry) {
-                        errors.push(EntryError {
-                            index: Some(index),
-                            message: format!("invalid regex: {}", one_line(&e.to_string())),
-                        });
-                    }
-                }
-                if !errors.is_empty() {
-                    return Err(errors);
-                }
+                parse_each(entries, |entry| {
+                    regex::Regex::new(entry)
+                        .map(drop)
+                        .map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))
+                })?;
                 let anchored = entries.iter().map(|e| format!("^(?:{e})$"));
                 regex_set(anchored, entries.len()).map(Self::Regex)
             }
@@ -99,21 +121,10 @@ impl EntryIndex {
 
 fn path_prefixes(entries: &[String]) -> Result<PathPrefixSet, Vec<EntryError>> {
     let mut set = PathPrefixSet::default();
-    let mut errors = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        match PathPrefix::parse(entry) {
-            Ok(prefix) => set.insert(prefix),
-            Err(message) => errors.push(EntryError {
-                index: Some(index),
-                message,
-            }),
-        }
+    for prefix in parse_each(entries, PathPrefix::parse)? {
+        set.insert(prefix);
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
-    }
+    Ok(set)
 }
 
 fn regex_set(
@@ -154,10 +165,7 @@ impl GlobIndex {
         let mut patterns = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             if entry.is_empty() {
-                return Err(vec![EntryError {
-                    index: Some(i),
-                    message: "empty glob".into(),
-                }]);
+                return Err(vec![EntryError::at(i, "empty glob".into())]);
             }
             // Globs are not only hosts (`/sport`), so literals are taken as they are.
             if entry == "*" {
@@ -236,32 +244,23 @@ impl IpIndex {
             len: entries.len(),
             ..IpIndex::default()
         };
-        let mut errors = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            match parse_network(entry) {
-                Ok((IpAddr::V4(addr), len)) => {
+        for network in parse_each(entries, parse_network)? {
+            match network {
+                (IpAddr::V4(addr), len) => {
                     index.v4.insert((len, mask_v4(u32::from(addr), len)));
                     if !index.v4_lengths.contains(&len) {
                         index.v4_lengths.push(len);
                     }
                 }
-                Ok((IpAddr::V6(addr), len)) => {
+                (IpAddr::V6(addr), len) => {
                     index.v6.insert((len, mask_v6(u128::from(addr), len)));
                     if !index.v6_lengths.contains(&len) {
                         index.v6_lengths.push(len);
                     }
                 }
-                Err(message) => errors.push(EntryError {
-                    index: Some(i),
-                    message,
-                }),
             }
         }
-        if errors.is_empty() {
-            Ok(index)
-        } else {
-            Err(errors)
-        }
+        Ok(index)
     }
 
     fn contains(&self, value: &str) -> bool {
@@ -319,60 +318,50 @@ mod tests {
         EntryIndex::build(entry_type, &entries).unwrap()
     }
 
-    #[test]
-    fn strings_match_exactly() {
-        let list = index(EntryType::Strings, &["/health", "/sport"]);
-        assert!(list.contains("/sport"));
-        assert!(!list.contains("/sports"));
-        assert!(!list.contains("/Sport"));
-    }
+    /// A behaviour, an entry type, its entries, values it lists and values it does not.
+    type Case = (
+        &'static str,
+        EntryType,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        ("strings match exactly", EntryType::Strings, &["/health", "/sport"],
+         &["/sport"], &["/sports", "/Sport"]),
+        ("case-insensitive strings ignore case", EntryType::CaseInsensitiveStrings, &["Edition.CNN.com"],
+         &["edition.cnn.com", "EDITION.cnn.COM"], &["cnn.com"]),
+        ("regex entries must match the whole value", EntryType::Regex, &["/health|/sport", "/news/[0-9]+"],
+         &["/sport", "/news/42"], &["/politics/sport", "/news/42/politics"]),
+        ("wildcard globs walk host labels", EntryType::Glob,
+         &["*.cnn.com", "ibm.com", "/sport/*", "mongo?.composedb.com"],
+         &["edition.cnn.com", "a.b.cnn.com", "ibm.com", "/sport/football", "mongo1.composedb.com"],
+         &["cnn.com", ".cnn.com", "evilcnn.com", "mongo12.composedb.com"]),
+        ("ip entries match addresses and ranges", EntryType::IpAddresses,
+         &["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"],
+         &["10.1.2.3", "192.168.1.7", "2001:db8::1", "::ffff:10.9.9.9"],
+         &["192.168.1.8", "not-an-ip"]),
+    ];
 
     #[test]
-    fn case_insensitive_strings_ignore_case() {
-        let list = index(EntryType::CaseInsensitiveStrings, &["Edition.CNN.com"]);
-        assert!(list.contains("edition.cnn.com"));
-        assert!(list.contains("EDITION.cnn.COM"));
-        assert!(!list.contains("cnn.com"));
-    }
-
-    #[test]
-    fn regex_entries_must_match_the_whole_value() {
-        let list = index(EntryType::Regex, &["/health|/sport", "/news/[0-9]+"]);
-        assert!(list.contains("/sport"));
-        assert!(list.contains("/news/42"));
-        assert!(!list.contains("/politics/sport"));
-        assert!(!list.contains("/news/42/politics"));
-    }
-
-    #[test]
-    fn wildcard_globs_walk_host_labels() {
-        let list = index(
-            EntryType::Glob,
-            &["*.cnn.com", "ibm.com", "/sport/*", "mongo?.composedb.com"],
-        );
-        assert!(list.contains("edition.cnn.com"));
-        assert!(list.contains("a.b.cnn.com"));
-        assert!(!list.contains("cnn.com"));
-        assert!(!list.contains(".cnn.com"));
-        assert!(!list.contains("evilcnn.com"));
-        assert!(list.contains("ibm.com"));
-        assert!(list.contains("/sport/football"));
-        assert!(list.contains("mongo1.composedb.com"));
-        assert!(!list.contains("mongo12.composedb.com"));
-    }
-
-    #[test]
-    fn ip_entries_match_addresses_and_ranges() {
-        let list = index(
-            EntryType::IpAddresses,
-            &["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"],
-        );
-        assert!(list.contains("10.1.2.3"));
-        assert!(list.contains("192.168.1.7"));
-        assert!(!list.contains("192.168.1.8"));
-        assert!(list.contains("2001:db8::1"));
-        assert!(list.contains("::ffff:10.9.9.9"));
-        assert!(!list.contains("not-an-ip"));
+    fn each_entry_type_admits_what_it_promises() {
+        for (behaviour, entry_type, entries, listed, not_listed) in CASES {
+            let list = index(*entry_type, entries);
+            for value in *listed {
+                assert!(
+                    list.contains(value),
+                    "{behaviour}: {value} should be listed"
+                );
+            }
+            for value in *not_listed {
+                assert!(
+                    !list.contains(value),
+                    "{behaviour}: {value} should not be listed"
+                );
+            }
+        }
     }
 
     #[test]
@@ -387,15 +376,8 @@ mod tests {
         ] {
             assert!(list.contains(allowed), "{allowed}");
         }
-        for refused in [
-            "/sports",
-            "/sportpolitics",
-            "/politics/sport",
-            "/",
-            "",
-            "sport",
-            "/healthy",
-        ] {
+        let not_listed = crate::core::policy::matchers::tests::NOT_UNDER_SPORT;
+        for refused in not_listed.into_iter().chain(["/healthy"]) {
             assert!(!list.contains(refused), "{refused}");
         }
         let root = index(EntryType::PathPrefixes, &["/"]);

@@ -235,7 +235,7 @@ impl PathPrefixSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -308,6 +308,16 @@ mod tests {
         assert_eq!(no_any.lookup(".cnn.com"), None);
     }
 
+    /// Paths the prefix `/sport` must never admit: sharing characters is not sharing a segment.
+    pub(crate) const NOT_UNDER_SPORT: [&str; 6] = [
+        "/sports",
+        "/sportpolitics",
+        "/politics/sport",
+        "/",
+        "",
+        "sport",
+    ];
+
     #[test]
     fn a_trailing_slash_does_not_change_a_path_prefix() {
         for text in ["/sport", "/sport/", "/sport//"] {
@@ -318,14 +328,7 @@ mod tests {
             for path in ["/sport", "/sport/", "/sport/football", "/sport/a/b"] {
                 assert!(prefix.matches(path) && set.matches(path), "{text} {path}");
             }
-            for path in [
-                "/sports",
-                "/sportpolitics",
-                "/politics/sport",
-                "/",
-                "",
-                "sport",
-            ] {
+            for path in NOT_UNDER_SPORT {
                 assert!(!prefix.matches(path) && !set.matches(path), "{text} {path}");
             }
         }

@@ -138,6 +138,18 @@ pub struct LocalReply<'p> {
     pub headers: &'p [(String, String)],
 }
 
+impl LocalReply<'static> {
+    /// A reply with a status and details only (no body, no headers).
+    pub fn bare(status: u16, details: &str) -> Self {
+        LocalReply {
+            status,
+            details: details.to_owned(),
+            body: "",
+            headers: &[],
+        }
+    }
+}
+
 /// Names end up in response code details and metric labels, so they stay simple.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -26,6 +26,21 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// The headers of the fetch request.
+    pub fn request_headers(&self) -> [(&str, &str); 4] {
+        [
+            (":method", "GET"),
+            (":path", &self.path),
+            (":authority", &self.authority),
+            ("accept", "text/plain, application/json"),
+        ]
+    }
+
+    /// The timeout of one fetch, in milliseconds.
+    pub fn timeout_millis(&self) -> u32 {
+        u32::try_from(self.timeout_micros / 1_000).unwrap_or(u32::MAX)
+    }
+
     pub fn compile(
         config: &ProviderConfig,
         path: &str,
@@ -195,31 +210,18 @@ mod tests {
     #[test]
     fn bad_bodies_are_refused_whole_with_a_reason() {
         let p = provider(2, 40);
-        assert!(
-            p.parse(EntryType::Strings, b"/a\n/b\n/c\n")
-                .unwrap_err()
-                .contains("over maxEntries 2")
-        );
-        assert!(
-            p.parse(EntryType::Strings, &[b'a'; 41])
-                .unwrap_err()
-                .contains("over maxBytes 40")
-        );
-        assert!(
-            p.parse(EntryType::Strings, b"/a\xff")
-                .unwrap_err()
-                .contains("not UTF-8")
-        );
-        assert!(
-            p.parse(EntryType::Strings, b"[\"/a\", 3]")
-                .unwrap_err()
-                .contains("JSON array of strings")
-        );
-        assert!(
-            p.parse(EntryType::Regex, b"/ok\n/bad(\n")
-                .unwrap_err()
-                .contains("entry 1: invalid regex")
-        );
+        let too_many: &[u8] = b"/a\n/b\n/c\n";
+        let cases: [(EntryType, &[u8], &str); 5] = [
+            (EntryType::Strings, too_many, "over maxEntries 2"),
+            (EntryType::Strings, &[b'a'; 41], "over maxBytes 40"),
+            (EntryType::Strings, b"/a\xff", "not UTF-8"),
+            (EntryType::Strings, b"[\"/a\", 3]", "JSON array of strings"),
+            (EntryType::Regex, b"/ok\n/bad(\n", "entry 1: invalid regex"),
+        ];
+        for (entry_type, body, reason) in cases {
+            let error = p.parse(entry_type, body).unwrap_err();
+            assert!(error.contains(reason), "{body:?}: {error}");
+        }
         for empty in [&b""[..], b"\n\n", b"# nothing yet\n", b"[]"] {
             assert!(
                 p.parse(EntryType::Strings, empty)

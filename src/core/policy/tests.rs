@@ -85,12 +85,7 @@ fn config_error_table_cases_are_refused_with_their_paths() {
     for case in table("config_errors.json") {
         let name = case["name"].as_str().unwrap();
         let config = case["config"].as_str().unwrap();
-        let expected: Vec<&str> = case["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e.as_str().unwrap())
-            .collect();
+        let expected = crate::testing::json_strings(&case["errors"]).unwrap();
         match Policy::from_json(config.as_bytes()) {
             Ok(_) => failures.push(format!("{name}: accepted")),
             Err(errors) => {
