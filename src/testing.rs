@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use crate::adapter::{Host, HttpHost, RootHost};
+use crate::core::attributes::Attr;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::LocalReply;
 use crate::core::policy::provider::Provider;
-use crate::core::request::{Request, RequestFacts};
+use crate::core::request::{Protocol, Request, RequestFacts};
 
 /// The time every fake request arrives: the source documents' log line's.
 pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
@@ -141,7 +142,8 @@ impl FakeHost {
     }
 }
 
-/// The raw facts of a request described as JSON, as in the table files: `host`, `path`,
+/// The raw facts of a request described as JSON, as in the table files (a connection with
+/// `"protocol": "tcp"`, `sni` and `port`): `host`, `path`,
 /// `method` (default GET), `headers` (an object, or `[name, value]` pairs), `body` (bool), `principal` (the peer
 /// certificate's URI SANs, comma-joined), or `namespace` + `serviceAccount` (a certificate for
 /// `ns/NS/sa/SA` in `cluster.local`), `labels` (Istio peer metadata). Missing keys stay absent.
@@ -192,14 +194,29 @@ pub fn facts_from_case(case: &Value) -> RequestFacts {
                 .collect()
         })
         .unwrap_or_default();
+    // A connection (`"protocol": "tcp"`): no headers; `sni` and `port` are what the network
+    // filter reads.
+    let tcp = text("protocol") == Some("tcp");
+    let mut properties = Vec::new();
+    if let Some(sni) = text("sni") {
+        properties.push((Attr::ConnectionRequestedServerName, sni.as_bytes().to_vec()));
+    }
+    if let Some(port) = case.get("port").and_then(Value::as_i64) {
+        properties.push((Attr::DestinationPort, port.to_le_bytes().to_vec()));
+    }
     RequestFacts {
-        headers: HeaderMap::from_pairs(&headers),
+        protocol: if tcp { Protocol::Tcp } else { Protocol::Http },
+        headers: if tcp {
+            HeaderMap::default()
+        } else {
+            HeaderMap::from_pairs(&headers)
+        },
         has_body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
         mtls: Some(principal.is_some()),
         peer_uri_sans: principal.map(String::into_bytes),
         peer_labels,
+        properties,
         time_micros: Some(FAKE_NOW_MICROS),
-        ..RequestFacts::default()
     }
 }
 

@@ -20,7 +20,9 @@ use crate::core::expr::Needs;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::policy::{LocalReply, Policy};
-use crate::core::request::{Request, RequestFacts, Response, is_stripped_header};
+use crate::core::request::{
+    Protocol, Request, RequestFacts, Response, int_property, is_stripped_header,
+};
 use crate::telemetry::log_entry;
 
 pub use lists::{Active, ListRefresher, RootHost};
@@ -244,6 +246,7 @@ fn read_facts(
         })
         .collect();
     RequestFacts {
+        protocol: Protocol::Http,
         headers,
         has_body,
         mtls,
@@ -264,7 +267,7 @@ fn read_response(
 ) -> Response {
     let needs = &policy.log_needs;
     let int = |attr: Attr| match attributes::of(attr)?.source {
-        Source::Response(path) => host.property(path).and_then(|bytes| le_i64(&bytes)),
+        Source::Response(path) => host.property(path).and_then(|bytes| int_property(&bytes)),
         _ => None,
     };
     // Every request is counted by its code: from the response headers, else its property.
@@ -278,13 +281,8 @@ fn read_response(
             .then(|| int(Attr::ResponseDuration))
             .flatten()
             .map(|nanos| nanos / 1_000_000),
+        ..Response::default()
     }
-}
-
-/// Envoy serializes integer properties as 8 little-endian bytes.
-fn le_i64(bytes: &[u8]) -> Option<i64> {
-    let array: [u8; 8] = bytes.try_into().ok()?;
-    Some(i64::from_le_bytes(array))
 }
 
 #[cfg(test)]

@@ -45,6 +45,12 @@ pub enum Attr {
     SourceIp,
     ConnectionMtls,
     ConnectionRequestedServerName,
+    DestinationPort,
+    ContextProtocol,
+    ConnectionReceivedBytes,
+    ConnectionSentBytes,
+    ConnectionDuration,
+    ConnectionEvent,
     ResponseCode,
     ResponseSize,
     ResponseDuration,
@@ -76,6 +82,8 @@ pub enum Phase {
     Request,
     /// Known once the response has ended: log fields only.
     Response,
+    /// Known once the connection has closed (or was refused): log fields only.
+    Close,
     /// The decision's own result: log fields only.
     Outcome,
 }
@@ -86,6 +94,7 @@ impl Phase {
             Phase::Connection => "connection",
             Phase::Request => "request",
             Phase::Response => "response",
+            Phase::Close => "close",
             Phase::Outcome => "outcome",
         }
     }
@@ -99,6 +108,7 @@ impl Phase {
     pub fn why_not_in_decisions(self) -> &'static str {
         match self {
             Phase::Response => "decisions are made before the response exists",
+            Phase::Close => "decisions are made before the connection carries a byte",
             Phase::Outcome => "it is the decision's outcome",
             Phase::Connection | Phase::Request => "",
         }
@@ -120,6 +130,10 @@ pub enum Source {
     PeerCertificate,
     /// The response: its headers, the body bytes that passed, or this property.
     Response(&'static [&'static str]),
+    /// The filter that decides: the HTTP filter or the network filter.
+    Filter,
+    /// Counted by the network filter as the connection's bytes pass, and its close.
+    ConnectionEnd,
     /// The decision itself.
     Decision,
 }
@@ -134,6 +148,8 @@ impl Source {
             Source::PeerMetadata(path) => format!("Istio peer metadata `{}`", path.join(".")),
             Source::PeerCertificate => "peer certificate".into(),
             Source::Response(path) => format!("response (property `{}`)", path.join(".")),
+            Source::Filter => "the filter".into(),
+            Source::ConnectionEnd => "the connection's close".into(),
             Source::Decision => "the decision".into(),
         }
     }
@@ -170,7 +186,7 @@ const fn row(
 }
 
 use Kind::{Map, Scalar};
-use Phase::{Connection, Outcome, Request, Response};
+use Phase::{Close, Connection, Outcome, Request, Response};
 use Type::{Bool, Int, String as Str};
 
 /// Every attribute, in the README's order.
@@ -192,9 +208,15 @@ pub const ATTRIBUTES: &[Attribute] = &[
     row("source.ip", Scalar(Attr::SourceIp), Str, Connection, Source::Property(&["source", "address"]), "caller's IP address"),
     row("connection.mtls", Scalar(Attr::ConnectionMtls), Bool, Connection, Source::Property(&["connection", "mtls"]), "the caller presented a verified client certificate"),
     row("connection.requested_server_name", Scalar(Attr::ConnectionRequestedServerName), Str, Connection, Source::Property(&["connection", "requested_server_name"]), "SNI of the downstream connection"),
+    row("destination.port", Scalar(Attr::DestinationPort), Int, Connection, Source::Property(&["destination", "port"]), "the gateway port the caller connected to"),
+    row("context.protocol", Scalar(Attr::ContextProtocol), Str, Connection, Source::Filter, "`http` for requests (the HTTP filter), `tcp` for connections (the network filter, TLS egress)"),
     row("response.code", Scalar(Attr::ResponseCode), Int, Response, Source::Response(&["response", "code"]), "response status"),
     row("response.size", Scalar(Attr::ResponseSize), Int, Response, Source::Response(&["response", "size"]), "response body bytes"),
     row("response.duration", Scalar(Attr::ResponseDuration), Int, Response, Source::Response(&["request", "duration"]), "milliseconds until the response ended"),
+    row("connection.received.bytes", Scalar(Attr::ConnectionReceivedBytes), Int, Close, Source::ConnectionEnd, "bytes the caller sent through the connection"),
+    row("connection.sent.bytes", Scalar(Attr::ConnectionSentBytes), Int, Close, Source::ConnectionEnd, "bytes sent back to the caller"),
+    row("connection.duration", Scalar(Attr::ConnectionDuration), Int, Close, Source::ConnectionEnd, "milliseconds the connection lasted"),
+    row("connection.event", Scalar(Attr::ConnectionEvent), Str, Close, Source::ConnectionEnd, "`open` for a connection refused when it opened, `close` when it ended"),
     row("policy.decision", Scalar(Attr::PolicyDecision), Str, Outcome, Source::Decision, "`allow`, `deny`, `reject` or `dry_run_deny` (forwarded, but a dry-run check failed): the one outcome vocabulary of the log, the metrics' `decision` label and `audit`"),
     row("policy.deniedBy", Scalar(Attr::PolicyDeniedBy), Str, Outcome, Source::Decision, "what denied or refused the request, as in the reply's details (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`)"),
 ];

@@ -9,12 +9,32 @@
 use crate::core::attributes::Attr;
 use crate::core::headers::HeaderMap;
 
+/// What is being decided: an HTTP request (the HTTP filter) or a TCP connection, TLS as far as
+/// its SNI (the network filter). `context.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
 /// What the proxy knows about one request, as raw bytes: nothing here is decoded or trusted yet.
 /// [`crate::core::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
 /// filter fills it from host calls, the CLI's `explain` from its arguments, so both decide the
 /// same request the same way.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
+    /// An HTTP request, or a connection (no headers then; the SNI decides).
+    pub protocol: Protocol,
     /// All request headers, pseudo-headers (`:path`, `:authority`, `:method`, `:scheme`) included.
     pub headers: HeaderMap,
     /// A body follows the headers (they did not end the stream).
@@ -43,10 +63,19 @@ impl RequestFacts {
     }
 }
 
+/// An integer property as Envoy serializes it: 8 little-endian bytes.
+pub fn int_property(bytes: &[u8]) -> Option<i64> {
+    <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes)
+}
+
 /// Request and source attributes available to decisions and log entries, canonical: built by
 /// [`crate::core::policy::Policy::decide`] from [`RequestFacts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
+    /// `context.protocol`.
+    pub protocol: Protocol,
+    /// `destination.port`: the gateway port the caller connected to.
+    pub destination_port: Option<i64>,
     /// `request.host`: lower case, without port or trailing dot. Set it with [`Request::set_host`].
     pub host: Option<String>,
     /// `request.path`: the decoded path, then the query as received. Set with
@@ -100,8 +129,15 @@ pub struct Response {
     pub code: Option<i64>,
     /// `response.size`: body bytes sent to the client.
     pub size: Option<i64>,
-    /// `response.duration`: milliseconds from the first request byte to the last response byte.
+    /// `response.duration`, `connection.duration`: milliseconds from the first request byte
+    /// (or the connection's start) to the last response byte (or its close).
     pub duration_ms: Option<i64>,
+    /// `connection.received.bytes`: bytes from the caller.
+    pub received_bytes: Option<i64>,
+    /// `connection.sent.bytes`: bytes to the caller.
+    pub sent_bytes: Option<i64>,
+    /// `connection.event`: `open` for a connection refused when it opened, `close` at its end.
+    pub event: Option<&'static str>,
 }
 
 impl Request {
@@ -288,11 +324,13 @@ pub enum Rejection {
     /// GET, HEAD, OPTIONS or TRACE with a body, to a host not in `allowSafeMethodBodies`: a
     /// destination that ignores such bodies would read them as a second request.
     BodyOnSafeMethod,
+    /// A TLS connection whose ClientHello names no server (no SNI): nothing to decide on.
+    MissingServerName,
 }
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Rejection; 16] = [
+    pub const ALL: [Rejection; 17] = [
         Self::UnusableHost,
         Self::NotOriginForm,
         Self::ControlOrNonAscii,
@@ -309,6 +347,7 @@ impl Rejection {
         Self::NotShortestUtf8,
         Self::RepeatedHeader,
         Self::BodyOnSafeMethod,
+        Self::MissingServerName,
     ];
 
     /// For response code details and metrics: no spaces.
@@ -330,6 +369,7 @@ impl Rejection {
             Self::NotShortestUtf8 => "not_shortest_utf8",
             Self::RepeatedHeader => "repeated_header",
             Self::BodyOnSafeMethod => "body_on_safe_method",
+            Self::MissingServerName => "no_sni",
         }
     }
 
@@ -352,6 +392,7 @@ impl Rejection {
             Self::NotShortestUtf8 => "path decodes to bytes that are not shortest-form UTF-8",
             Self::RepeatedHeader => "a header the policy decides on is repeated",
             Self::BodyOnSafeMethod => "GET, HEAD, OPTIONS and TRACE requests may not carry a body",
+            Self::MissingServerName => "the TLS connection names no server (SNI)",
         }
     }
 }

@@ -7,7 +7,7 @@ use egress_policy::core::attributes::Attr;
 use egress_policy::core::headers::HeaderMap;
 use egress_policy::core::policy::Policy;
 use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::{RequestFacts, Response};
+use egress_policy::core::request::{Protocol, RequestFacts, Response};
 use egress_policy::telemetry::log_entry;
 
 use crate::load::load;
@@ -20,11 +20,18 @@ pub struct Args {
     #[arg(value_name = "CONFIG")]
     config: String,
     /// `:authority` as the client sends it (port, upper case, userinfo and all).
-    #[arg(long, allow_hyphen_values = true)]
-    host: String,
+    #[arg(long, allow_hyphen_values = true, required_unless_present = "sni")]
+    host: Option<String>,
     /// `:path` as the client sends it, undecoded, with the query.
-    #[arg(long, allow_hyphen_values = true)]
-    path: String,
+    #[arg(long, allow_hyphen_values = true, required_unless_present = "sni")]
+    path: Option<String>,
+    /// Decide a TLS connection instead of a request: the SNI of its ClientHello (for the
+    /// sidecar leg, of the outer mTLS handshake). Empty: a connection without SNI.
+    #[arg(long, conflicts_with_all = ["host", "path", "body", "headers"], allow_hyphen_values = true)]
+    sni: Option<String>,
+    /// With --sni: the gateway port the connection arrived on (`destination.port`).
+    #[arg(long, requires = "sni")]
+    port: Option<u16>,
     #[arg(long, default_value = "GET")]
     method: String,
     #[arg(long, default_value = "http")]
@@ -79,21 +86,43 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
             )
         })
     });
-    let mut headers: Vec<(String, String)> = [
-        (":authority", &args.host),
-        (":path", &args.path),
-        (":method", &args.method),
-        (":scheme", &args.scheme),
+    let mut properties: Vec<(Attr, Vec<u8>)> = [
+        (Attr::SourceIp, &args.source_ip),
+        (Attr::SourceWorkload, &args.workload),
+        (Attr::ConnectionRequestedServerName, &args.sni),
     ]
     .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.clone()))
+    .filter_map(|(attr, value)| Some((attr, value.clone()?.into_bytes())))
     .collect();
-    headers.extend(
-        args.headers
-            .iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value.clone())),
-    );
+    if let Some(port) = args.port {
+        properties.push((
+            Attr::DestinationPort,
+            i64::from(port).to_le_bytes().to_vec(),
+        ));
+    }
+    let (protocol, headers) = match (&args.sni, &args.host, &args.path) {
+        (None, Some(host), Some(path)) => {
+            let pseudo = [
+                (":authority", host),
+                (":path", path),
+                (":method", &args.method),
+                (":scheme", &args.scheme),
+            ];
+            let headers: Vec<(String, String)> = pseudo
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.clone()))
+                .chain(
+                    args.headers
+                        .iter()
+                        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone())),
+                )
+                .collect();
+            (Protocol::Http, headers)
+        }
+        _ => (Protocol::Tcp, Vec::new()),
+    };
     RequestFacts {
+        protocol,
         headers: HeaderMap::from_pairs(&headers),
         has_body: args.body,
         mtls: Some(principal.is_some()),
@@ -103,13 +132,7 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
             .iter()
             .map(|(key, value)| (key.clone(), value.clone().into_bytes()))
             .collect(),
-        properties: [
-            (Attr::SourceIp, &args.source_ip),
-            (Attr::SourceWorkload, &args.workload),
-        ]
-        .into_iter()
-        .filter_map(|(attr, value)| Some((attr, value.clone()?.into_bytes())))
-        .collect(),
+        properties,
         time_micros: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
@@ -135,12 +158,15 @@ pub fn run(args: &Args) -> ExitCode {
     let mut response = Response {
         code: args.response_code,
         size: args.response_size,
-        duration_ms: None,
+        ..Response::default()
     };
     match policy.reply(&decision) {
         None => println!("decision: {}", outcome.as_str()),
         Some(reply) => {
-            println!("decision: {} ({})", outcome.as_str(), reply.status);
+            match request.protocol {
+                Protocol::Http => println!("decision: {} ({})", outcome.as_str(), reply.status),
+                Protocol::Tcp => println!("decision: {} (connection closed)", outcome.as_str()),
+            }
             let reason = match (decision.rejected, &decision.denied) {
                 (Some(problem), _) => format!("rejected: {}", problem.describe()),
                 (None, Some(reason)) => policy.explain(reason, &request),
@@ -148,8 +174,12 @@ pub fn run(args: &Args) -> ExitCode {
             };
             println!("reason: {reason}");
             println!("details: {}", reply.details);
-            response.code.get_or_insert(i64::from(reply.status));
-            response.size.get_or_insert(0);
+            if request.protocol == Protocol::Http {
+                response.code.get_or_insert(i64::from(reply.status));
+                response.size.get_or_insert(0);
+            } else {
+                response.event = Some("open");
+            }
         }
     }
     for reason in &decision.dry_run {

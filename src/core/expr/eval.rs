@@ -3,6 +3,7 @@
 
 use super::{Env, Expr, Value};
 use crate::core::attributes::Attr;
+use crate::core::request::Protocol;
 
 impl Expr {
     /// Evaluates the expression; `None` means "absent".
@@ -70,9 +71,25 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::SourceIp => text(&source.ip),
         Attr::ConnectionMtls => request.mtls.map(Value::Bool),
         Attr::ConnectionRequestedServerName => text(&request.requested_server_name),
+        Attr::DestinationPort => request.destination_port.map(Value::Int),
+        Attr::ContextProtocol => Some(Value::Str(request.protocol.as_str())),
+        Attr::ConnectionReceivedBytes => {
+            env.response.and_then(|r| r.received_bytes).map(Value::Int)
+        }
+        Attr::ConnectionSentBytes => env.response.and_then(|r| r.sent_bytes).map(Value::Int),
+        Attr::ConnectionDuration => env
+            .response
+            .filter(|_| request.protocol == Protocol::Tcp)
+            .and_then(|r| r.duration_ms)
+            .map(Value::Int),
+        Attr::ConnectionEvent => env.response.and_then(|r| r.event).map(Value::Str),
         Attr::ResponseCode => env.response.and_then(|r| r.code).map(Value::Int),
         Attr::ResponseSize => env.response.and_then(|r| r.size).map(Value::Int),
-        Attr::ResponseDuration => env.response.and_then(|r| r.duration_ms).map(Value::Int),
+        Attr::ResponseDuration => env
+            .response
+            .filter(|_| request.protocol == Protocol::Http)
+            .and_then(|r| r.duration_ms)
+            .map(Value::Int),
         Attr::PolicyDecision => env.outcome.map(|(decision, _)| Value::Str(decision)),
         Attr::PolicyDeniedBy => env.outcome.and_then(|(_, by)| by).map(Value::Str),
     }

@@ -9,7 +9,8 @@ use crate::core::decision::{Decision, DenyReason};
 use crate::core::expr::Env;
 use crate::core::identity::{self, IdentityError};
 use crate::core::request::{
-    BODILESS_METHODS, Rejection, Request, RequestFacts, is_stripped_header, lossy,
+    BODILESS_METHODS, Protocol, Rejection, Request, RequestFacts, canonical_host, int_property,
+    is_stripped_header, lossy,
 };
 
 impl Policy {
@@ -17,7 +18,10 @@ impl Policy {
     /// explain`: canonicalises the raw facts (or refuses them), reads the caller's identity,
     /// then evaluates routes and rules. Nothing else may change the answer.
     pub fn decide(&self, facts: &RequestFacts, remote: &RemoteLists) -> (Request, Decision) {
-        let (request, rejected) = self.canonical_request(facts);
+        let (request, rejected) = match facts.protocol {
+            Protocol::Http => self.canonical_request(facts),
+            Protocol::Tcp => self.canonical_connection(facts),
+        };
         let decision = match rejected {
             Some(problem) => Decision {
                 rejected: Some(problem),
@@ -26,6 +30,28 @@ impl Policy {
             None => self.evaluate_with(&request, remote),
         };
         (request, decision)
+    }
+
+    /// A connection as the policy sees it: no request attributes, the SNI (lower case, without a
+    /// trailing dot; refused when missing or not a host name), the port, the caller.
+    fn canonical_connection(&self, facts: &RequestFacts) -> (Request, Option<Rejection>) {
+        let mut request = Request::default();
+        request.protocol = Protocol::Tcp;
+        request.time_micros = facts.time_micros;
+        request.mtls = facts.mtls;
+        request.requested_server_name = facts
+            .property(Attr::ConnectionRequestedServerName)
+            .and_then(|sni| canonical_host(&lossy(sni)));
+        request.destination_port = facts.property(Attr::DestinationPort).and_then(int_property);
+        request.source.ip = facts
+            .property(Attr::SourceIp)
+            .map(|address| strip_port(&lossy(address)).to_owned());
+        self.read_identity(facts, &mut request);
+        let rejected = request
+            .requested_server_name
+            .is_none()
+            .then_some(Rejection::MissingServerName);
+        (request, rejected)
     }
 
     /// The canonical request of `facts`, and the first reason to refuse it, if any.
@@ -134,7 +160,12 @@ impl Policy {
     /// reason. Failures of dry-run rules and lists are recorded apart and deny nothing.
     pub fn evaluate_with(&self, request: &Request, remote: &RemoteLists) -> Decision {
         let env = Env::request(request);
-        let mut denied = match self.routes.check(request) {
+        // Routes are VirtualService URI routes: they decide HTTP requests, not connections.
+        let routes = match request.protocol {
+            Protocol::Http => self.routes.check(request),
+            Protocol::Tcp => RouteOutcome::Unrouted,
+        };
+        let mut denied = match routes {
             RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
             RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
             RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),

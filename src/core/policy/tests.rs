@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::decide::strip_port;
 use super::*;
-use crate::core::request::Response;
+use crate::core::request::{Protocol, Response};
 use crate::telemetry::log_entry::render;
 use crate::testing::{facts_from_case, request_with_path};
 
@@ -33,9 +33,20 @@ fn table(name: &str) -> Vec<Value> {
 /// (all fields but `time`).
 #[test]
 fn decision_table_cases_hold() {
+    check_decision_table("decisions.json", 19);
+}
+
+/// `tests/data/connections.json`: the same for TLS connections (S6), decided on SNI and the
+/// caller's certificate; a connection has no reply status, only details.
+#[test]
+fn connection_table_cases_hold() {
+    check_decision_table("connections.json", 7);
+}
+
+fn check_decision_table(file: &str, at_least: usize) {
     let mut failures = Vec::new();
-    let cases = table("decisions.json");
-    assert!(cases.len() >= 19);
+    let cases = table(file);
+    assert!(cases.len() >= at_least, "{file}: {}", cases.len());
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let policy = example(case["config"].as_str().unwrap());
@@ -49,17 +60,26 @@ fn decision_table_cases_hold() {
             ));
         }
         let reply = policy.reply(&decision);
-        let status = reply.as_ref().map(|r| u64::from(r.status));
+        let status = reply
+            .as_ref()
+            .filter(|_| request.protocol == Protocol::Http)
+            .map(|r| u64::from(r.status));
         let details = reply.map(|r| r.details);
         if status != case.get("status").and_then(Value::as_u64)
             || details.as_deref() != case.get("details").and_then(Value::as_str)
         {
             failures.push(format!("{name}: status {status:?}, details {details:?}"));
         }
+        let end = &case["response"];
         let response = Response {
-            code: case["response"]["code"].as_i64(),
-            size: case["response"]["size"].as_i64(),
-            duration_ms: None,
+            code: end["code"].as_i64(),
+            size: end["size"].as_i64(),
+            duration_ms: end["duration"].as_i64(),
+            received_bytes: end["receivedBytes"].as_i64(),
+            sent_bytes: end["sentBytes"].as_i64(),
+            event: end["event"]
+                .as_str()
+                .and_then(|e| ["open", "close"].into_iter().find(|k| *k == e)),
         };
         let rendered = render(&policy, &decision, &request, &response);
         let mut entries: Vec<Value> = rendered
