@@ -110,7 +110,9 @@ impl Session {
         let mut gateway = RunningGateway { child };
         let admin_port = self.admin_port;
         let out = self.run_dir.path("scripts-run.out");
-        wait_until("scripts/run to serve", STARTUP_TIMEOUT, || {
+        // scripts/run checks the installation and the build before it starts Envoy, which takes
+        // longer than a bare Envoy start when the other tests load both cores.
+        wait_until("scripts/run to serve", 3 * STARTUP_TIMEOUT, || {
             if let Some(status) = gateway.child.try_wait().unwrap() {
                 panic!(
                     "scripts/run exited ({status}): {}",

@@ -123,6 +123,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 /// The one HTTP client of the tests (ureq): every status is an answer, not an error.
 pub fn http_agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
+        // Loopback only: an http_proxy in the environment must not intercept it.
+        .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .build()
