@@ -7,8 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::Host;
-use crate::core::expr::Needs;
+use super::{Host, PropertyReads};
 use crate::core::policy::Policy;
 use crate::core::policy::provider::{Provider, RemoteEntries, RemoteLists};
 use crate::telemetry::metrics::Metrics;
@@ -37,16 +36,18 @@ pub trait RootHost: Host {
 pub struct Active {
     pub policy: Policy,
     pub metrics: Metrics,
-    /// What the policy and the metrics' labels read from a request, and nothing more.
-    pub reads: Needs,
+    /// Where to read what the policy and the metrics' labels use from a request, and nothing
+    /// more, resolved once from the attribute table.
+    pub reads: PropertyReads,
     pub remote: RefCell<RemoteLists>,
 }
 
 impl Active {
     pub fn new(policy: Policy) -> Self {
         let metrics = Metrics::compile(&policy);
-        let mut reads = policy.reads.clone();
-        reads.merge(&metrics.reads);
+        let mut needs = policy.reads.clone();
+        needs.merge(&metrics.reads);
+        let reads = PropertyReads::new(&needs);
         Active {
             policy,
             metrics,

@@ -198,11 +198,45 @@ fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool 
     true
 }
 
+/// The properties a configuration reads, besides the headers, with where the attribute table
+/// says each one is: resolved when the configuration loads, so a request only makes the calls.
+#[derive(Debug, Default)]
+pub struct PropertyReads {
+    /// Attribute, property path, and whether it is Istio peer metadata (read only for verified
+    /// mTLS callers).
+    properties: Vec<(Attr, &'static [&'static str], bool)>,
+    /// Where Istio's peer labels are, and the keys read.
+    labels: Option<(&'static [&'static str], Vec<String>)>,
+}
+
+impl PropertyReads {
+    pub fn new(needs: &Needs) -> Self {
+        let properties = needs
+            .attrs
+            .iter()
+            // Read for every request (identity and metrics).
+            .filter(|&&attr| attr != Attr::ConnectionMtls)
+            .filter_map(|&attr| match attributes::of(attr)?.source {
+                Source::Property(path) => Some((attr, path, false)),
+                Source::PeerMetadata(path) => Some((attr, path, true)),
+                _ => None,
+            })
+            .collect();
+        let labels = match attributes::of_map(MapAttr::SourceLabels).map(|a| a.source) {
+            Some(Source::PeerMetadata(path)) if !needs.labels.is_empty() => {
+                Some((path, needs.labels.iter().cloned().collect()))
+            }
+            _ => None,
+        };
+        PropertyReads { properties, labels }
+    }
+}
+
 /// The facts the policy needs, with as few host calls as it allows: the headers came in one
 /// call; the connection's identity is read for every request (metrics label by namespace), and
-/// of the other attributes only those the policy reads, from where the attribute table says.
+/// of the other attributes only those the policy reads.
 fn read_facts(
-    needs: &Needs,
+    reads: &PropertyReads,
     host: &impl HttpHost,
     headers: HeaderMap,
     has_body: bool,
@@ -219,9 +253,8 @@ fn read_facts(
         .flatten();
     // Istio's peer metadata (the `downstream_peer` filter state its metadata exchange sets) is
     // only for in-mesh mTLS callers; absent without Istio.
-    let peer_labels = match attributes::of_map(MapAttr::SourceLabels).map(|a| a.source) {
-        Some(Source::PeerMetadata(path)) if verified => needs
-            .labels
+    let peer_labels = match &reads.labels {
+        Some((path, keys)) if verified => keys
             .iter()
             .filter_map(|key| {
                 let mut key_path = path.to_vec();
@@ -231,19 +264,11 @@ fn read_facts(
             .collect(),
         _ => Vec::new(),
     };
-    let properties = needs
-        .attrs
+    let properties = reads
+        .properties
         .iter()
-        // Read above for every request.
-        .filter(|&&attr| attr != Attr::ConnectionMtls)
-        .filter_map(|&attr| {
-            let value = match attributes::of(attr)?.source {
-                Source::Property(path) => host.property(path),
-                Source::PeerMetadata(path) if verified => host.property(path),
-                _ => None,
-            };
-            Some((attr, value?))
-        })
+        .filter(|(_, _, peer_metadata)| verified || !peer_metadata)
+        .filter_map(|&(attr, path, _)| Some((attr, host.property(path)?)))
         .collect();
     RequestFacts {
         protocol: Protocol::Http,

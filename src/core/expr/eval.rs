@@ -3,7 +3,7 @@
 
 use super::{Env, Expr, Value};
 use crate::core::attributes::Attr;
-use crate::core::request::Protocol;
+use crate::core::request::{Protocol, Response};
 
 impl Expr {
     /// Evaluates the expression; `None` means "absent".
@@ -56,6 +56,14 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
     let request = env.request;
     let source = &request.source;
     let text = |value: &'a Option<String>| value.as_deref().map(Value::Str);
+    // A number known at the end of the exchange; `only` limits it to requests or connections
+    // (a duration is `response.duration` for one, `connection.duration` for the other).
+    let ended = |only: Option<Protocol>, field: fn(&Response) -> Option<i64>| {
+        env.response
+            .filter(|_| only.is_none_or(|p| p == request.protocol))
+            .and_then(field)
+            .map(Value::Int)
+    };
     match attr {
         Attr::RequestHost => text(&request.host),
         Attr::RequestPath => request.path().map(Value::Str),
@@ -73,23 +81,13 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::ConnectionRequestedServerName => text(&request.requested_server_name),
         Attr::DestinationPort => request.destination_port.map(Value::Int),
         Attr::ContextProtocol => Some(Value::Str(request.protocol.as_str())),
-        Attr::ConnectionReceivedBytes => {
-            env.response.and_then(|r| r.received_bytes).map(Value::Int)
-        }
-        Attr::ConnectionSentBytes => env.response.and_then(|r| r.sent_bytes).map(Value::Int),
-        Attr::ConnectionDuration => env
-            .response
-            .filter(|_| request.protocol == Protocol::Tcp)
-            .and_then(|r| r.duration_ms)
-            .map(Value::Int),
+        Attr::ConnectionReceivedBytes => ended(None, |r| r.received_bytes),
+        Attr::ConnectionSentBytes => ended(None, |r| r.sent_bytes),
+        Attr::ConnectionDuration => ended(Some(Protocol::Tcp), |r| r.duration_ms),
         Attr::ConnectionEvent => env.response.and_then(|r| r.event).map(Value::Str),
-        Attr::ResponseCode => env.response.and_then(|r| r.code).map(Value::Int),
-        Attr::ResponseSize => env.response.and_then(|r| r.size).map(Value::Int),
-        Attr::ResponseDuration => env
-            .response
-            .filter(|_| request.protocol == Protocol::Http)
-            .and_then(|r| r.duration_ms)
-            .map(Value::Int),
+        Attr::ResponseCode => ended(None, |r| r.code),
+        Attr::ResponseSize => ended(None, |r| r.size),
+        Attr::ResponseDuration => ended(Some(Protocol::Http), |r| r.duration_ms),
         Attr::PolicyDecision => env.outcome.map(|(decision, _)| Value::Str(decision)),
         Attr::PolicyDeniedBy => env.outcome.and_then(|(_, by)| by).map(Value::Str),
     }
