@@ -25,14 +25,18 @@ envoy_command() {
 }
 
 # install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
-# configuration into DIR/egress-policy.yaml with one atomic rename, which Envoy's watch on DIR
-# picks up (a partly written file is never seen).
+# configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/egress-policy-tcp.yaml (the
+# network filter), each with one atomic rename, which Envoy's watch on DIR picks up (a partly
+# written file is never seen).
 install_filter_config() {
-  local config="$1" dir="$2"
+  local config="$1" dir="$2" name api
   mkdir -p "$dir"
-  WASM_PATH="$WASM" "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" \
-    > "$dir/.egress-policy.yaml.tmp"
-  mv -f "$dir/.egress-policy.yaml.tmp" "$dir/egress-policy.yaml"
+  for name in egress-policy:http egress-policy-tcp:network; do
+    api="${name#*:}" name="${name%%:*}"
+    FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$WASM" \
+      "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" > "$dir/.$name.yaml.tmp"
+    mv -f "$dir/.$name.yaml.tmp" "$dir/$name.yaml"
+  done
 }
 
 # admin_stat PORT NAME: the value of one Envoy counter or gauge (0 when absent).

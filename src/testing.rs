@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::adapter::{Host, HttpHost, RootHost};
-use crate::core::attributes::Attr;
+use crate::adapter::{ConnectionHost, Host, HttpHost, RootHost, StreamHost};
+use crate::core::attributes::{self, Attr, Source};
 use crate::core::headers::HeaderMap;
 use crate::core::policy::LocalReply;
 use crate::core::policy::provider::Provider;
-use crate::core::request::{Protocol, Request, RequestFacts};
+use crate::core::request::{Opening, Protocol, Request, RequestFacts};
 
 /// The time every fake request arrives: the source documents' log line's.
 pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
@@ -57,6 +57,10 @@ pub struct FakeHost {
     pub call_body: Vec<u8>,
     /// Body sizes the filter asked to read.
     pub body_reads: RefCell<Vec<usize>>,
+    /// A connection's bytes from the caller, waiting in the proxy's buffer.
+    pub downstream: RefCell<Vec<u8>>,
+    /// The filter closed the connection.
+    pub closed: Cell<bool>,
 }
 
 impl Default for FakeHost {
@@ -80,6 +84,8 @@ impl Default for FakeHost {
             call_status: None,
             call_body: Vec::new(),
             body_reads: RefCell::default(),
+            downstream: RefCell::default(),
+            closed: Cell::new(false),
         }
     }
 }
@@ -123,8 +129,9 @@ impl FakeHost {
         self
     }
 
-    /// The request of [`facts_from_case`], served as a proxy would: headers, and the peer
-    /// certificate and Istio peer metadata as properties.
+    /// The request (or connection) of [`facts_from_case`], served as a proxy would: headers,
+    /// the peer certificate, Istio peer metadata and a connection's properties, and a
+    /// connection's first bytes.
     pub fn from_case(case: &Value) -> Self {
         let facts = facts_from_case(case);
         let mut fake = FakeHost::default();
@@ -137,6 +144,28 @@ impl FakeHost {
         for (key, value) in facts.peer_labels {
             fake.properties
                 .insert(format!("downstream_peer.labels.{key}"), value);
+        }
+        // A connection's SNI and port, where the attribute table says the proxy has them.
+        for (attr, value) in facts.properties {
+            if let Some(Source::Property(path)) = attributes::of(attr).map(|a| a.source) {
+                fake.properties.insert(path.join("."), value);
+            }
+        }
+        match facts.opening {
+            // Not given: the caller's ClientHello names the SNI.
+            Opening::Unseen => {
+                let sni = case.get("sni").and_then(Value::as_str);
+                *fake.downstream.borrow_mut() =
+                    crate::core::tls::client_hello_records(sni, &[], 16 * 1024);
+            }
+            Opening::FirstBytes(bytes) => *fake.downstream.borrow_mut() = bytes,
+            Opening::HandshakeFailed => {
+                fake.properties.insert(
+                    "connection.transport_failure_reason".into(),
+                    b"CERTIFICATE_VERIFY_FAILED".to_vec(),
+                );
+            }
+            Opening::ClosedEarly => {}
         }
         fake
     }
@@ -217,7 +246,35 @@ pub fn facts_from_case(case: &Value) -> RequestFacts {
         peer_labels,
         properties,
         time_micros: Some(FAKE_NOW_MICROS),
+        opening: opening_from_case(case.get("opening")),
     }
+}
+
+/// How a connection of a table case began: absent (not looked at, as in `explain`),
+/// `"handshake_failed"`, `"closed_early"`, `{"clientHello": SNI or null, "hidesServerName":
+/// bool}` (a ClientHello built here), or `{"bytes": TEXT}` (raw first bytes).
+fn opening_from_case(opening: Option<&Value>) -> Opening {
+    let Some(opening) = opening else {
+        return Opening::Unseen;
+    };
+    match opening.as_str() {
+        Some("handshake_failed") => return Opening::HandshakeFailed,
+        Some("closed_early") => return Opening::ClosedEarly,
+        _ => {}
+    }
+    if let Some(text) = opening.get("bytes").and_then(Value::as_str) {
+        return Opening::FirstBytes(text.as_bytes().to_vec());
+    }
+    let sni = opening.get("clientHello").and_then(Value::as_str);
+    let mut extra = Vec::new();
+    if opening.get("hidesServerName").and_then(Value::as_bool) == Some(true) {
+        extra.push((0xfe0d, vec![0; 32]));
+    }
+    Opening::FirstBytes(crate::core::tls::client_hello_records(
+        sni,
+        &extra,
+        16 * 1024,
+    ))
 }
 
 impl Host for FakeHost {
@@ -255,11 +312,6 @@ impl HttpHost for FakeHost {
     fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
         None
     }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let key = path.join(".");
-        self.property_reads.borrow_mut().push(key.clone());
-        self.properties.get(&key).cloned()
-    }
     fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
         self.replies.borrow_mut().push(Reply {
             status: reply.status,
@@ -269,8 +321,27 @@ impl HttpHost for FakeHost {
         });
         true
     }
+}
+
+impl StreamHost for FakeHost {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let key = path.join(".");
+        self.property_reads.borrow_mut().push(key.clone());
+        self.properties.get(&key).cloned()
+    }
     fn write_log_entries(&self, entries: &str) -> bool {
         self.entries.borrow_mut().push(entries.to_owned());
+        true
+    }
+}
+
+impl ConnectionHost for FakeHost {
+    fn downstream_data(&self, max: usize) -> Option<Vec<u8>> {
+        let data = self.downstream.borrow();
+        Some(data.iter().copied().take(max).collect())
+    }
+    fn close_downstream(&self) -> bool {
+        self.closed.set(true);
         true
     }
 }

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::{Host, PropertyReads};
+use crate::core::attributes::Attr;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::{Provider, RemoteEntries, RemoteLists};
 use crate::telemetry::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct Active {
     /// Where to read what the policy and the metrics' labels use from a request, and nothing
     /// more, resolved once from the attribute table.
     pub reads: PropertyReads,
+    /// The same for a connection, which is always decided on its SNI and port.
+    pub connection_reads: PropertyReads,
     pub remote: RefCell<RemoteLists>,
 }
 
@@ -48,10 +51,14 @@ impl Active {
         let mut needs = policy.reads.clone();
         needs.merge(&metrics.reads);
         let reads = PropertyReads::new(&needs);
+        needs.add(Attr::ConnectionRequestedServerName);
+        needs.add(Attr::DestinationPort);
+        let connection_reads = PropertyReads::new(&needs);
         Active {
             policy,
             metrics,
             reads,
+            connection_reads,
             remote: RefCell::new(RemoteLists::default()),
         }
     }

@@ -10,6 +10,7 @@
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod wasm;
 
+pub mod connection;
 pub mod lists;
 
 use std::rc::Rc;
@@ -21,10 +22,11 @@ use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{
-    Protocol, Request, RequestFacts, Response, int_property, is_stripped_header,
+    Opening, Protocol, Request, RequestFacts, Response, int_property, is_stripped_header,
 };
 use crate::telemetry::log_entry;
 
+pub use connection::{ConnectionFilter, ConnectionHost};
 pub use lists::{Active, ListRefresher, RootHost};
 
 /// What every part of the filter needs from the proxy. A host error is an absent value or
@@ -41,20 +43,24 @@ pub trait Host {
     fn set_gauge(&self, gauge: &str, value: u64);
 }
 
+/// What both filters need from the proxy for the request or connection at hand.
+pub trait StreamHost: Host {
+    /// A host property (`["source", "address"]`) as raw bytes.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Hands the rendered entries (JSON lines joined by `\n`) to the proxy's access log.
+    fn write_log_entries(&self, entries: &str) -> bool;
+}
+
 /// What the per-request flow needs from the proxy.
-pub trait HttpHost: Host {
+pub trait HttpHost: StreamHost {
     /// Every request header, pseudo-headers included, with one host call.
     fn request_headers(&self) -> Option<HeaderMap>;
     /// Removes every value of a request header before the request is forwarded.
     fn remove_request_header(&self, name: &[u8]) -> bool;
     /// A response header (or `:status`) as raw bytes.
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// A host property (`["source", "address"]`) as raw bytes.
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Answers the request locally; its details become Envoy's response code details.
     fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool;
-    /// Hands the rendered entries (JSON lines joined by `\n`) to the proxy's access log.
-    fn write_log_entries(&self, entries: &str) -> bool;
 }
 
 /// Whether the proxy may go on with the request.
@@ -119,7 +125,7 @@ impl RequestFilter {
             return Flow::Stop;
         }
         let policy = &active.policy;
-        let facts = read_facts(&active.reads, host, headers, !end_of_stream);
+        let facts = read_facts(&active.reads, host, Protocol::Http, headers, !end_of_stream);
         // A list being replaced right now (never, in one thread) reads as unavailable: onError.
         let (request, decision) = match active.remote.try_borrow() {
             Ok(remote) => policy.decide(&facts, &remote),
@@ -237,7 +243,8 @@ impl PropertyReads {
 /// of the other attributes only those the policy reads.
 fn read_facts(
     reads: &PropertyReads,
-    host: &impl HttpHost,
+    host: &impl StreamHost,
+    protocol: Protocol,
     headers: HeaderMap,
     has_body: bool,
 ) -> RequestFacts {
@@ -271,7 +278,7 @@ fn read_facts(
         .filter_map(|&(attr, path, _)| Some((attr, host.property(path)?)))
         .collect();
     RequestFacts {
-        protocol: Protocol::Http,
+        protocol,
         headers,
         has_body,
         mtls,
@@ -281,6 +288,7 @@ fn read_facts(
         // For remote lists' age and the log entries' time: a direct host call, cheaper than
         // Envoy's `request.time` property later.
         time_micros: host.now_micros(),
+        opening: Opening::Unseen,
     }
 }
 

@@ -369,3 +369,131 @@ fn deny_reply_comes_from_the_deciding_rule_then_the_global_settings() {
         ]
     );
 }
+
+/// `tests/data/connections.json` through the network filter's flow, as Envoy drives it: a new
+/// connection, its first bytes (or its end before any), and for an allowed one, its close. The
+/// log entries must be the table's, as for the decision core.
+#[test]
+fn connection_table_cases_pass_through_the_network_filter_alike() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/connections.json");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/examples/").to_owned()
+            + case["config"].as_str().unwrap();
+        let policy = Policy::from_json(&std::fs::read(config).unwrap()).unwrap();
+        let mut host = FakeHost::from_case(&case["request"]);
+        let end = &case["response"];
+        for (property, key) in [
+            ("request.size", "receivedBytes"),
+            ("response.size", "sentBytes"),
+        ] {
+            if let Some(bytes) = end[key].as_i64() {
+                host.properties
+                    .insert(property.into(), bytes.to_le_bytes().to_vec());
+            }
+        }
+        let mut filter = ConnectionFilter::new(Some(active(policy)));
+        assert_eq!(filter.on_new_connection(&host), Flow::Stop, "{name}");
+        let first_bytes = host.downstream.borrow().len();
+        let forwarded = case["outcome"] == "allow" || case["outcome"] == "dry_run_deny";
+        if first_bytes > 0 {
+            let flow = filter.on_downstream_data(&host, first_bytes, false);
+            let expected = if forwarded {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            };
+            if flow != expected || host.closed.get() == forwarded {
+                failures.push(format!("{name}: {flow:?}, closed {}", host.closed.get()));
+            }
+        }
+        if forwarded {
+            assert_eq!(filter.on_upstream_data(), Flow::Continue, "{name}");
+            let millis = end["duration"].as_i64().unwrap_or(0);
+            host.now.set(host.now.get() + millis * 1_000);
+        }
+        filter.on_downstream_close(&host);
+        let mut entries: Vec<serde_json::Value> = host
+            .entries
+            .borrow()
+            .iter()
+            .flat_map(|e| {
+                e.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for entry in &mut entries {
+            entry.as_object_mut().unwrap().remove("time");
+        }
+        if entries != *case["entries"].as_array().unwrap() {
+            failures.push(format!("{name}: {entries:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_client_hello_in_pieces_is_waited_for_and_nothing_passes_meanwhile() {
+    let case = serde_json::json!({"protocol": "tcp", "sni": "api.ibm.com", "port": 10444,
+        "namespace": "default", "serviceAccount": "app-a"});
+    let host = FakeHost::from_case(&case);
+    let whole = host.downstream.borrow().clone();
+    let policy = Policy::from_json(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/envoy/examples/s6-sni.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut filter = ConnectionFilter::new(Some(active(policy)));
+    filter.on_new_connection(&host);
+    *host.downstream.borrow_mut() = whole[..30].to_vec();
+    assert_eq!(filter.on_downstream_data(&host, 30, false), Flow::Stop);
+    assert_eq!(filter.on_upstream_data(), Flow::Stop);
+    *host.downstream.borrow_mut() = whole.clone();
+    assert_eq!(
+        filter.on_downstream_data(&host, whole.len(), false),
+        Flow::Continue
+    );
+    assert!(!host.closed.get());
+    assert_eq!(filter.on_downstream_data(&host, 10, false), Flow::Continue);
+}
+
+#[test]
+fn a_client_hello_cut_off_by_the_end_of_the_stream_is_refused() {
+    let case = serde_json::json!({"protocol": "tcp", "sni": "api.ibm.com", "port": 10444,
+        "namespace": "default", "serviceAccount": "app-a"});
+    let host = FakeHost::from_case(&case);
+    host.downstream.borrow_mut().truncate(60);
+    let policy = Policy::from_json(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/envoy/examples/s6-sni.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut filter = ConnectionFilter::new(Some(active(policy)));
+    filter.on_new_connection(&host);
+    assert_eq!(filter.on_downstream_data(&host, 60, true), Flow::Stop);
+    assert!(host.closed.get());
+    assert!(host.entries.borrow()[0].contains("egress_policy_rejected:not_client_hello"));
+    filter.on_downstream_close(&host);
+    assert_eq!(host.entries.borrow().len(), 1, "one entry per connection");
+}
+
+#[test]
+fn unconfigured_filter_closes_every_connection() {
+    let host = FakeHost::default();
+    let mut filter = ConnectionFilter::new(None);
+    assert_eq!(filter.on_new_connection(&host), Flow::Stop);
+    assert!(host.closed.get());
+    assert_eq!(filter.on_downstream_data(&host, 10, false), Flow::Stop);
+    filter.on_downstream_close(&host);
+    assert!(host.entries.borrow().is_empty());
+}

@@ -1,5 +1,6 @@
 //! proxy-wasm glue: the root context runs [`ListRefresher`], HTTP contexts run
-//! [`RequestFilter`], both against [`WasmHost`]. The SDK is used for its dispatcher (contexts and
+//! [`RequestFilter`], network (stream) contexts run [`ConnectionFilter`], all against
+//! [`WasmHost`]. The SDK is used for its dispatcher (contexts and
 //! callbacks) only: its host-call helpers panic on a host status they do not expect, and a panic
 //! traps the VM for every request, so every host call here goes through [`abi`], whose calls
 //! return `None` or `false` instead.
@@ -8,10 +9,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
 
-use super::{Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost};
+use super::{
+    ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost,
+    StreamHost,
+};
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::Provider;
 use crate::core::policy::{LocalReply, Policy};
@@ -21,17 +25,24 @@ use crate::telemetry::metrics;
 /// `%FILTER_STATE(wasm.egress_policy_log:PLAIN)%`.
 const LOG_PROPERTY: &str = "egress_policy_log";
 
+/// The root id (Istio: the WasmPlugin's `pluginName`) under which the module runs as a network
+/// filter, deciding connections; under any other it is the HTTP filter. The SDK asks the root
+/// context which kind of context to create, and only the root id tells them apart.
+pub const NETWORK_ROOT_ID: &str = "egress-policy-tcp";
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { lists: ListRefresher::default() })
+        Box::new(Root { lists: ListRefresher::default(), network: false })
     });
 }}
 
-/// One per VM (each Envoy worker has its own): compiles the configuration and keeps its remote
-/// lists fresh.
+/// One per plugin and VM (each Envoy worker has its own): compiles the configuration and keeps
+/// its remote lists fresh.
 struct Root {
     lists: ListRefresher,
+    /// This plugin is the network filter ([`NETWORK_ROOT_ID`]).
+    network: bool,
 }
 
 impl Context for Root {
@@ -49,6 +60,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.network =
+            abi::property(&["plugin_root_id"]).as_deref() == Some(NETWORK_ROOT_ID.as_bytes());
         let Some(bytes) = abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION, usize::MAX) else {
             abi::log(
                 abi::LOG_ERROR,
@@ -100,8 +113,52 @@ impl RootContext for Root {
         }))
     }
 
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(Tcp {
+            filter: ConnectionFilter::new(self.lists.active()),
+        }))
+    }
+
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(if self.network {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
+    }
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Stop => Action::Pause,
+    }
+}
+
+struct Tcp {
+    filter: ConnectionFilter,
+}
+
+impl Context for Tcp {}
+
+impl StreamContext for Tcp {
+    fn on_new_connection(&mut self) -> Action {
+        action(self.filter.on_new_connection(&WasmHost))
+    }
+
+    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_downstream_data(&WasmHost, data_size, end_of_stream),
+        )
+    }
+
+    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+        self.filter.on_downstream_close(&WasmHost);
+    }
+
+    fn on_upstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        action(self.filter.on_upstream_data())
     }
 }
 
@@ -119,10 +176,7 @@ impl HttpContext for Http {
         if abi::map_value(abi::MAP_REQUEST_HEADERS, "x-egress-policy-test-trap").is_some() {
             core::arch::wasm32::unreachable();
         }
-        match self.filter.on_request_headers(&WasmHost, end_of_stream) {
-            Flow::Continue => Action::Continue,
-            Flow::Stop => Action::Pause,
-        }
+        action(self.filter.on_request_headers(&WasmHost, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -188,10 +242,6 @@ impl HttpHost for WasmHost {
         abi::map_value(abi::MAP_RESPONSE_HEADERS, name)
     }
 
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        abi::property(path)
-    }
-
     fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
         abi::send_local_response(
             reply.status,
@@ -200,9 +250,25 @@ impl HttpHost for WasmHost {
             &crate::core::headers::serialize(reply.headers),
         )
     }
+}
+
+impl StreamHost for WasmHost {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::property(path)
+    }
 
     fn write_log_entries(&self, entries: &str) -> bool {
         abi::set_property(&[LOG_PROPERTY], entries.as_bytes())
+    }
+}
+
+impl ConnectionHost for WasmHost {
+    fn downstream_data(&self, max: usize) -> Option<Vec<u8>> {
+        abi::buffer(abi::BUFFER_DOWNSTREAM_DATA, max)
+    }
+
+    fn close_downstream(&self) -> bool {
+        abi::close_stream(abi::STREAM_DOWNSTREAM)
     }
 }
 
@@ -278,7 +344,9 @@ mod abi {
     pub const MAP_REQUEST_HEADERS: u32 = 0;
     pub const MAP_RESPONSE_HEADERS: u32 = 2;
     pub const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+    pub const BUFFER_DOWNSTREAM_DATA: u32 = 2;
     pub const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
+    pub const STREAM_DOWNSTREAM: u32 = 2;
     pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
     pub const LOG_WARN: u32 = 3;
     pub const LOG_ERROR: u32 = 4;
@@ -336,6 +404,7 @@ mod abi {
             return_id: *mut u32,
         ) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        fn proxy_close_stream(stream_type: u32) -> u32;
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
         /// Declared here because the SDK's wrapper drops the details argument, which carries the
         /// deciding rule into Envoy's `%RESPONSE_CODE_DETAILS%`.
@@ -432,6 +501,11 @@ mod abi {
         // SAFETY: `name` and `id` outlive the call.
         let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
         (status == OK).then_some(id)
+    }
+
+    pub fn close_stream(stream_type: u32) -> bool {
+        // SAFETY: no pointers.
+        unsafe { proxy_close_stream(stream_type) == OK }
     }
 
     pub fn increment_metric(id: u32, offset: i64) {

@@ -132,8 +132,11 @@ pub enum Source {
     Response(&'static [&'static str]),
     /// The filter that decides: the HTTP filter or the network filter.
     Filter,
-    /// Counted by the network filter as the connection's bytes pass, and its close.
+    /// The network filter, when the connection ends: its duration and how it ended.
     ConnectionEnd,
+    /// The connection's property under this path, read when it ends (Envoy's count of the bytes
+    /// it relayed).
+    AtClose(&'static [&'static str]),
     /// The decision itself.
     Decision,
 }
@@ -150,6 +153,7 @@ impl Source {
             Source::Response(path) => format!("response (property `{}`)", path.join(".")),
             Source::Filter => "the filter".into(),
             Source::ConnectionEnd => "the connection's close".into(),
+            Source::AtClose(path) => format!("property `{}` at the close", path.join(".")),
             Source::Decision => "the decision".into(),
         }
     }
@@ -213,8 +217,8 @@ pub const ATTRIBUTES: &[Attribute] = &[
     row("response.code", Scalar(Attr::ResponseCode), Int, Response, Source::Response(&["response", "code"]), "response status"),
     row("response.size", Scalar(Attr::ResponseSize), Int, Response, Source::Response(&["response", "size"]), "response body bytes"),
     row("response.duration", Scalar(Attr::ResponseDuration), Int, Response, Source::Response(&["request", "duration"]), "milliseconds until the response ended"),
-    row("connection.received.bytes", Scalar(Attr::ConnectionReceivedBytes), Int, Close, Source::ConnectionEnd, "bytes the caller sent through the connection"),
-    row("connection.sent.bytes", Scalar(Attr::ConnectionSentBytes), Int, Close, Source::ConnectionEnd, "bytes sent back to the caller"),
+    row("connection.received.bytes", Scalar(Attr::ConnectionReceivedBytes), Int, Close, Source::AtClose(&["request", "size"]), "bytes relayed from the caller to the destination (0 for a refused connection)"),
+    row("connection.sent.bytes", Scalar(Attr::ConnectionSentBytes), Int, Close, Source::AtClose(&["response", "size"]), "bytes relayed from the destination to the caller"),
     row("connection.duration", Scalar(Attr::ConnectionDuration), Int, Close, Source::ConnectionEnd, "milliseconds the connection lasted"),
     row("connection.event", Scalar(Attr::ConnectionEvent), Str, Close, Source::ConnectionEnd, "`open` for a connection refused when it opened, `close` when it ended"),
     row("policy.decision", Scalar(Attr::PolicyDecision), Str, Outcome, Source::Decision, "`allow`, `deny`, `reject` or `dry_run_deny` (forwarded, but a dry-run check failed): the one outcome vocabulary of the log, the metrics' `decision` label and `audit`"),

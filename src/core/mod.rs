@@ -11,3 +11,4 @@ pub mod headers;
 pub mod identity;
 pub mod policy;
 pub mod request;
+pub mod tls;

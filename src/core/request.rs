@@ -51,6 +51,24 @@ pub struct RequestFacts {
     pub properties: Vec<(Attr, Vec<u8>)>,
     /// When the request arrived, in microseconds since the Unix epoch.
     pub time_micros: Option<i64>,
+    /// How a connection began (connections only).
+    pub opening: Opening,
+}
+
+/// How a connection began, as far as the network filter saw before deciding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Opening {
+    /// Not looked at (`egress-policy explain`): the caller's ClientHello is taken to name the
+    /// connection's SNI.
+    #[default]
+    Unseen,
+    /// The caller's first bytes: a whole ClientHello, or all that came before the connection
+    /// ended or the gateway stopped reading ([`crate::core::tls::MAX_CLIENT_HELLO_BYTES`]).
+    FirstBytes(Vec<u8>),
+    /// The TLS handshake with the gateway failed.
+    HandshakeFailed,
+    /// The connection closed before the caller sent a byte.
+    ClosedEarly,
 }
 
 impl RequestFacts {
@@ -326,11 +344,25 @@ pub enum Rejection {
     BodyOnSafeMethod,
     /// A TLS connection whose ClientHello names no server (no SNI): nothing to decide on.
     MissingServerName,
+    /// The caller's TLS handshake with the gateway failed (no certificate, or one the mesh CA
+    /// did not sign): the connection ended before anything could be decided.
+    HandshakeFailed,
+    /// The connection closed before the caller sent its first bytes (its ClientHello).
+    ClosedBeforeClientHello,
+    /// The caller's first bytes are not one well-formed TLS ClientHello: the gateway relays only
+    /// TLS whose server name it has read.
+    NotClientHello,
+    /// The caller's ClientHello names no server, or another one than the connection's SNI, which
+    /// decided and routed it: the destination would serve the name the policy did not see.
+    ServerNameMismatch,
+    /// The caller's ClientHello hides the server it wants (Encrypted Client Hello): the SNI is
+    /// only a front for it.
+    HiddenServerName,
 }
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Rejection; 17] = [
+    pub const ALL: [Rejection; 22] = [
         Self::UnusableHost,
         Self::NotOriginForm,
         Self::ControlOrNonAscii,
@@ -348,6 +380,11 @@ impl Rejection {
         Self::RepeatedHeader,
         Self::BodyOnSafeMethod,
         Self::MissingServerName,
+        Self::HandshakeFailed,
+        Self::ClosedBeforeClientHello,
+        Self::NotClientHello,
+        Self::ServerNameMismatch,
+        Self::HiddenServerName,
     ];
 
     /// For response code details and metrics: no spaces.
@@ -370,6 +407,11 @@ impl Rejection {
             Self::RepeatedHeader => "repeated_header",
             Self::BodyOnSafeMethod => "body_on_safe_method",
             Self::MissingServerName => "no_sni",
+            Self::HandshakeFailed => "tls_handshake_failed",
+            Self::ClosedBeforeClientHello => "closed_before_client_hello",
+            Self::NotClientHello => "not_client_hello",
+            Self::ServerNameMismatch => "sni_mismatch",
+            Self::HiddenServerName => "hidden_sni",
         }
     }
 
@@ -393,6 +435,19 @@ impl Rejection {
             Self::RepeatedHeader => "a header the policy decides on is repeated",
             Self::BodyOnSafeMethod => "GET, HEAD, OPTIONS and TRACE requests may not carry a body",
             Self::MissingServerName => "the TLS connection names no server (SNI)",
+            Self::HandshakeFailed => "the caller's TLS handshake with the gateway failed",
+            Self::ClosedBeforeClientHello => {
+                "the connection closed before the caller sent a TLS ClientHello"
+            }
+            Self::NotClientHello => {
+                "the caller's first bytes are not one well-formed TLS ClientHello"
+            }
+            Self::ServerNameMismatch => {
+                "the caller's ClientHello names no server or another one than the connection's SNI"
+            }
+            Self::HiddenServerName => {
+                "the caller's ClientHello hides its server name (Encrypted Client Hello)"
+            }
         }
     }
 }

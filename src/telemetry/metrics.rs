@@ -15,14 +15,14 @@ use crate::core::decision::{Decision, DenyReason, Outcome};
 use crate::core::expr::{HostLiterals, Needs};
 use crate::core::policy::Policy;
 use crate::core::policy::matchers::{HostPattern, HostTable};
-use crate::core::request::{Rejection, Request};
+use crate::core::request::{Protocol, Rejection, Request};
 
 /// The tags `envoy/gateway.yaml` extracts: (tag name, regex). Kept here so a test can check that
 /// the bundled Envoy configs extract exactly these.
 pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "destination",
-        r"^wasmcustom\.egress_policy\.requests\..*?(\.destination\.(.+?))\.source_namespace\.",
+        r"^wasmcustom\.egress_policy\.(?:requests|connections)\..*?(\.destination\.(.+?))\.source_namespace\.",
     ),
     (
         "decision",
@@ -63,6 +63,8 @@ pub struct Metrics {
     destination_names: Vec<Box<str>>,
     /// Per destination and outcome: the requests counter up to its `source_namespace.` label.
     requests: Vec<[Box<str>; Outcome::ALL.len()]>,
+    /// The same for connections (the network filter).
+    connections: Vec<[Box<str>; Outcome::ALL.len()]>,
     /// Per rule and outcome: the rule_matches counter.
     rule_matches: Vec<[Box<str>; Outcome::ALL.len()]>,
     /// Per rule: for each list it checks, the denied counter up to `source_namespace.` and the
@@ -127,14 +129,18 @@ impl Metrics {
             }
         }
         names.extend(["other".to_owned(), "unknown".to_owned()]);
-        let requests = names
-            .iter()
-            .map(|destination| {
-                per_outcome(|outcome| {
-                    format!("egress_policy.requests.decision.{outcome}.destination.{destination}.source_namespace.")
+        let family = |family: &str| {
+            names
+                .iter()
+                .map(|destination| {
+                    per_outcome(|outcome| {
+                        format!("egress_policy.{family}.decision.{outcome}.destination.{destination}.source_namespace.")
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
+        let requests = family("requests");
+        let connections = family("connections");
         let rule_matches = policy
             .rules
             .iter()
@@ -192,6 +198,7 @@ impl Metrics {
             destinations,
             destination_names: names.into_iter().map(String::into_boxed_str).collect(),
             requests,
+            connections,
             rule_matches,
             rule_checks,
             route_denials,
@@ -225,7 +232,8 @@ impl Metrics {
         self.lists.get(index)
     }
 
-    /// Calls `increment` with each counter one finished request increments.
+    /// Calls `increment` with each counter one finished request (or one decided connection)
+    /// increments. Connections have no response code label.
     pub fn count_request(
         &self,
         decision: &Decision,
@@ -242,10 +250,13 @@ impl Metrics {
         let namespace = source.namespace.as_deref();
         let app = source.label("app").or(source.service_account.as_deref());
         let version = source.label("version");
+        let (family, destination) = match request.protocol {
+            Protocol::Http => (&self.requests, request.host.as_deref()),
+            Protocol::Tcp => (&self.connections, request.requested_server_name.as_deref()),
+        };
         let mut name = String::with_capacity(256);
-        if let Some(prefix) = self
-            .requests
-            .get(self.destination(request.host.as_deref()))
+        if let Some(prefix) = family
+            .get(self.destination(destination))
             .and_then(|p| p.get(slot))
         {
             name.push_str(prefix);
@@ -254,12 +265,14 @@ impl Metrics {
             push_label(&mut name, app);
             name.push_str(".source_version.");
             push_label(&mut name, version);
-            name.push_str(".response_code.");
-            match response_code {
-                Some(code) => {
-                    let _ = write!(name, "{code}");
+            if request.protocol == Protocol::Http {
+                name.push_str(".response_code.");
+                match response_code {
+                    Some(code) => {
+                        let _ = write!(name, "{code}");
+                    }
+                    None => name.push_str("none"),
                 }
-                None => name.push_str("none"),
             }
             increment(&name);
         }

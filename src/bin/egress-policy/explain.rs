@@ -7,7 +7,7 @@ use egress_policy::core::attributes::Attr;
 use egress_policy::core::headers::HeaderMap;
 use egress_policy::core::policy::Policy;
 use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::{Protocol, RequestFacts, Response};
+use egress_policy::core::request::{Opening, Protocol, RequestFacts, Response};
 use egress_policy::telemetry::log_entry;
 
 use crate::load::load;
@@ -137,6 +137,8 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
             .and_then(|d| i64::try_from(d.as_micros()).ok()),
+        // The caller's own ClientHello is taken to name the SNI (README: HTTPS egress).
+        opening: Opening::Unseen,
     }
 }
 

@@ -6,7 +6,8 @@ use crate::core::attributes::Attr;
 /// Host names and host suffixes an expression names, for bounded destination metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostLiterals {
-    /// From `request.host == "x"` and `request.host in [...]`.
+    /// From `request.host == "x"` and `request.host in [...]` (or the SNI,
+    /// `connection.requested_server_name`, the destination of a connection).
     pub names: Vec<String>,
     /// From `request.host.endsWith("x")`, without a leading dot.
     pub suffixes: Vec<String>,
@@ -15,7 +16,12 @@ pub struct HostLiterals {
 impl Expr {
     /// Collects the host literals of this expression into `out`.
     pub fn host_literals(&self, out: &mut HostLiterals) {
-        let is_host = |e: &Expr| matches!(e, Expr::Attr(Attr::RequestHost));
+        let is_host = |e: &Expr| {
+            matches!(
+                e,
+                Expr::Attr(Attr::RequestHost | Attr::ConnectionRequestedServerName)
+            )
+        };
         match self {
             Expr::Eq(l, r) | Expr::Ne(l, r) => {
                 for (a, b) in [(l, r), (r, l)] {

@@ -9,9 +9,10 @@ use crate::core::decision::{Decision, DenyReason};
 use crate::core::expr::Env;
 use crate::core::identity::{self, IdentityError};
 use crate::core::request::{
-    BODILESS_METHODS, Protocol, Rejection, Request, RequestFacts, canonical_host, int_property,
-    is_stripped_header, lossy,
+    BODILESS_METHODS, Opening, Protocol, Rejection, Request, RequestFacts, canonical_host,
+    int_property, is_stripped_header, lossy,
 };
+use crate::core::tls::{self, Scan};
 
 impl Policy {
     /// The one decision pipeline, run by the filter for every request and by `egress-policy
@@ -46,11 +47,15 @@ impl Policy {
         request.source.ip = facts
             .property(Attr::SourceIp)
             .map(|address| strip_port(&lossy(address)).to_owned());
-        self.read_identity(facts, &mut request);
-        let rejected = request
-            .requested_server_name
-            .is_none()
-            .then_some(Rejection::MissingServerName);
+        // A connection that ended before its first bytes may have ended in its handshake, whose
+        // certificate Envoy then presents unverified: no identity is read from it.
+        if !matches!(
+            facts.opening,
+            Opening::HandshakeFailed | Opening::ClosedEarly
+        ) {
+            self.read_identity(facts, &mut request);
+        }
+        let rejected = opening_problem(&facts.opening, request.requested_server_name.as_deref());
         (request, rejected)
     }
 
@@ -206,6 +211,32 @@ impl Policy {
             dry_run,
         }
     }
+}
+
+/// Why a connection cannot be decided on its SNI `sni`, given how it began: the ClientHello the
+/// gateway will relay must name the server the policy decides on and routes to, and nothing else
+/// (README: HTTPS egress).
+fn opening_problem(opening: &Opening, sni: Option<&str>) -> Option<Rejection> {
+    let first_bytes = match opening {
+        Opening::HandshakeFailed => return Some(Rejection::HandshakeFailed),
+        Opening::ClosedEarly => return Some(Rejection::ClosedBeforeClientHello),
+        Opening::Unseen => None,
+        Opening::FirstBytes(bytes) => Some(bytes),
+    };
+    let Some(sni) = sni else {
+        return Some(Rejection::MissingServerName);
+    };
+    let hello = match tls::scan(first_bytes?) {
+        Scan::Hello(hello) => hello,
+        Scan::Incomplete | Scan::Malformed(_) => return Some(Rejection::NotClientHello),
+    };
+    if hello.hides_server_name {
+        return Some(Rejection::HiddenServerName);
+    }
+    let named = hello
+        .server_name
+        .and_then(|name| canonical_host(&lossy(&name)));
+    (named.as_deref() != Some(sni)).then_some(Rejection::ServerNameMismatch)
 }
 
 /// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
