@@ -19,3 +19,4 @@ mod prometheus;
 mod readme;
 mod schema;
 mod security;
+mod tls;

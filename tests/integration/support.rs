@@ -212,23 +212,81 @@ impl Upstream {
     }
 }
 
+/// The local TLS stand-in for the HTTPS egress destinations (scripts/fake-tls-destinations).
+pub struct TlsDestinations {
+    _process: Guard,
+    pub port: u16,
+    record: PathBuf,
+}
+
+/// The names the TLS stand-in serves, each with its test-CA certificate.
+pub const TLS_DESTINATIONS: &str = "www.ibm.com,api.ibm.com,mongo1.composedb.com";
+
+impl TlsDestinations {
+    pub fn start(dir: &TempDir) -> Self {
+        let port_file = dir.path("tls-destinations.port");
+        let record = dir.path("tls-destinations.jsonl");
+        let child = Command::new(repo().join("scripts/fake-tls-destinations"))
+            .arg("--certs")
+            .arg(certs())
+            .args(["--names", TLS_DESTINATIONS])
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--record")
+            .arg(&record)
+            .spawn()
+            .unwrap();
+        let mut process = Guard(child);
+        wait_until("the TLS stand-in to listen", STARTUP_TIMEOUT, || {
+            assert!(
+                process.0.try_wait().unwrap().is_none(),
+                "scripts/fake-tls-destinations exited"
+            );
+            port_file.exists()
+        });
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        TlsDestinations {
+            _process: process,
+            port,
+            record,
+        }
+    }
+
+    /// Every connection the stand-in accepted, once it ended: `sni`, `handshake`, `received`,
+    /// `http`.
+    pub fn connections(&self) -> Vec<Value> {
+        read_json_lines(&self.record)
+    }
+}
+
 /// Renders the filter's ECDS file for `plugin_config` into `filter_dir`, atomically (as
 /// scripts/reload does), so Envoy's directory watch sees only whole files.
 pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
     install_filter_config_with_module(filter_dir, plugin_config, &wasm_path());
 }
 
-/// As [`install_filter_config`], with another build of the module.
+/// As [`install_filter_config`], with another build of the module: the HTTP filter's file and
+/// the network filter's, as `install_filter_config` in scripts/lib.sh renders them.
 pub fn install_filter_config_with_module(filter_dir: &Path, plugin_config: &Path, wasm: &Path) {
     std::fs::create_dir_all(filter_dir).unwrap();
-    let rendered = render(
-        "envoy/egress-policy-filter.yaml",
-        Some(plugin_config),
-        &[("WASM_PATH", wasm.display().to_string())],
-    );
-    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
-    std::fs::write(&tmp, rendered).unwrap();
-    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
+    for (name, api) in [("egress-policy", "http"), ("egress-policy-tcp", "network")] {
+        let rendered = render(
+            "envoy/egress-policy-filter.yaml",
+            Some(plugin_config),
+            &[
+                ("WASM_PATH", wasm.display().to_string()),
+                ("FILTER_NAME", name.into()),
+                ("FILTER_API", api.into()),
+            ],
+        );
+        let tmp = filter_dir.join(format!(".{name}.yaml.tmp"));
+        std::fs::write(&tmp, rendered).unwrap();
+        std::fs::rename(&tmp, filter_dir.join(format!("{name}.yaml"))).unwrap();
+    }
 }
 
 /// Runs scripts/render-envoy-config on a template of the repository.
@@ -255,6 +313,7 @@ pub fn render_envoy_config(
     dir: &TempDir,
     plugin_config: &Path,
     upstream_port: u16,
+    tls_upstream_port: u16,
     list_port: u16,
 ) -> PathBuf {
     install_filter_config(&dir.path("filter"), plugin_config);
@@ -267,6 +326,12 @@ pub fn render_envoy_config(
             ("ADMIN_PORT", "0".into()),
             ("HTTP_PORT", "0".into()),
             ("MTLS_PORT", "0".into()),
+            ("TLS_PORT", "0".into()),
+            ("PASSTHROUGH_PORT", "0".into()),
+            ("TLS_UPSTREAM_PORT", tls_upstream_port.to_string()),
+            ("TLS_ADDRESS_WWW_IBM_COM", "127.0.0.1".into()),
+            ("TLS_ADDRESS_API_IBM_COM", "127.0.0.1".into()),
+            ("TLS_ADDRESS_MONGO1_COMPOSEDB_COM", "127.0.0.1".into()),
             ("MESH_CA", path_of(certs().join("mesh-ca.crt"))),
             ("GATEWAY_CERT", path_of(certs().join("gateway.crt"))),
             ("GATEWAY_KEY", path_of(certs().join("gateway.key"))),
@@ -371,11 +436,15 @@ impl ListServer {
 pub struct Gateway {
     envoy: Guard,
     pub upstream: Upstream,
+    pub tls_destinations: TlsDestinations,
     pub lists: ListServer,
     pub dir: TempDir,
     pub admin_port: u16,
     pub http_port: u16,
     pub mtls_port: u16,
+    /// TLS egress: the sidecar leg (mTLS around the application's TLS) and passthrough.
+    pub tls_port: u16,
+    pub passthrough_port: u16,
     envoy_stderr: PathBuf,
 }
 
@@ -404,11 +473,18 @@ impl Gateway {
             .into_owned();
         let dir = TempDir::new(&label);
         let upstream = Upstream::start(&dir);
+        let tls_destinations = TlsDestinations::start(&dir);
         let lists = ListServer::start(&dir);
         for (name, content) in lists_content {
             lists.write(name, content);
         }
-        let envoy_config = render_envoy_config(&dir, plugin_config, upstream.port, lists.port);
+        let envoy_config = render_envoy_config(
+            &dir,
+            plugin_config,
+            upstream.port,
+            tls_destinations.port,
+            lists.port,
+        );
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
         let (mut envoy, envoy_stderr) = spawn_envoy(&dir, &envoy_config);
@@ -453,9 +529,13 @@ impl Gateway {
                 .unwrap() as u16
         };
         let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
+        let (tls_port, passthrough_port) = (port_of("egress_tls"), port_of("egress_passthrough"));
         Gateway {
             lists,
             mtls_port,
+            tls_port,
+            passthrough_port,
+            tls_destinations,
             envoy,
             upstream,
             dir,
@@ -581,24 +661,44 @@ impl Gateway {
 
     /// As [`Gateway::reload`], loading another build of the module.
     pub fn reload_with_module(&self, plugin_config: &Path, wasm: &Path) -> bool {
-        const STAT: &str = "extension_config_discovery.http_filter.egress-policy";
-        let success = self.counter(&format!("{STAT}.update_success"));
-        let rejected = self.counter(&format!("{STAT}.update_rejected"));
+        // Both filters load the same plugin configuration; each answers for itself.
+        const STATS: [&str; 2] = [
+            "extension_config_discovery.http_filter.egress-policy",
+            "extension_config_discovery.network_filter.egress-policy-tcp",
+        ];
+        let before: Vec<(u64, u64)> = STATS
+            .iter()
+            .map(|stat| {
+                (
+                    self.counter(&format!("{stat}.update_success")),
+                    self.counter(&format!("{stat}.update_rejected")),
+                )
+            })
+            .collect();
         install_filter_config_with_module(&self.dir.path("filter"), plugin_config, wasm);
-        let mut applied = None;
+        let mut verdicts = [None, None];
         wait_until(
             "Envoy to apply or reject the configuration",
             STARTUP_TIMEOUT,
             || {
-                if self.counter(&format!("{STAT}.update_success")) > success {
-                    applied = Some(true);
-                } else if self.counter(&format!("{STAT}.update_rejected")) > rejected {
-                    applied = Some(false);
+                for (i, stat) in STATS.iter().enumerate() {
+                    let (success, rejected) = before[i];
+                    if self.counter(&format!("{stat}.update_success")) > success {
+                        verdicts[i] = Some(true);
+                    } else if self.counter(&format!("{stat}.update_rejected")) > rejected {
+                        verdicts[i] = Some(false);
+                    }
                 }
-                applied.is_some()
+                verdicts.iter().all(Option::is_some)
             },
         );
-        applied.unwrap()
+        assert_eq!(
+            verdicts[0],
+            verdicts[1],
+            "the HTTP and network filters disagree on {}",
+            plugin_config.display()
+        );
+        verdicts[0].unwrap()
     }
 
     /// The sum of every counter whose name starts with `prefix`.
@@ -624,6 +724,60 @@ impl Gateway {
     pub fn settle(&self, requests: u64) {
         wait_until("completed requests", STARTUP_TIMEOUT, || {
             self.counter("http.egress_http.downstream_rq_completed") >= requests
+        });
+        let flushes = self.counter("filesystem.flushed_by_timer");
+        wait_until("access log flushes", STARTUP_TIMEOUT, || {
+            self.counter("filesystem.flushed_by_timer") >= flushes + 2
+                && self.counter("filesystem.write_total_buffered") == 0
+        });
+    }
+
+    /// Runs tests/tls-client against the sidecar leg (with `identity`, a test certificate name,
+    /// as the sidecar's) or the passthrough listener (without); `extra` are its other arguments.
+    /// Returns its JSON report.
+    pub fn tls_client(&self, identity: Option<&str>, sni: &str, extra: &[&str]) -> Value {
+        let certs = certs();
+        let mut command = Command::new(repo().join("tests/tls-client"));
+        command
+            .args(["--sni", sni])
+            .arg("--ca")
+            .arg(certs.join("ca.crt"));
+        match identity {
+            Some(name) => {
+                command
+                    .args(["--port", &self.tls_port.to_string()])
+                    .arg("--sidecar-cert")
+                    .arg(certs.join(format!("{name}.crt")))
+                    .arg("--sidecar-key")
+                    .arg(certs.join(format!("{name}.key")))
+                    .arg("--mesh-ca")
+                    .arg(certs.join("mesh-ca.crt"));
+            }
+            None => {
+                command.args(["--port", &self.passthrough_port.to_string()]);
+            }
+        }
+        let output = command.args(extra).output().unwrap();
+        assert!(
+            output.status.success(),
+            "tests/tls-client failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// Waits until the TLS listeners accepted `connections` in all and every one of them ended,
+    /// and Envoy flushed its access logs twice since, so each connection's entry is on disk.
+    pub fn settle_connections(&self, connections: u64) {
+        let listeners = ["egress_tls", "egress_passthrough"];
+        wait_until("TLS connections to end", STARTUP_TIMEOUT, || {
+            let stat = |name: &str| -> u64 {
+                listeners
+                    .iter()
+                    .map(|listener| self.counter(&format!("listener.{listener}.{name}")))
+                    .sum()
+            };
+            stat("downstream_cx_total") >= connections && stat("downstream_cx_active") == 0
         });
         let flushes = self.counter("filesystem.flushed_by_timer");
         wait_until("access log flushes", STARTUP_TIMEOUT, || {
