@@ -24,6 +24,19 @@ envoy_command() {
   fi
 }
 
+# require_gateway_envoy: dies unless the Envoy that envoy_command runs can run envoy/gateway.yaml,
+# whose TLS egress listeners need tcp_proxy's max_early_data_bytes (Envoy 1.37 or later).
+require_gateway_envoy() {
+  local version major minor
+  # shellcheck disable=SC2046 # envoy_command may be two words (func-e run)
+  version="$($(envoy_command) --version 2>/dev/null | grep -o '/[0-9]*\.[0-9]*\.[0-9]*/' | head -1 | tr -d /)"
+  [ -n "$version" ] || die "cannot tell the version of Envoy ($(envoy_command) --version)"
+  major="${version%%.*}" minor="${version#*.}" minor="${minor%%.*}"
+  if [ "$major" -lt 1 ] || { [ "$major" = 1 ] && [ "$minor" -lt 37 ]; }; then
+    die "Envoy $version cannot run the bundled gateway: its TLS egress listeners need Envoy 1.37 or later (tcp_proxy max_early_data_bytes); the pinned version is 1.40.0"
+  fi
+}
+
 # install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
 # configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/egress-policy-tcp.yaml (the
 # network filter), each with one atomic rename, which Envoy's watch on DIR picks up (a partly

@@ -12,7 +12,7 @@ use crate::core::config::{EntryType, LogLevel, OnError, PluginConfig};
 use crate::core::decision::{Decision, DenyReason, ListFailure};
 use crate::core::error::ConfigErrors;
 use crate::core::expr::{Env, Expr, Needs, Value};
-use crate::core::request::{Rejection, Request};
+use crate::core::request::{Protocol, Rejection, Request};
 use list::EntryIndex;
 use provider::{Provider, RemoteLists};
 use route::RouteTable;
@@ -223,6 +223,38 @@ impl Policy {
         if self.routes.is_empty() && !enforced_check {
             warnings.push(
                 "no rule or route can deny anything: every request is let through (routes, or rules with an enforced 'check', deny)"
+                    .to_owned(),
+            );
+        }
+        // Request attributes are absent on connections (README: HTTPS egress): a rule can be
+        // written that fits neither.
+        let can_hold = |rule: &Rule, protocol: Protocol| {
+            rule.condition().is_none_or(|c| c.can_hold_for(protocol))
+        };
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !can_hold(rule, Protocol::Http) && !can_hold(rule, Protocol::Tcp) {
+                warnings.push(format!(
+                    "rules[{index}] ('{}'): its match holds for no request and no connection (on connections, \
+                     context.protocol is \"tcp\" and every request.* attribute is absent)",
+                    rule.name
+                ));
+            }
+        }
+        let about_connections = self
+            .rules
+            .iter()
+            .any(|rule| can_hold(rule, Protocol::Tcp) && !can_hold(rule, Protocol::Http));
+        let denies_connections = self.rules.iter().any(|rule| {
+            can_hold(rule, Protocol::Tcp)
+                && !rule.dry_run
+                && rule
+                    .checks
+                    .iter()
+                    .any(|&l| self.lists.get(l).is_some_and(|list| !list.dry_run))
+        });
+        if about_connections && !denies_connections {
+            warnings.push(
+                "no rule with an enforced 'check' can match a connection: every TLS connection is let through"
                     .to_owned(),
             );
         }

@@ -283,3 +283,31 @@ fn uri_prefix_matches_whole_segments_unless_raw() {
     assert!(denied("edition.cnn.com", "/sportpolitics"));
     assert!(!denied("raw.example.com", "/sportpolitics"));
 }
+
+#[test]
+fn check_warns_of_rules_that_fit_neither_requests_nor_connections() {
+    let policy = Policy::from_json(
+        br#"{"lists": {"nowhere": {"value": "connection.requested_server_name", "entries": []}},
+             "rules": [
+               {"name": "tls-ibm", "log": "info", "match": "context.protocol == \"tcp\" && connection.requested_server_name.endsWith(\".ibm.com\")"},
+               {"name": "tls-by-path", "log": "info", "check": ["nowhere"], "match": "context.protocol == \"tcp\" && request.path == \"/x\""}]}"#,
+    )
+    .unwrap();
+    let warnings = policy.warnings();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "rules[1] ('tls-by-path'): its match holds for no request and no connection"
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("no rule with an enforced 'check' can match a connection")),
+        "{warnings:?}"
+    );
+    assert!(
+        example("s6-sni.json").warnings().is_empty(),
+        "the documents' TLS policy denies connections"
+    );
+}
