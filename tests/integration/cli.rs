@@ -304,3 +304,74 @@ fn audit_reports_unreadable_input_and_exits_2() {
         "a violation outranks unreadable lines"
     );
 }
+
+/// `manifests/tls-egress.yaml` (README: HTTPS egress): every TLS host is declared, reaches the
+/// gateway over ISTIO_MUTUAL with its own SNI, is routed out by its own Gateway server, and is
+/// decided by the NETWORK plugin carrying the documents' S6 policy.
+#[test]
+fn tls_egress_manifests_route_each_host_through_the_gateway_under_the_s6_policy() {
+    let output = cli(&["check", "manifests/tls-egress.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = std::fs::read_to_string(repo().join("manifests/tls-egress.yaml")).unwrap();
+    let documents: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of_kind = |kind: &str| -> Vec<&serde_json::Value> {
+        documents.iter().filter(|d| d["kind"] == kind).collect()
+    };
+    let hosts: Vec<&str> = of_kind("ServiceEntry")[0]["spec"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["www.ibm.com", "api.ibm.com", "mongo1.composedb.com"]
+    );
+    let subsets = of_kind("DestinationRule")[0]["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for host in &hosts {
+        let gateway = of_kind("Gateway")
+            .into_iter()
+            .find(|g| g["spec"]["servers"][0]["hosts"][0] == *host)
+            .unwrap_or_else(|| panic!("no Gateway server for {host}"));
+        let server = &gateway["spec"]["servers"][0];
+        assert_eq!(server["tls"]["mode"], "ISTIO_MUTUAL", "{host}");
+        assert_eq!(server["port"]["protocol"], "TLS", "{host}");
+        let service = of_kind("VirtualService")
+            .into_iter()
+            .find(|v| v["spec"]["hosts"][0] == *host)
+            .unwrap_or_else(|| panic!("no VirtualService for {host}"));
+        let to_gateway = &service["spec"]["tls"][0];
+        assert_eq!(to_gateway["match"][0]["sniHosts"][0], *host);
+        let subset = to_gateway["route"][0]["destination"]["subset"]
+            .as_str()
+            .unwrap();
+        let sni = subsets
+            .iter()
+            .find(|s| s["name"] == subset)
+            .map(|s| &s["trafficPolicy"]["portLevelSettings"][0]["tls"]["sni"]);
+        assert_eq!(sni, Some(&serde_json::json!(host)), "{host}: outer SNI");
+        let out = &service["spec"]["tcp"][0];
+        assert_eq!(out["match"][0]["gateways"][0], gateway["metadata"]["name"]);
+        assert_eq!(out["route"][0]["destination"]["host"], *host);
+    }
+    let plugin = of_kind("WasmPlugin")[0];
+    assert_eq!(plugin["spec"]["type"], "NETWORK");
+    // The root id under which the module runs as a network filter, as in envoy/gateway.yaml.
+    assert_eq!(plugin["spec"]["pluginName"], "egress-policy-tcp");
+    let s6: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("envoy/examples/s6-sni.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plugin["spec"]["pluginConfig"], s6);
+    let hold = &of_kind("EnvoyFilter")[0]["spec"]["configPatches"][0]["patch"]["value"];
+    let gateway_yaml = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
+    let early = hold["typed_config"]["max_early_data_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(gateway_yaml.contains(&format!("max_early_data_bytes: {early}")));
+}
