@@ -85,6 +85,9 @@ struct Session {
     run_dir: TempDir,
     http_port: u16,
     mtls_port: u16,
+    /// TLS egress listeners: the sidecar leg and passthrough (`--port 10444`, `--port 10445`).
+    tls_port: u16,
+    passthrough_port: u16,
     admin_port: u16,
     gateway: Option<RunningGateway>,
 }
@@ -94,6 +97,8 @@ impl Session {
         self.gateway = None;
         self.http_port = free_port();
         self.mtls_port = free_port();
+        self.tls_port = free_port();
+        self.passthrough_port = free_port();
         self.admin_port = free_port();
         let log = std::fs::File::create(self.run_dir.path("scripts-run.out")).unwrap();
         let child = Command::new("bash")
@@ -138,6 +143,8 @@ impl Session {
         vec![
             ("EGRESS_HTTP_PORT", self.http_port.to_string()),
             ("EGRESS_MTLS_PORT", self.mtls_port.to_string()),
+            ("EGRESS_TLS_PORT", self.tls_port.to_string()),
+            ("EGRESS_PASSTHROUGH_PORT", self.passthrough_port.to_string()),
             ("EGRESS_ADMIN_PORT", self.admin_port.to_string()),
             ("EGRESS_RUN_DIR", self.run_dir.0.display().to_string()),
         ]
@@ -148,6 +155,8 @@ impl Session {
         command
             .replace("127.0.0.1:10000", &format!("127.0.0.1:{}", self.http_port))
             .replace("127.0.0.1:10443", &format!("127.0.0.1:{}", self.mtls_port))
+            .replace("--port 10444", &format!("--port {}", self.tls_port))
+            .replace("--port 10445", &format!("--port {}", self.passthrough_port))
             .replace(".cache/run/", &format!("{}/", self.run_dir.0.display()))
     }
 }
@@ -175,6 +184,8 @@ fn readme_console_commands_produce_what_the_readme_shows() {
         run_dir: TempDir::new("readme"),
         http_port: 0,
         mtls_port: 0,
+        tls_port: 0,
+        passthrough_port: 0,
         admin_port: 0,
         gateway: None,
     };
