@@ -38,17 +38,18 @@ require_gateway_envoy() {
 }
 
 # install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
-# configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/egress-policy-tcp.yaml (the
-# network filter), each with one atomic rename, which Envoy's watch on DIR picks up (a partly
-# written file is never seen).
+# configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/tcp/egress-policy-tcp.yaml
+# (the network filter), each with one atomic rename, which Envoy's watch on the file's directory
+# picks up (a partly written file is never seen).
 install_filter_config() {
-  local config="$1" dir="$2" name api
-  mkdir -p "$dir"
-  for name in egress-policy:http egress-policy-tcp:network; do
-    api="${name#*:}" name="${name%%:*}"
+  local config="$1" dir="$2" target
+  mkdir -p "$dir/tcp"
+  for target in egress-policy:http:. egress-policy-tcp:network:tcp; do
+    local name="${target%%:*}" rest="${target#*:}"
+    local api="${rest%%:*}" subdir="${rest#*:}"
     FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$WASM" \
-      "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" > "$dir/.$name.yaml.tmp"
-    mv -f "$dir/.$name.yaml.tmp" "$dir/$name.yaml"
+      "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" > "$dir/$subdir/.$name.yaml.tmp"
+    mv -f "$dir/$subdir/.$name.yaml.tmp" "$dir/$subdir/$name.yaml"
   done
 }
 

@@ -272,8 +272,13 @@ pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
 /// As [`install_filter_config`], with another build of the module: the HTTP filter's file and
 /// the network filter's, as `install_filter_config` in scripts/lib.sh renders them.
 pub fn install_filter_config_with_module(filter_dir: &Path, plugin_config: &Path, wasm: &Path) {
-    std::fs::create_dir_all(filter_dir).unwrap();
-    for (name, api) in [("egress-policy", "http"), ("egress-policy-tcp", "network")] {
+    // Each in its own watched directory (envoy/gateway.yaml), so each reload is judged alone.
+    for (name, api, subdir) in [
+        ("egress-policy", "http", None),
+        ("egress-policy-tcp", "network", Some("tcp")),
+    ] {
+        let dir = subdir.map_or_else(|| filter_dir.to_path_buf(), |d| filter_dir.join(d));
+        std::fs::create_dir_all(&dir).unwrap();
         let rendered = render(
             "envoy/egress-policy-filter.yaml",
             Some(plugin_config),
@@ -283,9 +288,9 @@ pub fn install_filter_config_with_module(filter_dir: &Path, plugin_config: &Path
                 ("FILTER_API", api.into()),
             ],
         );
-        let tmp = filter_dir.join(format!(".{name}.yaml.tmp"));
+        let tmp = dir.join(format!(".{name}.yaml.tmp"));
         std::fs::write(&tmp, rendered).unwrap();
-        std::fs::rename(&tmp, filter_dir.join(format!("{name}.yaml"))).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).unwrap();
     }
 }
 
