@@ -436,21 +436,22 @@ fn connection_table_cases_pass_through_the_network_filter_alike() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A connection from app-a to api.ibm.com over the sidecar leg, its ClientHello waiting.
+fn app_a_to_api_ibm_com() -> FakeHost {
+    FakeHost::from_case(&serde_json::json!({"protocol": "tcp", "sni": "api.ibm.com",
+        "port": 10444, "namespace": "default", "serviceAccount": "app-a"}))
+}
+
+fn s6() -> Rc<Active> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/examples/s6-sni.json");
+    active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
+}
+
 #[test]
 fn a_client_hello_in_pieces_is_waited_for_and_nothing_passes_meanwhile() {
-    let case = serde_json::json!({"protocol": "tcp", "sni": "api.ibm.com", "port": 10444,
-        "namespace": "default", "serviceAccount": "app-a"});
-    let host = FakeHost::from_case(&case);
+    let host = app_a_to_api_ibm_com();
     let whole = host.downstream.borrow().clone();
-    let policy = Policy::from_json(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/envoy/examples/s6-sni.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let mut filter = ConnectionFilter::new(Some(active(policy)));
+    let mut filter = ConnectionFilter::new(Some(s6()));
     filter.on_new_connection(&host);
     *host.downstream.borrow_mut() = whole[..30].to_vec();
     assert_eq!(filter.on_downstream_data(&host, 30, false), Flow::Stop);
@@ -466,19 +467,9 @@ fn a_client_hello_in_pieces_is_waited_for_and_nothing_passes_meanwhile() {
 
 #[test]
 fn a_client_hello_cut_off_by_the_end_of_the_stream_is_refused() {
-    let case = serde_json::json!({"protocol": "tcp", "sni": "api.ibm.com", "port": 10444,
-        "namespace": "default", "serviceAccount": "app-a"});
-    let host = FakeHost::from_case(&case);
+    let host = app_a_to_api_ibm_com();
     host.downstream.borrow_mut().truncate(60);
-    let policy = Policy::from_json(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/envoy/examples/s6-sni.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let mut filter = ConnectionFilter::new(Some(active(policy)));
+    let mut filter = ConnectionFilter::new(Some(s6()));
     filter.on_new_connection(&host);
     assert_eq!(filter.on_downstream_data(&host, 60, true), Flow::Stop);
     assert!(host.closed.get());

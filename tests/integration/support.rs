@@ -148,6 +148,23 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Starts a stand-in that writes its bound port to `--port-file` once it listens; returns it
+/// and the port.
+fn spawn_listening(mut command: Command, port_file: &Path, what: &str) -> (Guard, u16) {
+    let child = command.arg("--port-file").arg(port_file).spawn().unwrap();
+    let mut process = Guard(child);
+    wait_until(&format!("{what} to listen"), STARTUP_TIMEOUT, || {
+        assert!(process.0.try_wait().unwrap().is_none(), "{what} exited");
+        port_file.exists()
+    });
+    let port = std::fs::read_to_string(port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (process, port)
+}
+
 /// The local HTTPS stand-in for edition.cnn.com.
 pub struct Upstream {
     _process: Guard,
@@ -160,30 +177,15 @@ impl Upstream {
         let certs = certs();
         let port_file = dir.path("upstream.port");
         let record = dir.path("upstream-requests.jsonl");
-        let child = Command::new(repo().join("scripts/fake-cnn"))
+        let mut command = Command::new(repo().join("scripts/fake-cnn"));
+        command
             .arg("--cert")
             .arg(certs.join("edition.cnn.com.crt"))
             .arg("--key")
             .arg(certs.join("edition.cnn.com.key"))
-            .arg("--port-file")
-            .arg(&port_file)
             .arg("--record")
-            .arg(&record)
-            .spawn()
-            .unwrap();
-        let mut process = Guard(child);
-        wait_until("the local upstream to listen", STARTUP_TIMEOUT, || {
-            assert!(
-                process.0.try_wait().unwrap().is_none(),
-                "scripts/fake-cnn exited"
-            );
-            port_file.exists()
-        });
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+            .arg(&record);
+        let (process, port) = spawn_listening(command, &port_file, "scripts/fake-cnn");
         Upstream {
             _process: process,
             port,
@@ -226,29 +228,14 @@ impl TlsDestinations {
     pub fn start(dir: &TempDir) -> Self {
         let port_file = dir.path("tls-destinations.port");
         let record = dir.path("tls-destinations.jsonl");
-        let child = Command::new(repo().join("scripts/fake-tls-destinations"))
+        let mut command = Command::new(repo().join("scripts/fake-tls-destinations"));
+        command
             .arg("--certs")
             .arg(certs())
             .args(["--names", TLS_DESTINATIONS])
-            .arg("--port-file")
-            .arg(&port_file)
             .arg("--record")
-            .arg(&record)
-            .spawn()
-            .unwrap();
-        let mut process = Guard(child);
-        wait_until("the TLS stand-in to listen", STARTUP_TIMEOUT, || {
-            assert!(
-                process.0.try_wait().unwrap().is_none(),
-                "scripts/fake-tls-destinations exited"
-            );
-            port_file.exists()
-        });
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+            .arg(&record);
+        let (process, port) = spawn_listening(command, &port_file, "scripts/fake-tls-destinations");
         TlsDestinations {
             _process: process,
             port,
