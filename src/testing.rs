@@ -119,12 +119,19 @@ impl FakeHost {
             .insert("response.size".into(), size.to_le_bytes().to_vec());
     }
 
-    /// A verified mTLS peer whose certificate has these URI SANs (comma-joined).
+    /// A verified mTLS peer whose certificate has these URI SANs (comma-joined), as Envoy shows
+    /// it: every SAN in the HTTP chain's filter state, the first in `connection.uri_san_peer_certificate`.
     pub fn with_peer(mut self, uri_sans: &str) -> Self {
         self.properties.insert("connection.mtls".into(), vec![1]);
         self.properties.insert(
             format!("filter_state.{}", crate::adapter::PEER_URI_SANS),
             uri_sans.as_bytes().to_vec(),
+        );
+        // Envoy's own property has only the first URI SAN.
+        let first = uri_sans.split(',').next().unwrap_or_default();
+        self.properties.insert(
+            "connection.uri_san_peer_certificate".into(),
+            first.as_bytes().to_vec(),
         );
         self
     }

@@ -252,12 +252,17 @@ fn read_facts(
         .property(&["connection", "mtls"])
         .map(|b| b.first() == Some(&1));
     let verified = mtls == Some(true);
-    let peer_uri_sans = verified
-        .then(|| {
-            host.property(&["filter_state", PEER_URI_SANS])
-                .or_else(|| host.property(&["connection", "uri_san_peer_certificate"]))
-        })
-        .flatten();
+    // The filter state with every SAN is set per request by the HTTP chain; a connection has
+    // only Envoy's first URI SAN, so it is not asked for what is never there.
+    let peer_uri_sans = if verified {
+        let every_san = match protocol {
+            Protocol::Http => host.property(&["filter_state", PEER_URI_SANS]),
+            Protocol::Tcp => None,
+        };
+        every_san.or_else(|| host.property(&["connection", "uri_san_peer_certificate"]))
+    } else {
+        None
+    };
     // Istio's peer metadata (the `downstream_peer` filter state its metadata exchange sets) is
     // only for in-mesh mTLS callers; absent without Istio.
     let peer_labels = match &reads.labels {
