@@ -361,7 +361,7 @@ mod tests {
     }
 
     fn fetches(host: &FakeHost, result: &str) -> usize {
-        let name = format!("egress_policy.list_fetches.list.paths.result.{result}");
+        let name = format!("egress_policy.list=.=paths;.;result=.={result};.;list_fetches");
         host.counters
             .borrow()
             .iter()
@@ -406,7 +406,7 @@ mod tests {
         answer(&mut lists, &mut host, Some(b"200"), b"/sport\n/news\n");
         assert_eq!(fetches(&host, "success"), 1);
         assert_eq!(
-            host.gauges.borrow()["egress_policy.list_entries.list.paths"],
+            host.gauges.borrow()["egress_policy.list=.=paths;.;list_entries"],
             2
         );
         assert!(allowed(&lists, "/sport", 1));
@@ -517,13 +517,13 @@ mod tests {
             !host
                 .gauges
                 .borrow()
-                .contains_key("egress_policy.list_age_seconds.list.paths")
+                .contains_key("egress_policy.list=.=paths;.;list_age_seconds")
         );
         answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
         host.now.set(2 * SECOND + 10);
         lists.on_tick(&host);
         assert_eq!(
-            host.gauges.borrow()["egress_policy.list_age_seconds.list.paths"],
+            host.gauges.borrow()["egress_policy.list=.=paths;.;list_age_seconds"],
             2
         );
     }

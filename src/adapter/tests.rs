@@ -326,9 +326,9 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny_without_denying() {
     assert_eq!(
         *host.counters.borrow(),
         vec![
-            "egress_policy.requests.decision.dry_run_deny.destination.other.source_namespace.unknown.source_app.unknown.source_version.unknown.response_code.200".to_owned(),
-            "egress_policy.dry_run_denied.rule.trial.list.paths".to_owned(),
-            "egress_policy.rule_matches.rule.trial.decision.dry_run_deny".to_owned(),
+            "egress_policy.decision=.=dry_run_deny;.;destination=.=other;.;source_namespace=.=unknown;.;source_app=.=unknown;.;source_version=.=unknown;.;response_code=.=200;.;requests".to_owned(),
+            "egress_policy.rule=.=trial;.;list=.=paths;.;dry_run_denied".to_owned(),
+            "egress_policy.rule=.=trial;.;decision=.=dry_run_deny;.;rule_matches".to_owned(),
         ]
     );
     let entries = host.entries.borrow();

@@ -1,12 +1,15 @@
 //! Metric names, with their labels encoded for Envoy's tag extraction.
 //!
-//! proxy-wasm metrics have names, not labels, so each label is written into the name as
-//! `.<label>.<value>` and the `stats_tags` of `envoy/gateway.yaml` (also in
-//! `manifests/egress-metrics-envoyfilter.yaml` for Istio) turn them back into Prometheus labels:
-//! `wasmcustom.egress_policy.requests.decision.deny.destination.edition.cnn.com...` becomes
-//! `egress_policy_requests{decision="deny",destination="edition.cnn.com",...}`. Label values are
+//! proxy-wasm metrics have names, not labels, so each label is written into the name in Istio's
+//! tag encoding, `<label>=.=<value>;.;`, before the metric's own name:
+//! `wasmcustom.egress_policy.decision=.=deny;.;destination=.=*.cnn.com;.;...;.;requests`. One
+//! `stats_tags` regex per label, `(<label>=\.=(.*?);\.;)`, takes each out again, leaving
+//! `egress_policy_requests{decision="deny",destination="*.cnn.com",...}` in Prometheus. It is the
+//! encoding Istio's own metrics use, so on Istio the gateway's bootstrap extracts the labels
+//! once their names are listed in ProxyConfig `extraStatTags` (`egress-policy istio
+//! gateway-values` prints them), and `envoy/gateway.yaml` has the same regexes. Label values are
 //! bounded: destinations are the hosts the configuration names (everything else is `other`),
-//! and every value is sanitized so that it cannot be mistaken for another label.
+//! and every value is sanitized so that it cannot end its label or start another.
 
 use std::fmt::Write;
 
@@ -17,40 +20,30 @@ use crate::core::policy::Policy;
 use crate::core::policy::matchers::{HostPattern, HostTable};
 use crate::core::request::{Protocol, Rejection, Request};
 
-/// The tags `envoy/gateway.yaml` extracts: (tag name, regex). Kept here so a test can check that
-/// the bundled Envoy configs extract exactly these.
-pub const STATS_TAGS: &[(&str, &str)] = &[
-    (
-        "destination",
-        r"^wasmcustom\.egress_policy\.(?:requests|connections)\..*?(\.destination\.(.+?))\.source_namespace\.",
-    ),
-    (
-        "decision",
-        r"^wasmcustom\.egress_policy\..*?(\.decision\.([^.]+))",
-    ),
-    (
-        "source_namespace",
-        r"^wasmcustom\.egress_policy\..*?(\.source_namespace\.([^.]+))",
-    ),
-    (
-        "source_app",
-        r"^wasmcustom\.egress_policy\..*?(\.source_app\.([^.]+))",
-    ),
-    (
-        "source_version",
-        r"^wasmcustom\.egress_policy\..*?(\.source_version\.([^.]+))",
-    ),
-    (
-        "response_code",
-        r"^wasmcustom\.egress_policy\..*?(\.response_code\.([^.]+))",
-    ),
-    ("rule", r"^wasmcustom\.egress_policy\..*?(\.rule\.([^.]+))"),
-    ("list", r"^wasmcustom\.egress_policy\..*?(\.list\.([^.]+))"),
-    (
-        "result",
-        r"^wasmcustom\.egress_policy\..*?(\.result\.([^.]+))",
-    ),
+/// Every label the filter encodes into a metric name, in the order names carry them. The
+/// `stats_tags` of `envoy/gateway.yaml` and the `extraStatTags` of the Istio gateway are
+/// derived from this list (a test keeps both in step).
+pub const STATS_TAGS: &[&str] = &[
+    "decision",
+    "destination",
+    "source_namespace",
+    "source_app",
+    "source_version",
+    "response_code",
+    "rule",
+    "list",
+    "result",
 ];
+
+/// The tag-extraction regex of one label, exactly as Istio's bootstrap writes it for each
+/// `extraStatTags` entry: the first group is cut out of the name, the second is the value.
+pub fn stats_tag_regex(tag: &str) -> String {
+    format!(r"({tag}=\.=(.*?);\.;)")
+}
+
+/// The prefix every metric of the filter has before Envoy adds `wasmcustom.`: what Istio's
+/// `proxyStatsMatcher.inclusionPrefixes` must name so that the gateway exports them.
+pub const STATS_PREFIX: &str = "egress_policy.";
 
 /// The metric names of one configuration, built when it is compiled: per request only the
 /// caller's labels and the response code are appended to a prefix, in a reused buffer.
@@ -61,16 +54,16 @@ pub struct Metrics {
     destinations: HostTable<usize>,
     /// The destination label values: each named pattern, then `other`, then `unknown`.
     destination_names: Vec<Box<str>>,
-    /// Per destination and outcome: the requests counter up to its `source_namespace.` label.
+    /// Per destination and outcome: the requests counter up to its `source_namespace` value.
     requests: Vec<[Box<str>; Outcome::ALL.len()]>,
     /// The same for connections (the network filter).
     connections: Vec<[Box<str>; Outcome::ALL.len()]>,
     /// Per rule and outcome: the rule_matches counter.
     rule_matches: Vec<[Box<str>; Outcome::ALL.len()]>,
-    /// Per rule: for each list it checks, the denied counter up to `source_namespace.` and the
+    /// Per rule: for each list it checks, the denied counter up to the namespace value and the
     /// dry_run_denied counter.
     rule_checks: Vec<Vec<RuleCheck>>,
-    /// Per route: its denied counter up to `source_namespace.`.
+    /// Per route: its denied counter up to the namespace value.
     route_denials: Vec<Box<str>>,
     host_unknown_denial: Box<str>,
     /// Per [`Rejection`], in [`Rejection::ALL`] order.
@@ -129,25 +122,26 @@ impl Metrics {
             }
         }
         names.extend(["other".to_owned(), "unknown".to_owned()]);
-        let family = |family: &str| {
+        let family = || {
             names
                 .iter()
                 .map(|destination| {
                     per_outcome(|outcome| {
-                        format!("egress_policy.{family}.decision.{outcome}.destination.{destination}.source_namespace.")
+                        tagged(&[("decision", outcome), ("destination", destination)], "")
+                            + "source_namespace=.="
                     })
                 })
                 .collect()
         };
-        let requests = family("requests");
-        let connections = family("connections");
+        let requests = family();
+        let connections = family();
         let rule_matches = policy
             .rules
             .iter()
             .map(|rule| {
                 let rule = sanitize(&rule.name);
                 per_outcome(|outcome| {
-                    format!("egress_policy.rule_matches.rule.{rule}.decision.{outcome}")
+                    tagged(&[("rule", &rule), ("decision", outcome)], "rule_matches")
                 })
             })
             .collect();
@@ -159,10 +153,11 @@ impl Metrics {
                 let rule_label = sanitize(&rule.name);
                 let check = |list: usize| {
                     let list_label = list_label(list);
+                    let labels = [("rule", rule_label.as_str()), ("list", &list_label)];
                     RuleCheck {
                         list,
-                        denied: format!("egress_policy.denied.rule.{rule_label}.list.{list_label}.source_namespace.").into(),
-                        dry_run_denied: format!("egress_policy.dry_run_denied.rule.{rule_label}.list.{list_label}").into(),
+                        denied: denial_prefix(&labels),
+                        dry_run_denied: tagged(&labels, "dry_run_denied").into(),
                     }
                 };
                 rule.checks.iter().map(|&list| check(list)).collect()
@@ -171,17 +166,14 @@ impl Metrics {
         let route_denials = (0..policy.routes.len())
             .map(|index| {
                 let route = sanitize(policy.routes.route(index).map_or("route", |r| &r.name));
-                format!("egress_policy.denied.rule.{route}.list.none.source_namespace.").into()
+                denial_prefix(&[("rule", &route), ("list", "none")])
             })
             .collect();
         let rejections = Rejection::ALL
             .iter()
             .map(|&problem| {
-                let code = problem.code();
-                let prefix = format!(
-                    "egress_policy.denied.rule.rejected_{code}.list.none.source_namespace."
-                );
-                (problem, prefix.into())
+                let rule = format!("rejected_{}", problem.code());
+                (problem, denial_prefix(&[("rule", &rule), ("list", "none")]))
             })
             .collect();
         let lists = (0..policy.lists.len())
@@ -202,8 +194,7 @@ impl Metrics {
             rule_matches,
             rule_checks,
             route_denials,
-            host_unknown_denial:
-                "egress_policy.denied.rule.host_unknown.list.none.source_namespace.".into(),
+            host_unknown_denial: denial_prefix(&[("rule", "host_unknown"), ("list", "none")]),
             rejections,
             lists,
             reads,
@@ -250,9 +241,13 @@ impl Metrics {
         let namespace = source.namespace.as_deref();
         let app = source.label("app").or(source.service_account.as_deref());
         let version = source.label("version");
-        let (family, destination) = match request.protocol {
-            Protocol::Http => (&self.requests, request.host.as_deref()),
-            Protocol::Tcp => (&self.connections, request.requested_server_name.as_deref()),
+        let (family, metric, destination) = match request.protocol {
+            Protocol::Http => (&self.requests, "requests", request.host.as_deref()),
+            Protocol::Tcp => (
+                &self.connections,
+                "connections",
+                request.requested_server_name.as_deref(),
+            ),
         };
         let mut name = String::with_capacity(256);
         if let Some(prefix) = family
@@ -261,12 +256,12 @@ impl Metrics {
         {
             name.push_str(prefix);
             push_label(&mut name, namespace);
-            name.push_str(".source_app.");
+            name.push_str(";.;source_app=.=");
             push_label(&mut name, app);
-            name.push_str(".source_version.");
+            name.push_str(";.;source_version=.=");
             push_label(&mut name, version);
             if request.protocol == Protocol::Http {
-                name.push_str(".response_code.");
+                name.push_str(";.;response_code=.=");
                 match response_code {
                     Some(code) => {
                         let _ = write!(name, "{code}");
@@ -274,6 +269,8 @@ impl Metrics {
                     None => name.push_str("none"),
                 }
             }
+            name.push_str(";.;");
+            name.push_str(metric);
             increment(&name);
         }
         let denial = match (&decision.rejected, &decision.denied) {
@@ -289,8 +286,9 @@ impl Metrics {
             name.clear();
             name.push_str(prefix);
             push_label(&mut name, namespace);
-            name.push_str(".source_app.");
+            name.push_str(";.;source_app=.=");
             push_label(&mut name, app);
+            name.push_str(";.;denied");
             increment(&name);
         }
         for reason in &decision.dry_run {
@@ -326,14 +324,30 @@ impl Metrics {
 
 impl ListMetrics {
     fn new(list: &str) -> Self {
-        let fetches = format!("egress_policy.list_fetches.list.{list}.result.");
+        let fetches = |result| tagged(&[("list", list), ("result", result)], "list_fetches");
         ListMetrics {
-            fetch_success: format!("{fetches}success").into(),
-            fetch_failure: format!("{fetches}failure").into(),
-            entries: format!("egress_policy.list_entries.list.{list}").into(),
-            age_seconds: format!("egress_policy.list_age_seconds.list.{list}").into(),
+            fetch_success: fetches("success").into(),
+            fetch_failure: fetches("failure").into(),
+            entries: tagged(&[("list", list)], "list_entries").into(),
+            age_seconds: tagged(&[("list", list)], "list_age_seconds").into(),
         }
     }
+}
+
+/// A metric name: the prefix, each label as `<label>=.=<value>;.;` (values already sanitized
+/// or known), then the metric.
+fn tagged(labels: &[(&str, &str)], metric: &str) -> String {
+    let mut name = String::from(STATS_PREFIX);
+    for (label, value) in labels {
+        let _ = write!(name, "{label}=.={value};.;");
+    }
+    name.push_str(metric);
+    name
+}
+
+/// The `denied` counter of one rule and list, up to the caller's namespace value.
+fn denial_prefix(labels: &[(&str, &str)]) -> Box<str> {
+    (tagged(labels, "") + "source_namespace=.=").into()
 }
 
 /// One name per outcome, in [`Outcome::ALL`] order.
@@ -341,7 +355,8 @@ fn per_outcome(name: impl Fn(&str) -> String) -> [Box<str>; Outcome::ALL.len()] 
     Outcome::ALL.map(|outcome| name(outcome.as_str()).into())
 }
 
-/// Appends a label value: letters, digits, `_` and `-` (dots would split the name), at most 64;
+/// Appends a label value: letters, digits, `_` and `-` (nothing that could end the label, as
+/// `;.;` does, or split the name), at most 64;
 /// `unknown` when absent or empty.
 fn push_label(name: &mut String, value: Option<&str>) {
     let value = value.unwrap_or_default();
@@ -371,9 +386,9 @@ pub const CONFIG_FINGERPRINT_GAUGE: &str = "egress_policy.config_fingerprint";
 /// Counter of configuration loads by result.
 pub fn config_load_counter(success: bool) -> &'static str {
     if success {
-        "egress_policy.config_loads.result.success"
+        "egress_policy.result=.=success;.;config_loads"
     } else {
-        "egress_policy.config_loads.result.failure"
+        "egress_policy.result=.=failure;.;config_loads"
     }
 }
 
@@ -431,33 +446,39 @@ mod tests {
         assert_eq!(
             counters,
             vec![
-                "egress_policy.requests.decision.deny.destination.*.cnn.com.source_namespace.default.source_app.sleep.source_version.unknown.response_code.404",
-                "egress_policy.denied.rule.handle-cnn-access.list.path-checker.source_namespace.default.source_app.sleep",
-                "egress_policy.rule_matches.rule.handle-politics.decision.deny",
-                "egress_policy.rule_matches.rule.handle-cnn-access.decision.deny",
+                "egress_policy.decision=.=deny;.;destination=.=*.cnn.com;.;source_namespace=.=default;.;source_app=.=sleep;.;source_version=.=unknown;.;response_code=.=404;.;requests",
+                "egress_policy.rule=.=handle-cnn-access;.;list=.=path-checker;.;source_namespace=.=default;.;source_app=.=sleep;.;denied",
+                "egress_policy.rule=.=handle-politics;.;decision=.=deny;.;rule_matches",
+                "egress_policy.rule=.=handle-cnn-access;.;decision=.=deny;.;rule_matches",
             ]
         );
     }
 
+    /// What Envoy does with each `stats_tags` entry: the first group leaves the name, the
+    /// second is the value; what is left is the metric.
     #[test]
-    fn stats_tag_regexes_extract_every_label() {
-        let name = "wasmcustom.egress_policy.requests.decision.deny.destination.*.cnn.com.source_namespace.default.source_app.sleep.source_version.v1.response_code.404";
+    fn stats_tag_regexes_extract_every_label_and_leave_the_metric_name() {
+        let mut name = "wasmcustom.egress_policy.decision=.=deny;.;destination=.=*.cnn.com;.;source_namespace=.=default;.;source_app=.=sleep;.;source_version=.=v1;.;response_code=.=404;.;requests".to_owned();
         let mut labels = Vec::new();
-        for (tag, pattern) in STATS_TAGS {
-            if let Some(captures) = regex::Regex::new(pattern).unwrap().captures(name) {
-                labels.push((*tag, captures.get(2).unwrap().as_str()));
+        for tag in STATS_TAGS {
+            let regex = regex::Regex::new(&stats_tag_regex(tag)).unwrap();
+            if let Some(captures) = regex.captures(&name.clone()) {
+                labels.push((*tag, captures.get(2).unwrap().as_str().to_owned()));
+                name = name.replacen(captures.get(1).unwrap().as_str(), "", 1);
             }
         }
         assert_eq!(
             labels,
-            vec![
-                ("destination", "*.cnn.com"),
+            [
                 ("decision", "deny"),
+                ("destination", "*.cnn.com"),
                 ("source_namespace", "default"),
                 ("source_app", "sleep"),
                 ("source_version", "v1"),
                 ("response_code", "404"),
             ]
+            .map(|(t, v)| (t, v.to_owned()))
         );
+        assert_eq!(name, "wasmcustom.egress_policy.requests");
     }
 }

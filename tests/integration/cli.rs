@@ -80,39 +80,6 @@ fn wasmplugin_manifest_passes_check_and_carries_the_s3_policy() {
 }
 
 #[test]
-fn istio_manifests_are_well_formed_yaml_of_known_kinds() {
-    for entry in std::fs::read_dir(repo().join("manifests")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
-            let kind = value["kind"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{}: no kind", path.display()));
-            assert!(
-                [
-                    "WasmPlugin",
-                    "EnvoyFilter",
-                    "ServiceEntry",
-                    "Gateway",
-                    "VirtualService",
-                    "DestinationRule",
-                    "PeerAuthentication",
-                    "NetworkPolicy"
-                ]
-                .contains(&kind),
-                "{}: {kind}",
-                path.display()
-            );
-            assert!(value["metadata"]["name"].is_string(), "{}", path.display());
-        }
-    }
-}
-
-#[test]
 fn yaml_plugin_config_is_accepted() {
     let yaml = "rules:\n- name: all\n  log: info\n";
     let output = cli_stdin(&["check", "-"], yaml);
@@ -244,8 +211,21 @@ fn trusting_an_identity_header_is_valid_but_warned_about() {
     assert!(stderr(&output).is_empty(), "no warning by default");
 }
 
-fn stats_tags(yaml: &serde_json::Value) -> Vec<(String, String)> {
-    yaml.as_array()
+#[test]
+fn the_gateway_extracts_every_label_the_filter_encodes() {
+    use egress_policy::telemetry::metrics::{STATS_TAGS, stats_tag_regex};
+    let expected: Vec<(String, String)> = STATS_TAGS
+        .iter()
+        .map(|tag| (tag.to_string(), stats_tag_regex(tag)))
+        .collect();
+    // The template's ${...} placeholders are not YAML until rendered; any value will do here.
+    let template = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
+    let rendered = regex::Regex::new(r"\$\{[A-Z_]+\}")
+        .unwrap()
+        .replace_all(&template, "0");
+    let gateway: serde_json::Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    let tags: Vec<(String, String)> = gateway["stats_config"]["stats_tags"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|t| {
@@ -254,28 +234,21 @@ fn stats_tags(yaml: &serde_json::Value) -> Vec<(String, String)> {
                 t["regex"].as_str().unwrap().to_owned(),
             )
         })
-        .collect()
+        .collect();
+    assert_eq!(tags, expected);
 }
 
+/// The Istio gateway's Helm values are the CLI's output, so the tags Istio extracts are the
+/// ones the filter encodes (README: Metrics and the dashboard).
 #[test]
-fn bundled_envoy_and_istio_configs_extract_the_labels_the_filter_encodes() {
-    let expected: Vec<(String, String)> = egress_policy::telemetry::metrics::STATS_TAGS
-        .iter()
-        .map(|(n, r)| (n.to_string(), r.to_string()))
-        .collect();
-    // The template's ${...} placeholders are not YAML until rendered; any value will do here.
-    let template = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
-    let rendered = regex::Regex::new(r"\$\{[A-Z_]+\}")
-        .unwrap()
-        .replace_all(&template, "0");
-    let gateway: serde_json::Value = serde_yaml_ng::from_str(&rendered).unwrap();
-    assert_eq!(stats_tags(&gateway["stats_config"]["stats_tags"]), expected);
-    let istio: serde_json::Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(repo().join("manifests/egress-metrics-envoyfilter.yaml")).unwrap(),
-    )
-    .unwrap();
-    let patch = &istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"];
-    assert_eq!(stats_tags(patch), expected);
+fn istio_gateway_values_are_generated_from_the_filters_tag_list() {
+    let output = cli(&["istio", "gateway-values"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        std::fs::read_to_string(repo().join("manifests/egress-gateway-values.yaml")).unwrap(),
+        "regenerate: target/release/egress-policy istio gateway-values > manifests/egress-gateway-values.yaml"
+    );
 }
 
 #[test]

@@ -322,11 +322,7 @@ fn the_destination_label_matches_whole_host_labels_only() {
     assert_eq!(gateway.status("evilcnn.com", "/politics"), 404);
     assert_eq!(gateway.status("money.cnn.com", "/politics"), 404);
     let requests = |destination: &str| {
-        gateway.counter_sum(&format!(
-            "wasmcustom.egress_policy.requests.decision.allow.destination.{destination}.source_namespace"
-        )) + gateway.counter_sum(&format!(
-            "wasmcustom.egress_policy.requests.decision.deny.destination.{destination}.source_namespace"
-        ))
+        gateway.counter_sum("requests", &[&format!(";.;destination=.={destination};.;")])
     };
     wait_until("the counters", Duration::from_secs(10), || {
         requests("other") >= 1 && requests("*.cnn.com") >= 1

@@ -26,7 +26,7 @@ fn remote_list_config(provider: serde_json::Value, dry_run: bool) -> String {
 
 fn fetches(gateway: &Gateway, outcome: &str) -> u64 {
     gateway.counter(&format!(
-        "wasmcustom.egress_policy.list_fetches.list.path-checker.result.{outcome}"
+        "wasmcustom.egress_policy.list=.=path-checker;.;result=.={outcome};.;list_fetches"
     ))
 }
 
@@ -122,7 +122,7 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
         "failures are logged"
     );
     assert_eq!(
-        gateway.counter("wasmcustom.egress_policy.list_entries.list.path-checker"),
+        gateway.counter("wasmcustom.egress_policy.list=.=path-checker;.;list_entries"),
         2
     );
 }
@@ -179,7 +179,7 @@ fn no_list_server_answer_can_take_the_gateway_down() {
     );
     let failures = |list: &str| {
         gateway.counter(&format!(
-            "wasmcustom.egress_policy.list_fetches.list.{list}.result.failure"
+            "wasmcustom.egress_policy.list=.={list};.;result=.=failure;.;list_fetches"
         ))
     };
     wait_until("two failed fetches of every broken list", WAIT, || {
@@ -189,7 +189,7 @@ fn no_list_server_answer_can_take_the_gateway_down() {
     // of good fetches each one holds the good list.
     let good = |result: &str| {
         gateway.counter(&format!(
-            "wasmcustom.egress_policy.list_fetches.list.good.result.{result}"
+            "wasmcustom.egress_policy.list=.=good;.;result=.={result};.;list_fetches"
         ))
     };
     wait_until("good fetches in every VM", WAIT, || good("success") >= 9);
@@ -277,7 +277,7 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny() {
     assert!(entries[2].get("wouldDeny").is_none());
     // Counters reach Envoy on the filter's next tick.
     let counter =
-        "wasmcustom.egress_policy.dry_run_denied.rule.handle-cnn-access.list.path-checker";
+        "wasmcustom.egress_policy.rule=.=handle-cnn-access;.;list=.=path-checker;.;dry_run_denied";
     wait_until("the dry-run counter", WAIT, || {
         gateway.counter(counter) == 1
     });

@@ -14,6 +14,7 @@ mod cli;
 mod e2e;
 mod hardening;
 mod lists;
+mod manifests;
 mod parity;
 mod prometheus;
 mod readme;

@@ -1,6 +1,10 @@
 //! The Grafana dashboard against a real Prometheus (Debian's package, started on loopback) that
 //! scrapes a real gateway after the source documents' S3 and S4 traffic: every query of every
 //! panel returns the expected series and values (`tests/data/dashboard.json`).
+//!
+//! The gateway runs with the stats configuration an Istio egress gateway gets from
+//! `manifests/egress-gateway-values.yaml`, not the bundled one: what Istio's bootstrap writes
+//! for its ProxyConfig (tag regexes, the stats it keeps), beside Istio's own extractors.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -45,6 +49,101 @@ fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         .collect()
 }
 
+/// The `stats_config` Istio's bootstrap (its `envoy_bootstrap.json` template) gives a gateway
+/// whose ProxyConfig is the one in `manifests/egress-gateway-values.yaml`: Istio's fixed tag
+/// extractors, one `(<tag>=\.=(.*?);\.;)` per default and extra stat tag (older Istio
+/// releases list the defaults first and do not remove duplicates, so neither does this), and
+/// a stats matcher that keeps only the prefixes it is told to and its own.
+fn istio_stats_config() -> Value {
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo().join("manifests/egress-gateway-values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let proxy_config: Value = serde_json::from_str(
+        values["podAnnotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let istio_default_tags = [
+        "reporter",
+        "source_namespace",
+        "source_workload",
+        "source_workload_namespace",
+        "source_principal",
+        "source_app",
+        "source_version",
+        "source_cluster",
+        "destination_namespace",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_principal",
+        "destination_app",
+        "destination_version",
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+        "destination_port",
+        "destination_cluster",
+        "request_protocol",
+        "request_operation",
+        "request_host",
+        "response_flags",
+        "grpc_response_status",
+        "connection_security_policy",
+        "source_canonical_service",
+        "destination_canonical_service",
+        "source_canonical_revision",
+        "destination_canonical_revision",
+    ];
+    let extra_tags = proxy_config["extraStatTags"].as_array().unwrap();
+    let tag = |name: &str, regex: &str| json!({"tag_name": name, "regex": regex});
+    let mut tags = vec![
+        tag(
+            "cluster_name",
+            r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)",
+        ),
+        tag("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+        tag("response_code", r"_rq(_(\d{3}))$"),
+        tag("response_code_class", r"_rq(_(\dxx))$"),
+    ];
+    for name in istio_default_tags
+        .iter()
+        .copied()
+        .chain(extra_tags.iter().map(|t| t.as_str().unwrap()))
+    {
+        tags.push(tag(name, &format!(r"({name}=\.=(.*?);\.;)")));
+    }
+    tags.extend([
+        tag("cache", r"(cache\.(.+?)\.)"),
+        tag("component", r"(component\.(.+?)\.)"),
+        tag("tag", r"(tag\.(.+?);\.)"),
+        tag("wasm_filter", r"(wasm_filter\.(.+?)\.)"),
+    ]);
+    let mut prefixes: Vec<Value> = proxy_config["proxyStatsMatcher"]["inclusionPrefixes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for istio_prefix in [
+        "reporter=",
+        "cluster_manager",
+        "listener_manager",
+        "server",
+        "cluster.xds-grpc",
+        "wasm",
+        "component",
+        "istio",
+    ] {
+        prefixes.push(json!(istio_prefix));
+    }
+    json!({
+        "use_all_default_tags": false,
+        "stats_tags": tags,
+        "stats_matcher": {"inclusion_list": {"patterns":
+            prefixes.iter().map(|p| json!({"prefix": p})).collect::<Vec<_>>()}},
+    })
+}
+
 #[test]
 fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
     // S4, plus a remote list every VM must fetch, so that the list panels have a series.
@@ -58,12 +157,19 @@ fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "known-hosts", "check": ["known-hosts"]}));
-    let gateway = Gateway::with_config_and_lists(
-        "dashboard",
-        &config.to_string(),
+    let dir = TempDir::new("dashboard-config");
+    let config_path = dir.path("dashboard.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let gateway = Gateway::start_full(
+        &config_path,
+        |yaml| {
+            let mut envoy: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+            envoy["stats_config"] = istio_stats_config();
+            serde_json::to_string(&envoy).unwrap()
+        },
         &[("hosts.txt", "edition.cnn.com\n")],
     );
-    let fetched = "wasmcustom.egress_policy.list_fetches.list.known-hosts.result.success";
+    let fetched = "wasmcustom.egress_policy.list=.=known-hosts;.;result=.=success;.;list_fetches";
     wait_until(
         "every VM to fetch the list",
         Duration::from_secs(20),
@@ -86,10 +192,10 @@ fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
             .collect();
         assert_eq!(statuses, expected, "{cert}");
     }
-    gateway.settle(9);
-    // The filter hands its counts to Envoy on its next tick.
+    // The filter hands its counts to Envoy on its next tick. (Istio's stats matcher keeps none
+    // of Envoy's HTTP counters, so the filter's own are waited for.)
     wait_until("the request counters", Duration::from_secs(10), || {
-        gateway.counter_sum("wasmcustom.egress_policy.requests.") == 9
+        gateway.counter_sum(";.;requests", &[]) == 9
     });
 
     let dir = TempDir::new("prometheus");

@@ -693,22 +693,36 @@ impl Gateway {
         verdicts[0].unwrap()
     }
 
-    /// The sum of every counter whose name starts with `prefix`.
-    pub fn counter_sum(&self, prefix: &str) -> u64 {
-        let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{prefix}")).unwrap();
+    /// Every stat of Envoy's admin `/stats` whose name starts with `prefix`, with its value. The
+    /// filter's names carry `*`, `=` and `;` (README: Metrics), so they are compared here, not
+    /// sent as a regex.
+    fn stats(&self, prefix: &str) -> Vec<(String, u64)> {
+        let (_, stats) = http_get(self.admin_port, "/stats").unwrap();
         stats
             .lines()
-            .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| {
+                let (name, value) = line.rsplit_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The sum of the filter's counters (`wasmcustom.egress_policy.` names) that end with
+    /// `metric` and carry every one of `labels` (`"decision=.=allow;.;"`).
+    pub fn counter_sum(&self, metric: &str, labels: &[&str]) -> u64 {
+        self.stats("wasmcustom.egress_policy.")
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(metric) && labels.iter().all(|l| name.contains(l)))
+            .map(|(_, value)| value)
             .sum()
     }
 
     pub fn counter(&self, name: &str) -> u64 {
-        let (_, stats) = http_get(self.admin_port, &format!("/stats?filter=^{name}$")).unwrap();
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        self.stats(name)
+            .into_iter()
+            .find(|(stat, _)| stat == name)
+            .map_or(0, |(_, value)| value)
     }
 
     /// Waits until Envoy completed `requests` downstream requests and flushed its access logs

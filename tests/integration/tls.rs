@@ -173,12 +173,12 @@ fn the_documents_tls_policy_holds_on_the_sidecar_leg_with_one_log_line_per_conne
 
     // One metrics family for connections, labelled like requests' plus the outcome.
     assert_eq!(
-        gateway.counter_sum("wasmcustom.egress_policy.connections.decision.allow."),
+        gateway.counter_sum(";.;connections", &["decision=.=allow;.;"]),
         2
     );
     assert_eq!(
         gateway.counter(
-            "wasmcustom.egress_policy.connections.decision.deny.destination.mongo1.composedb.com.source_namespace.default.source_app.app-a.source_version.unknown"
+            "wasmcustom.egress_policy.decision=.=deny;.;destination=.=mongo1.composedb.com;.;source_namespace=.=default;.;source_app=.=app-a;.;source_version=.=unknown;.;connections"
         ),
         1
     );

@@ -1,4 +1,6 @@
-//! Reading configurations the way users hold them: JSON, YAML, or an Istio WasmPlugin manifest.
+//! Reading configurations the way users hold them: JSON, YAML, or Istio manifests that carry the
+//! plugin configuration (`WasmPlugin` `spec.pluginConfig`, `TrafficExtension`
+//! `spec.wasm.pluginConfig`).
 
 use std::io::Read;
 
@@ -6,16 +8,68 @@ use egress_policy::core::config::PluginConfig;
 use egress_policy::core::error::{ConfigError, ConfigErrors};
 use egress_policy::core::policy::Policy;
 
-/// Reads a configuration file (JSON, YAML or a WasmPlugin manifest) and compiles it.
-pub fn load(file: &str) -> Result<Policy, ConfigErrors> {
-    let text = read(file).map_err(|e| ConfigError::new("", format!("cannot read: {e}")))?;
-    let looks_like_json = text.trim_start().starts_with('{') || text.trim_start().starts_with('[');
-    let config = if looks_like_json {
-        PluginConfig::from_json(text.as_bytes())?
-    } else {
-        PluginConfig::from_value(from_yaml(&text)?)?
+/// One plugin configuration found in a file: where it is (empty for a bare configuration, else
+/// `WasmPlugin/NAME`), and what compiling it gave.
+pub struct Found {
+    pub place: String,
+    pub policy: Result<Policy, ConfigErrors>,
+}
+
+/// Reads a configuration file (JSON, YAML, or manifests) and compiles every plugin configuration
+/// in it. A file that holds none, or cannot be read or parsed, is one error.
+pub fn load_all(file: &str) -> Vec<Found> {
+    let text = match read(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return vec![Found {
+                place: String::new(),
+                policy: Err(ConfigError::new("", format!("cannot read: {e}")).into()),
+            }];
+        }
     };
-    Policy::compile(&config)
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        // The filter's own parser, so that a JSON error reads as it would in Envoy's log.
+        return vec![Found {
+            place: String::new(),
+            policy: PluginConfig::from_json(text.as_bytes()).and_then(|c| Policy::compile(&c)),
+        }];
+    }
+    let configs = match configurations(&text) {
+        Ok(configs) => configs,
+        Err(errors) => {
+            return vec![Found {
+                place: String::new(),
+                policy: Err(errors),
+            }];
+        }
+    };
+    configs
+        .into_iter()
+        .map(|(place, value)| Found {
+            place,
+            policy: value.and_then(|value| Policy::compile(&PluginConfig::from_value(value)?)),
+        })
+        .collect()
+}
+
+/// Reads a file that must hold exactly one plugin configuration, and compiles it.
+pub fn load(file: &str) -> Result<Policy, ConfigErrors> {
+    let mut found = load_all(file);
+    match found.len() {
+        1 => found.swap_remove(0).policy,
+        n => {
+            let places: Vec<String> = found.into_iter().map(|f| f.place).collect();
+            Err(ConfigError::new(
+                "",
+                format!(
+                    "{n} plugin configurations ({}); expected one: pass a file that holds one",
+                    places.join(", ")
+                ),
+            )
+            .into())
+        }
+    }
 }
 
 pub fn read(file: &str) -> std::io::Result<String> {
@@ -28,9 +82,12 @@ pub fn read(file: &str) -> std::io::Result<String> {
     }
 }
 
-/// Parses YAML; from a WasmPlugin manifest (possibly among other documents) takes
-/// `spec.pluginConfig`.
-fn from_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
+/// A configuration as found in a file: its place, and the value (or why it has none).
+type Placed = (String, Result<serde_json::Value, ConfigErrors>);
+
+/// The plugin configurations of a YAML file: a bare configuration, or the configuration of
+/// every WasmPlugin and TrafficExtension among its documents.
+fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
     let mut documents = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value: serde_json::Value = serde::Deserialize::deserialize(document)
@@ -39,24 +96,48 @@ fn from_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
             documents.push(value);
         }
     }
-    let is_wasm_plugin =
-        |v: &serde_json::Value| v.get("kind").and_then(|k| k.as_str()) == Some("WasmPlugin");
-    if let Some(plugin) = documents.iter().find(|v| is_wasm_plugin(v)) {
-        return plugin
-            .get("spec")
-            .and_then(|spec| spec.get("pluginConfig"))
-            .cloned()
-            .ok_or_else(|| {
-                ConfigError::new("spec.pluginConfig", "the WasmPlugin has no pluginConfig").into()
-            });
+    let plugins: Vec<Placed> = documents.iter().filter_map(plugin_config).collect();
+    if !plugins.is_empty() {
+        return Ok(plugins);
     }
     match documents.len() {
-        1 => Ok(documents.swap_remove(0)),
+        1 => Ok(vec![(String::new(), Ok(documents.swap_remove(0)))]),
         0 => Err(ConfigError::new("", "the file holds no configuration").into()),
         n => Err(ConfigError::new(
             "",
-            format!("{n} YAML documents and none is a WasmPlugin; expected one configuration"),
+            format!(
+                "{n} YAML documents and none is a WasmPlugin or TrafficExtension; expected one configuration"
+            ),
         )
         .into()),
     }
+}
+
+/// The plugin configuration of a WasmPlugin (`spec.pluginConfig`) or a TrafficExtension
+/// (`spec.wasm.pluginConfig`); None for any other document.
+fn plugin_config(document: &serde_json::Value) -> Option<Placed> {
+    let kind = document.get("kind").and_then(|k| k.as_str())?;
+    let spec = document.get("spec");
+    let (config, path) = match kind {
+        "WasmPlugin" => (
+            spec.and_then(|s| s.get("pluginConfig")),
+            "spec.pluginConfig",
+        ),
+        "TrafficExtension" => (
+            spec.and_then(|s| s.get("wasm"))
+                .and_then(|w| w.get("pluginConfig")),
+            "spec.wasm.pluginConfig",
+        ),
+        _ => return None,
+    };
+    let name = document
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("?");
+    let place = format!("{kind}/{name}");
+    let config = config
+        .cloned()
+        .ok_or_else(|| ConfigError::new(path, format!("the {kind} has no pluginConfig")).into());
+    Some((place, config))
 }

@@ -8,6 +8,7 @@
 mod audit;
 mod check;
 mod explain;
+mod istio;
 mod load;
 
 use std::process::ExitCode;
@@ -21,8 +22,9 @@ const EXIT_INVALID: u8 = 2;
 
 /// Validate egress-policy configurations, explain decisions and audit the JSON log.
 ///
-/// CONFIG is a plugin configuration in JSON or YAML, or an Istio WasmPlugin manifest whose
-/// spec.pluginConfig is checked; '-' reads standard input.
+/// CONFIG is a plugin configuration in JSON or YAML, or Istio manifests whose WasmPlugins'
+/// spec.pluginConfig and TrafficExtensions' spec.wasm.pluginConfig are checked; '-' reads
+/// standard input.
 #[derive(Parser)]
 #[command(name = "egress-policy", version, arg_required_else_help = true)]
 struct Cli {
@@ -42,6 +44,10 @@ enum Command {
     /// destination and decision: exits 1 when an error-level entry's request was let through, 2
     /// when a file or line cannot be read, 0 otherwise.
     Audit(audit::Args),
+    /// Print what an Istio deployment needs from this version: the egress gateway's Helm
+    /// values (metrics), or a manifest with the module pinned to an OCI image digest.
+    #[command(subcommand)]
+    Istio(istio::Command),
 }
 
 fn main() -> ExitCode {
@@ -49,5 +55,6 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Istio(command) => istio::run(&command),
     }
 }
