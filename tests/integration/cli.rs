@@ -348,3 +348,56 @@ fn tls_egress_manifests_route_each_host_through_the_gateway_under_the_s6_policy(
         .unwrap();
     assert!(gateway_yaml.contains(&format!("max_early_data_bytes: {early}")));
 }
+
+#[test]
+fn pin_sets_every_plugins_image_and_refuses_what_istio_would_not_pull() {
+    let sha = "a".repeat(64);
+    let output = cli(&[
+        "istio",
+        "pin",
+        "manifests/trafficextension.yaml",
+        "--url",
+        "oci://registry.local/egress-policy:1",
+        "--sha256",
+        &sha,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let pinned: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&stdout(&output))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(pinned.len(), 2);
+    for document in &pinned {
+        assert_eq!(document["spec"]["wasm"]["sha256"], sha.as_str());
+        assert_eq!(
+            document["spec"]["wasm"]["url"],
+            "oci://registry.local/egress-policy:1"
+        );
+    }
+    for (args, expected) in [
+        (
+            vec!["--url", "registry.local/x:1", "--sha256", &sha],
+            "expected an OCI image",
+        ),
+        (
+            vec!["--url", "oci://r/x:1", "--sha256", "sha256:abc"],
+            "expected 64 lower-case hex digits",
+        ),
+    ] {
+        let mut all = vec!["istio", "pin", "manifests/wasmplugin.yaml"];
+        all.extend(args);
+        let output = cli(&all);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+    let output = cli(&[
+        "istio",
+        "pin",
+        "manifests/security.yaml",
+        "--url",
+        "oci://r/x:1",
+        "--sha256",
+        &sha,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("no WasmPlugin or TrafficExtension to pin"));
+}

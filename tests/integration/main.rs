@@ -15,6 +15,7 @@ mod e2e;
 mod hardening;
 mod lists;
 mod manifests;
+mod package;
 mod parity;
 mod prometheus;
 mod readme;

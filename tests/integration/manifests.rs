@@ -28,7 +28,7 @@ fn manifests() -> Vec<(PathBuf, Value)> {
     documents
 }
 
-fn yaml_documents(path: &Path) -> Vec<Value> {
+pub fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -45,7 +45,7 @@ fn of_kind(kind: &str) -> Vec<Value> {
 }
 
 /// Every way `document` violates the schema of its kind; an unknown kind is one violation.
-fn violations(document: &Value) -> Vec<String> {
+pub fn violations(document: &Value) -> Vec<String> {
     let schemas: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(repo().join("tests/data/istio-schemas.yaml")).unwrap(),
     )
