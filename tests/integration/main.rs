@@ -11,6 +11,7 @@
 mod support;
 
 mod cli;
+mod compose;
 mod e2e;
 mod hardening;
 mod lists;
@@ -22,3 +23,4 @@ mod readme;
 mod schema;
 mod security;
 mod tls;
+mod versions;

@@ -153,7 +153,7 @@ fn the_gateway_requires_mesh_certificates_and_admits_only_mesh_principals() {
 /// The HTTP connection manager settings of `envoy/gateway.yaml`, which the security tests run.
 fn bundled_connection_manager() -> Value {
     let template = std::fs::read_to_string(repo().join("envoy/gateway.yaml")).unwrap();
-    let rendered = regex::Regex::new(r"\$\{[A-Z_]+\}")
+    let rendered = regex::Regex::new(r"\$\{[A-Z_]+(:-[^}]*)?\}")
         .unwrap()
         .replace_all(&template, "0");
     let gateway: Value = serde_yaml_ng::from_str(&rendered).unwrap();
