@@ -406,6 +406,12 @@ pub fn request_from_json(value: &Value) -> Request {
     request.source.namespace = text("namespace");
     request.source.service_account = text("serviceAccount");
     request.source.labels = pairs("labels");
+    request.source.ip = text("ip");
+    request.reporter_uid = text("reporterUid");
+    request.requested_server_name = text("sni");
+    if value.get("protocol").and_then(Value::as_str) == Some("tcp") {
+        request.protocol = crate::core::request::Protocol::Tcp;
+    }
     request
 }
 

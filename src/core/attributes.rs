@@ -47,6 +47,9 @@ pub enum Attr {
     ConnectionRequestedServerName,
     DestinationPort,
     ContextProtocol,
+    ContextReporterKind,
+    ContextReporterUid,
+    DestinationServiceHost,
     ConnectionReceivedBytes,
     ConnectionSentBytes,
     ConnectionDuration,
@@ -214,6 +217,9 @@ pub const ATTRIBUTES: &[Attribute] = &[
     row("connection.requested_server_name", Scalar(Attr::ConnectionRequestedServerName), Str, Connection, Source::Property(&["connection", "requested_server_name"]), "SNI of the downstream connection"),
     row("destination.port", Scalar(Attr::DestinationPort), Int, Connection, Source::Property(&["destination", "port"]), "the gateway port the caller connected to"),
     row("context.protocol", Scalar(Attr::ContextProtocol), Str, Connection, Source::Filter, "`http` for requests (the HTTP filter), `tcp` for connections (the network filter, TLS egress)"),
+    row("context.reporter.kind", Scalar(Attr::ContextReporterKind), Str, Connection, Source::Filter, "`outbound`: Mixer's value for the proxy that reports a call leaving it, as the egress gateway does"),
+    row("context.reporter.uid", Scalar(Attr::ContextReporterUid), Str, Connection, Source::Property(&["xds", "node", "id"]), "the gateway proxy, as Mixer named it: `kubernetes://POD.NAMESPACE` from an Istio proxy's node id, else Envoy's node id"),
+    row("destination.service.host", Scalar(Attr::DestinationServiceHost), Str, Connection, Source::Filter, "the external service called, as Mixer's attribute on an egress gateway: `request.host` for requests, the SNI for connections"),
     row("response.code", Scalar(Attr::ResponseCode), Int, Response, Source::Response(&["response", "code"]), "response status"),
     row("response.size", Scalar(Attr::ResponseSize), Int, Response, Source::Response(&["response", "size"]), "response body bytes"),
     row("response.duration", Scalar(Attr::ResponseDuration), Int, Response, Source::Response(&["request", "duration"]), "milliseconds until the response ended"),
@@ -246,7 +252,12 @@ pub fn suggestion(name: &str) -> &'static str {
         "source.service" | "source.name" => "; use source.serviceAccount or source.workload",
         "source.uid" => "; use source.principal",
         "request.url" | "request.uri" => "; use request.path or request.url_path",
-        "destination.service" | "destination.host" => "; use request.host",
+        "destination.service" | "destination.host" | "destination.service.name" => {
+            "; use destination.service.host or request.host"
+        }
+        "context.reporter.local" | "context.reporter.type" => {
+            "; the filter runs on the egress gateway only: use context.reporter.kind"
+        }
         _ => "",
     }
 }

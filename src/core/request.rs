@@ -115,6 +115,8 @@ pub struct Request {
     pub mtls: Option<bool>,
     /// `connection.requested_server_name` (SNI).
     pub requested_server_name: Option<String>,
+    /// `context.reporter.uid`: the gateway proxy, as Mixer named it (read only when used).
+    pub reporter_uid: Option<String>,
     /// When the request arrived, in microseconds since the Unix epoch (the log entry's `time`).
     pub time_micros: Option<i64>,
     /// Why a presented identity was not accepted (logged), if it was not.

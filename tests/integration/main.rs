@@ -12,6 +12,7 @@ mod support;
 
 mod cli;
 mod compose;
+mod convert;
 mod e2e;
 mod hardening;
 mod lists;

@@ -9,6 +9,11 @@
 //! - `pin`: a manifest with every WasmPlugin's and TrafficExtension's module set to one OCI
 //!   image by URL and digest, as `scripts/package` writes them after a push.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "only serde_json::Value is indexed here, by key: a missing key reads as Null, never a panic"
+)]
+
 use std::process::ExitCode;
 
 use egress_policy::telemetry::metrics::{STATS_PREFIX, STATS_TAGS};

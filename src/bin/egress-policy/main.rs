@@ -7,6 +7,7 @@
 
 mod audit;
 mod check;
+mod convert;
 mod explain;
 mod istio;
 mod load;
@@ -44,6 +45,11 @@ enum Command {
     /// destination and decision: exits 1 when an error-level entry's request was let through, 2
     /// when a file or line cannot be read, 0 otherwise.
     Audit(audit::Args),
+    /// Translate a Mixer-era egress configuration (logentry, stdio, rule, listchecker,
+    /// listentry, instance, handler, VirtualService) into one plugin configuration, printed as
+    /// JSON; what could not be translated, and why, goes to standard error. Exits 0 when a valid
+    /// configuration was written, 2 otherwise.
+    Convert(convert::Args),
     /// Print what an Istio deployment needs from this version: the egress gateway's Helm
     /// values (metrics), or a manifest with the module pinned to an OCI image digest.
     #[command(subcommand)]
@@ -56,5 +62,6 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Istio(command) => istio::run(&command),
+        Command::Convert(args) => convert::run(&args),
     }
 }

@@ -21,7 +21,11 @@ impl Expr {
         let is_host = |e: &Expr| {
             matches!(
                 e,
-                Expr::Attr(Attr::RequestHost | Attr::ConnectionRequestedServerName)
+                Expr::Attr(
+                    Attr::RequestHost
+                        | Attr::ConnectionRequestedServerName
+                        | Attr::DestinationServiceHost
+                )
             )
         };
         match self {

@@ -61,6 +61,7 @@ impl Compiler<'_> {
                 args,
                 column,
             } => self.call(target, method, args, *column),
+            Ast::Function { name, args, column } => self.function(name, args, *column),
             Ast::Not { operand, column } => {
                 let (inner, ty) = self.compile(operand)?;
                 expect_type(ty, Type::Bool, "operand of '!'", *column)?;
@@ -221,6 +222,62 @@ impl Compiler<'_> {
         Ok((expr, Type::Bool))
     }
 
+    /// Mixer's functions, compiled to what they mean: `match(s, "p*")` is `s.startsWith("p")`,
+    /// `match(s, "*p")` is `s.endsWith("p")`, `match(s, "p")` is `s == "p"`; `ip("addr")` is the
+    /// address in the canonical text `source.ip` has, checked when the configuration loads.
+    fn function(
+        &mut self,
+        name: &str,
+        args: &[Ast],
+        column: usize,
+    ) -> Result<(Expr, Type), SyntaxError> {
+        match (name, args) {
+            ("match", [value, pattern]) => {
+                let (value, ty) = self.compile(value)?;
+                expect_type(ty, Type::String, "first argument of match()", column)?;
+                let Ast::Str(pattern) = pattern else {
+                    return Err(SyntaxError::new(
+                        column,
+                        "match() takes a string literal pattern as its second argument",
+                    ));
+                };
+                let value = Box::new(value);
+                let expr = if let Some(prefix) = pattern.strip_suffix('*') {
+                    Expr::StartsWith(value, Box::new(Expr::Str(prefix.into())))
+                } else if let Some(suffix) = pattern.strip_prefix('*') {
+                    Expr::EndsWith(value, Box::new(Expr::Str(suffix.into())))
+                } else {
+                    Expr::Eq(value, Box::new(Expr::Str(pattern.as_str().into())))
+                };
+                Ok((expr, Type::Bool))
+            }
+            ("ip", [Ast::Str(address)]) => {
+                let canonical = address
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| {
+                        SyntaxError::new(column, format!("ip(\"{address}\"): not an IP address"))
+                    })?
+                    .to_string();
+                Ok((Expr::Str(canonical.into()), Type::String))
+            }
+            ("ip", _) => Err(SyntaxError::new(
+                column,
+                "ip() takes one string literal, an IP address",
+            )),
+            ("match", _) => Err(SyntaxError::new(
+                column,
+                format!("match() takes two arguments, {} given", args.len()),
+            )),
+            (other, _) => Err(SyntaxError::new(
+                column,
+                format!(
+                    "unknown function '{other}'; functions: match(value, \"pattern\"), ip(\"address\"){}",
+                    function_suggestion(other)
+                ),
+            )),
+        }
+    }
+
     fn binary(
         &mut self,
         op: BinaryOp,
@@ -312,6 +369,17 @@ impl Compiler<'_> {
                 ),
             )),
         }
+    }
+}
+
+/// What to write instead of a Mixer function the filter does not have.
+fn function_suggestion(name: &str) -> &'static str {
+    match name {
+        "conditional" => "; write the condition into the rule's match, or use '|' for a default",
+        "toLower" => "; request.host is lower case already, and the filter compares exactly",
+        "email" | "dnsName" | "uri" => "; compare the string itself",
+        "timestamp" | "emptyStringMap" => "; the filter has no time or map values in decisions",
+        _ => "",
     }
 }
 

@@ -81,6 +81,12 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::ConnectionRequestedServerName => text(&request.requested_server_name),
         Attr::DestinationPort => request.destination_port.map(Value::Int),
         Attr::ContextProtocol => Some(Value::Str(request.protocol.as_str())),
+        Attr::ContextReporterKind => Some(Value::Str("outbound")),
+        Attr::ContextReporterUid => text(&request.reporter_uid),
+        Attr::DestinationServiceHost => match request.protocol {
+            Protocol::Http => text(&request.host),
+            Protocol::Tcp => text(&request.requested_server_name),
+        },
         Attr::ConnectionReceivedBytes => ended(None, |r| r.received_bytes),
         Attr::ConnectionSentBytes => ended(None, |r| r.sent_bytes),
         Attr::ConnectionDuration => ended(Some(Protocol::Tcp), |r| r.duration_ms),

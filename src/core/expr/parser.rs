@@ -31,6 +31,12 @@ pub enum Ast {
         args: Vec<Ast>,
         column: usize,
     },
+    /// A function call, `name(args)`: Mixer's `match()` and `ip()`.
+    Function {
+        name: String,
+        args: Vec<Ast>,
+        column: usize,
+    },
     Not {
         operand: Box<Ast>,
         column: usize,
@@ -274,6 +280,14 @@ impl Parser {
     fn primary(&mut self) -> Result<Ast, SyntaxError> {
         let next = self.advance();
         match next.token {
+            Token::Ident(name) if self.peek().token == Token::LParen => {
+                self.advance();
+                Ok(Ast::Function {
+                    name,
+                    args: self.arguments(Token::RParen)?,
+                    column: next.column,
+                })
+            }
             Token::Ident(name) => Ok(Ast::Attr {
                 name,
                 column: next.column,

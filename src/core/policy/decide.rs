@@ -44,6 +44,7 @@ impl Policy {
             .property(Attr::ConnectionRequestedServerName)
             .and_then(|sni| canonical_host(&lossy(sni)));
         request.destination_port = facts.property(Attr::DestinationPort).and_then(int_property);
+        request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         request.source.ip = facts
             .property(Attr::SourceIp)
             .map(|address| strip_port(&lossy(address)).to_owned());
@@ -119,6 +120,7 @@ impl Policy {
             .property(Attr::ConnectionRequestedServerName)
             .map(lossy)
             .filter(|sni| !sni.is_empty());
+        request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         self.read_identity(facts, &mut request);
         (request, rejected)
     }
@@ -240,6 +242,18 @@ fn opening_problem(opening: &Opening, sni: Option<&str>) -> Option<Rejection> {
 }
 
 /// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
+/// Mixer's `context.reporter.uid` from Envoy's node id: an Istio proxy's id is
+/// `TYPE~IP~POD.NAMESPACE~DOMAIN`, which Mixer reported as `kubernetes://POD.NAMESPACE`; any
+/// other id is the proxy's name as it is.
+fn reporter_uid(node_id: &[u8]) -> String {
+    let id = lossy(node_id);
+    let parts: Vec<&str> = id.split('~').collect();
+    match parts.as_slice() {
+        [_, _, pod, _] if !pod.is_empty() => format!("kubernetes://{pod}"),
+        _ => id,
+    }
+}
+
 pub(super) fn strip_port(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);

@@ -1,0 +1,583 @@
+//! `egress-policy convert`: a Mixer-era egress configuration (README: Mixer and VirtualService →
+//! egress-policy) as one plugin configuration.
+//!
+//! Reads `logentry`, `listentry` and generic `instance` resources, `stdio`, `listchecker` and
+//! generic `handler` resources, `rule`s, and VirtualServices, from any number of YAML files in
+//! the order given (a later resource of the same kind and name replaces an earlier one, as
+//! `istioctl replace` did). Writes the configuration as JSON on standard output and says on
+//! standard error, for each resource, what it could not translate and why. Nothing that would
+//! change a decision is guessed: an expression the filter cannot evaluate with Mixer's meaning
+//! stays as written, and the configuration is refused with the checker's error naming the
+//! replacement.
+
+#![allow(
+    clippy::indexing_slicing,
+    reason = "only serde_json::Value is indexed here, by key: a missing key reads as Null, never a panic"
+)]
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use egress_policy::core::config::PluginConfig;
+use egress_policy::core::policy::Policy;
+use serde_json::{Map, Value, json};
+
+use crate::EXIT_INVALID;
+use crate::load::read;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Mixer and Istio YAML files ('-' is standard input), applied in order.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<String>,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let mut resources = Resources::default();
+    for file in &args.files {
+        let text = match read(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{file}: cannot read: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
+        if let Err(message) = resources.add(file, &text) {
+            eprintln!("{file}: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    let converted = convert(&resources);
+    for note in &converted.notes {
+        eprintln!("{note}");
+    }
+    let Some(config) = converted.config else {
+        return ExitCode::from(EXIT_INVALID);
+    };
+    // What is written must be what the filter accepts.
+    match PluginConfig::from_value(config.clone()).and_then(|c| Policy::compile(&c)) {
+        Ok(_) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("the converted configuration is invalid: {error}");
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// One Mixer or Istio resource, where it came from.
+#[derive(Clone)]
+struct Resource {
+    file: String,
+    kind: String,
+    name: String,
+    spec: Value,
+}
+
+impl Resource {
+    fn at(&self) -> String {
+        format!("{}: {} {}", self.file, self.kind, self.name)
+    }
+}
+
+/// The resources in force, by kind and name, in the order they were first applied.
+#[derive(Default)]
+struct Resources {
+    order: Vec<(String, String)>,
+    by_key: BTreeMap<(String, String), Resource>,
+}
+
+impl Resources {
+    fn add(&mut self, file: &str, text: &str) -> Result<(), String> {
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let value: Value = serde::Deserialize::deserialize(document)
+                .map_err(|e| format!("invalid YAML: {e}"))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value["kind"]
+                .as_str()
+                .ok_or("a document without kind")?
+                .to_owned();
+            let name = value["metadata"]["name"]
+                .as_str()
+                .ok_or_else(|| format!("a {kind} without metadata.name"))?
+                .to_owned();
+            let key = (kind.clone(), name.clone());
+            if !self.by_key.contains_key(&key) {
+                self.order.push(key.clone());
+            }
+            let spec = value.get("spec").cloned().unwrap_or(Value::Null);
+            self.by_key.insert(
+                key,
+                Resource {
+                    file: file.to_owned(),
+                    kind,
+                    name,
+                    spec,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.order.iter().filter_map(|key| self.by_key.get(key))
+    }
+}
+
+/// A Mixer instance or handler, whichever way it was declared: `kind: logentry` with its
+/// parameters as spec, or `kind: instance` with `compiledTemplate` (or `template`) and `params`;
+/// likewise handlers and their adapter.
+struct Component<'a> {
+    resource: &'a Resource,
+    /// The template (`logentry`, `listentry`) or adapter (`stdio`, `listchecker`).
+    of: String,
+    params: &'a Value,
+}
+
+fn components<'a>(resources: &'a Resources, generic: &str, keys: [&str; 2]) -> Vec<Component<'a>> {
+    resources
+        .all()
+        .filter_map(|resource| {
+            if resource.kind == generic {
+                let of = keys
+                    .iter()
+                    .find_map(|k| resource.spec[*k].as_str())?
+                    .to_owned();
+                Some(Component {
+                    resource,
+                    of,
+                    params: &resource.spec["params"],
+                })
+            } else if MIXER_TEMPLATES.contains(&resource.kind.as_str()) == (generic == "instance")
+                && MIXER_KINDS.contains(&resource.kind.as_str())
+            {
+                Some(Component {
+                    resource,
+                    of: resource.kind.clone(),
+                    params: &resource.spec,
+                })
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Mixer's instance kinds (templates) and every Mixer kind this reads.
+const MIXER_TEMPLATES: &[&str] = &["logentry", "listentry", "metric", "quota", "checknothing"];
+const MIXER_KINDS: &[&str] = &[
+    "logentry",
+    "listentry",
+    "metric",
+    "quota",
+    "checknothing",
+    "stdio",
+    "listchecker",
+    "prometheus",
+    "denier",
+    "memquota",
+];
+
+/// A reference from a rule's action (`egress-access.logentry`, `path-checker.listchecker`,
+/// `name.kind.namespace`, or a plain name) to the component of that name.
+fn find<'a>(components: &'a [Component<'a>], reference: &str) -> Option<&'a Component<'a>> {
+    components
+        .iter()
+        .find(|c| c.resource.name == reference)
+        .or_else(|| {
+            let name = reference.split('.').next()?;
+            components.iter().find(|c| c.resource.name == name)
+        })
+}
+
+struct Converted {
+    config: Option<Value>,
+    notes: Vec<String>,
+}
+
+fn convert(resources: &Resources) -> Converted {
+    let mut notes = Vec::new();
+    let instances = components(resources, "instance", ["compiledTemplate", "template"]);
+    let handlers = components(resources, "handler", ["compiledAdapter", "adapter"]);
+    let mut log: Option<(&Component, Value)> = None;
+    let mut lists = Map::new();
+    let mut rules = Vec::new();
+
+    for rule in resources.all().filter(|r| r.kind == "rule") {
+        let at = rule.at();
+        let condition = match rule.spec.get("match").and_then(Value::as_str) {
+            Some(m) if !m.trim().is_empty() => m.to_owned(),
+            // Mixer: an absent or empty match is every request.
+            _ => "true".to_owned(),
+        };
+        let mut level: Option<&str> = None;
+        let mut checks = Vec::new();
+        for action in rule.spec["actions"].as_array().into_iter().flatten() {
+            let handler_ref = action["handler"].as_str().unwrap_or_default();
+            let Some(handler) = find(&handlers, handler_ref) else {
+                notes.push(format!(
+                    "{at}: handler {handler_ref} is not among the files: action skipped"
+                ));
+                continue;
+            };
+            for instance_ref in action["instances"].as_array().into_iter().flatten() {
+                let instance_ref = instance_ref.as_str().unwrap_or_default();
+                let Some(instance) = find(&instances, instance_ref) else {
+                    notes.push(format!(
+                        "{at}: instance {instance_ref} is not among the files: skipped"
+                    ));
+                    continue;
+                };
+                match (handler.of.as_str(), instance.of.as_str()) {
+                    ("stdio", "logentry") => {
+                        level = Some(stdio_level(handler, instance, &mut notes));
+                        match &log {
+                            None => log = Some((instance, log_config(instance, &mut notes))),
+                            Some((first, _)) if first.resource.name != instance.resource.name => {
+                                notes.push(format!(
+                                    "{at}: logentry {} is not translated: a configuration has one log instance ({}), whose fields this rule's entries get",
+                                    instance.resource.name, first.resource.name
+                                ));
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    ("listchecker", "listentry") => {
+                        let name = handler.resource.name.clone();
+                        if let Some(existing) = lists.get(&name) {
+                            let value = listentry_value(instance);
+                            if existing["value"] != json!(value) {
+                                notes.push(format!(
+                                    "{at}: listchecker {name} is checked with another value here ({value}); the list keeps its first, {}",
+                                    existing["value"]
+                                ));
+                            }
+                        } else {
+                            lists.insert(name.clone(), list_config(handler, instance, &mut notes));
+                        }
+                        checks.push(json!(name));
+                    }
+                    (adapter, template) => notes.push(format!(
+                        "{at}: the {adapter} handler with {template} instances is not translated: the filter logs (stdio + logentry) and checks lists (listchecker + listentry)"
+                    )),
+                }
+            }
+        }
+        if level.is_none() && checks.is_empty() {
+            notes.push(format!(
+                "{at}: nothing to translate (no stdio or listchecker action): skipped"
+            ));
+            continue;
+        }
+        let mut converted = Map::new();
+        converted.insert("name".into(), json!(rule.name));
+        converted.insert("match".into(), json!(condition));
+        if let Some(level) = level {
+            converted.insert("log".into(), json!(level));
+        }
+        if !checks.is_empty() {
+            converted.insert("check".into(), Value::Array(checks));
+        }
+        rules.push(Value::Object(converted));
+    }
+
+    let routes = virtual_service_routes(resources, &mut notes);
+    for resource in resources.all() {
+        let kind = resource.kind.as_str();
+        if matches!(
+            kind,
+            "Gateway" | "DestinationRule" | "ServiceEntry" | "Sidecar"
+        ) {
+            notes.push(format!(
+                "{}: routing, not policy: apply it unchanged (README: Deploying on Istio)",
+                resource.at()
+            ));
+        } else if !MIXER_KINDS.contains(&kind)
+            && !matches!(kind, "rule" | "instance" | "handler" | "VirtualService")
+        {
+            notes.push(format!(
+                "{}: not a Mixer or routing resource: ignored",
+                resource.at()
+            ));
+        }
+    }
+    if rules.is_empty() && routes.is_empty() {
+        notes.push("nothing to write: no rule with a stdio or listchecker action, and no VirtualService URI route for a gateway".to_owned());
+        return Converted {
+            config: None,
+            notes,
+        };
+    }
+    let mut config = Map::new();
+    if let Some((_, log)) = log {
+        config.insert("log".into(), log);
+    }
+    if !lists.is_empty() {
+        config.insert("lists".into(), Value::Object(lists));
+    }
+    if !rules.is_empty() {
+        config.insert("rules".into(), Value::Array(rules));
+    }
+    if !routes.is_empty() {
+        config.insert("routes".into(), Value::Array(routes));
+    }
+    Converted {
+        config: Some(Value::Object(config)),
+        notes,
+    }
+}
+
+/// The level of the entries a stdio handler writes for a logentry: the logentry's severity (a
+/// Mixer expression, in the documents a literal) mapped through the handler's
+/// `severity_levels` (0 info, 1 warning, 2 error).
+fn stdio_level(handler: &Component, instance: &Component, notes: &mut Vec<String>) -> &'static str {
+    let severity = instance.params["severity"]
+        .as_str()
+        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\''))
+        .unwrap_or("info");
+    let mapped = handler.params["severity_levels"]
+        .get(severity)
+        .or_else(|| handler.params["severityLevels"].get(severity))
+        .and_then(Value::as_i64);
+    let level = match (mapped, severity) {
+        (Some(0), _) | (None, "info" | "INFO" | "default") => "info",
+        (Some(1), _) | (None, "warning" | "WARNING" | "warn") => "warning",
+        (Some(2), _) | (None, "error" | "ERROR") => "error",
+        (other, _) => {
+            notes.push(format!(
+                "{}: severity {severity} (level {other:?}) has no equivalent: its entries are written as error",
+                handler.resource.at()
+            ));
+            "error"
+        }
+    };
+    if handler.params.get("outputAsJson") == Some(&json!(false)) {
+        notes.push(format!(
+            "{}: outputAsJson false is not translated: entries are always JSON",
+            handler.resource.at()
+        ));
+    }
+    level
+}
+
+fn log_config(instance: &Component, notes: &mut Vec<String>) -> Value {
+    let at = instance.resource.at();
+    let mut fields = Map::new();
+    for (name, expression) in instance.params["variables"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let expression = expression.as_str().unwrap_or_default();
+        let renamed = rename_attributes(expression, LOG_RENAMES);
+        if renamed != expression {
+            notes.push(format!(
+                "{at}: variables.{name}: {expression} is written {renamed} (the caller's identity comes from its certificate: source.serviceAccount, not Mixer's source.service)"
+            ));
+        }
+        fields.insert(name.clone(), json!(renamed));
+    }
+    if let Some(timestamp) = instance.params["timestamp"].as_str()
+        && timestamp.trim() != "request.time"
+    {
+        notes.push(format!(
+            "{at}: timestamp {timestamp} is not translated: every entry's time is the request's"
+        ));
+    }
+    for ignored in ["monitored_resource_type", "monitoredResourceType", "labels"] {
+        if instance.params.get(ignored).is_some() {
+            notes.push(format!("{at}: {ignored} is not translated: it configured Mixer's other backends, not the stdio log"));
+        }
+    }
+    json!({"instance": instance.resource.name, "fields": fields})
+}
+
+/// Renames in log fields only: there the nearest attribute is harmless. In a decision a
+/// different value could change what is allowed, so a rule keeps Mixer's name and the checker
+/// refuses it with the replacement.
+const LOG_RENAMES: &[(&str, &str)] = &[
+    ("source.service", "source.serviceAccount"),
+    ("source.name", "source.workload"),
+];
+
+/// A listentry's value, with `request.path` as `request.url_path`: Mixer's `request.path`
+/// carries the query string, so a blacklisted `/politics` was reached as `/politics?x`, and a
+/// whitelisted `/sport` refused as `/sport?x`. The list is about the path (README: The
+/// reference scenario, S3).
+fn listentry_value(instance: &Component) -> String {
+    let value = instance.params["value"].as_str().unwrap_or_default();
+    rename_attributes(value, &[("request.path", "request.url_path")])
+}
+
+fn list_config(handler: &Component, instance: &Component, notes: &mut Vec<String>) -> Value {
+    let at = handler.resource.at();
+    let params = handler.params;
+    let value = listentry_value(instance);
+    let written = instance.params["value"].as_str().unwrap_or_default();
+    if value != written {
+        notes.push(format!(
+            "{at}: value {written} is checked as {value}: Mixer's request.path carries the query, which let /politics?x past a blacklist of /politics"
+        ));
+    }
+    let mut list = Map::new();
+    list.insert("value".into(), json!(value));
+    list.insert(
+        "entries".into(),
+        params
+            .get("overrides")
+            .cloned()
+            .unwrap_or_else(|| json!([])),
+    );
+    list.insert(
+        "blacklist".into(),
+        params.get("blacklist").cloned().unwrap_or(json!(false)),
+    );
+    let entry_type = params
+        .get("entryType")
+        .or_else(|| params.get("entry_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("STRINGS");
+    list.insert("entryType".into(), json!(entry_type));
+    if let Some(url) = params
+        .get("providerUrl")
+        .or_else(|| params.get("provider_url"))
+        .and_then(Value::as_str)
+    {
+        notes.push(format!(
+            "{at}: providerUrl {url} is not translated: a remote list is fetched through an Envoy cluster; add lists.{}.provider with that cluster and the path (README: Remote lists)",
+            handler.resource.name
+        ));
+    }
+    for ignored in [
+        "refreshInterval",
+        "ttl",
+        "cachingInterval",
+        "cachingUseCount",
+    ] {
+        if params.get(ignored).is_some() {
+            notes.push(format!(
+                "{at}: {ignored} is not translated: it belongs to the remote provider (lists.NAME.provider)"
+            ));
+        }
+    }
+    Value::Object(list)
+}
+
+/// VirtualService HTTP routes at a gateway that match by URI: the only hosts' requests that
+/// reach the destination are those the matches admit, as `routes` does. Matches at the
+/// sidecars (`mesh`) route to the gateway and decide nothing.
+fn virtual_service_routes(resources: &Resources, notes: &mut Vec<String>) -> Vec<Value> {
+    let mut routes = Vec::new();
+    for service in resources.all().filter(|r| r.kind == "VirtualService") {
+        let at = service.at();
+        let mut matches = Vec::new();
+        let mut unrestricted = false;
+        for http in service.spec["http"].as_array().into_iter().flatten() {
+            for m in http["match"].as_array().into_iter().flatten() {
+                let at_gateway = m["gateways"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|g| g != "mesh"));
+                if !at_gateway {
+                    continue;
+                }
+                let mut converted = Map::new();
+                for key in ["uri", "method", "headers"] {
+                    if let Some(value) = m.get(key) {
+                        converted.insert(key.into(), value.clone());
+                    }
+                }
+                if converted.is_empty() {
+                    unrestricted = true;
+                } else {
+                    matches.push(Value::Object(converted));
+                }
+            }
+        }
+        if unrestricted {
+            notes.push(format!(
+                "{at}: a gateway route admits every request: no route is written for {}",
+                service.spec["hosts"]
+            ));
+        } else if !matches.is_empty() {
+            routes.push(json!({
+                "name": service.name,
+                "hosts": service.spec["hosts"],
+                "match": matches,
+            }));
+        } else {
+            notes.push(format!(
+                "{at}: no gateway route: routing only, nothing to translate"
+            ));
+        }
+    }
+    routes
+}
+
+/// `expression` with each attribute of `renames` replaced; string literals are left alone.
+fn rename_attributes(expression: &str, renames: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(expression.len());
+    let mut chars = expression.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c == '"' || c == '\'' {
+            out.push(c);
+            while let Some((_, inner)) = chars.next() {
+                out.push(inner);
+                if inner == '\\' {
+                    if let Some((_, escaped)) = chars.next() {
+                        out.push(escaped);
+                    }
+                } else if inner == c {
+                    break;
+                }
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut end = start + c.len_utf8();
+            while let Some(&(i, next)) = chars.peek() {
+                if next.is_ascii_alphanumeric() || next == '_' || next == '.' {
+                    end = i + next.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let name = expression.get(start..end).unwrap_or_default();
+            let renamed = renames
+                .iter()
+                .find(|(from, _)| *from == name)
+                .map_or(name, |(_, to)| to);
+            out.push_str(renamed);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_attributes_but_not_strings() {
+        assert_eq!(
+            rename_attributes(
+                r#"source.labels["app"] | source.service | "source.service""#,
+                LOG_RENAMES
+            ),
+            r#"source.labels["app"] | source.serviceAccount | "source.service""#
+        );
+        assert_eq!(
+            rename_attributes("source.services == 'a\\'b'", LOG_RENAMES),
+            "source.services == 'a\\'b'"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! `egress-policy convert` on the source documents' own Mixer configuration
+//! (`tests/data/mixer/`, each step as the blog applies it): the configuration converted after
+//! each step decides and logs exactly as the example of that step (S1–S4), request by request,
+//! through the filter's flow; the converted S3 in a real Envoy; and what cannot be translated
+//! is refused or said.
+
+use std::process::{Command, Output};
+use std::rc::Rc;
+
+use egress_policy::adapter::{Active, RequestFilter};
+use egress_policy::core::policy::Policy;
+use egress_policy::testing::FakeHost;
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, TempDir, repo, without_time};
+
+fn convert(files: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .current_dir(repo())
+        .arg("convert")
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+fn convert_stdin(yaml: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .args(["convert", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The seed's steps, cumulatively: after step N, the files 1..=N.
+const STEPS: [&str; 6] = [
+    "tests/data/mixer/1-logging.yaml",
+    "tests/data/mixer/2-routing-by-uri.yaml",
+    "tests/data/mixer/3-routing-restored.yaml",
+    "tests/data/mixer/4-listchecker.yaml",
+    "tests/data/mixer/5-rule-checks-the-list.yaml",
+    "tests/data/mixer/6-politics-exempt.yaml",
+];
+
+/// What the filter does with one request: the local reply (status, details) if any, and the
+/// log entries (without `time`) once a response of `code` has passed.
+fn decide(policy: Policy, case: &Value) -> (Option<(u16, String)>, Vec<Value>) {
+    let mut host = FakeHost::from_case(case);
+    let mut filter = RequestFilter::new(Some(Rc::new(Active::new(policy))));
+    filter.on_request_headers(&host, true);
+    let reply = host
+        .replies
+        .borrow()
+        .first()
+        .map(|r| (r.status, r.details.clone()));
+    let code = reply.as_ref().map_or(200, |(status, _)| i64::from(*status));
+    host.respond(code, 150);
+    filter.on_log(&host);
+    let entries = host
+        .entries
+        .borrow()
+        .iter()
+        .flat_map(|e| e.lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|line| without_time(serde_json::from_str(&line).unwrap()))
+        .collect();
+    (reply, entries)
+}
+
+#[test]
+fn each_converted_step_decides_and_logs_as_its_example() {
+    let requests: Vec<Value> = ["/politics", "/sport", "/health", "/sport?topic=x"]
+        .iter()
+        .flat_map(|path| {
+            [
+                json!({"host": "edition.cnn.com", "path": path}),
+                json!({"host": "edition.cnn.com", "path": path, "namespace": "default", "serviceAccount": "sleep"}),
+                json!({"host": "edition.cnn.com", "path": path, "namespace": "politics", "serviceAccount": "sleep", "labels": {"app": "sleep"}}),
+                json!({"host": "money.cnn.com", "path": path}),
+            ]
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (steps, example) in [
+        (1, "s1-logging.json"),
+        (2, "s2-routing.json"),
+        (5, "s3-listcheck.json"),
+        (6, "s4-exemption.json"),
+    ] {
+        let output = convert(&STEPS[..steps]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{example}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let converted = output.stdout;
+        let expected = std::fs::read(repo().join("envoy/examples").join(example)).unwrap();
+        for case in &requests {
+            let got = decide(Policy::from_json(&converted).unwrap(), case);
+            let want = decide(Policy::from_json(&expected).unwrap(), case);
+            if got != want {
+                failures.push(format!(
+                    "{example} {case}: converted {got:?}, example {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn conversion_says_what_it_translated_differently_and_why() {
+    let output = convert(&STEPS);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "logentry egress-access: variables.source: source.labels[\"app\"] | source.service | \"unknown\" is written source.labels[\"app\"] | source.serviceAccount | \"unknown\"",
+        "logentry egress-access: monitored_resource_type is not translated",
+        "listchecker path-checker: value request.path is checked as request.url_path",
+        "VirtualService direct-through-egress-gateway: a gateway route admits every request: no route is written",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+}
+
+#[test]
+fn what_cannot_be_translated_is_refused_with_the_replacement() {
+    // A decision on an attribute the filter cannot give Mixer's meaning is not guessed.
+    let output = convert_stdin(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: paths}
+spec:
+  compiledAdapter: listchecker
+  params: {overrides: ["/sport"], blacklist: false, providerUrl: "https://iam.example.com/paths"}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: path}
+spec:
+  compiledTemplate: listentry
+  params: {value: request.path}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: sleep-only}
+spec:
+  match: source.service == "sleep.default.svc.cluster.local"
+  actions:
+  - handler: paths
+    instances: [path]
+"#,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("providerUrl https://iam.example.com/paths is not translated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rules[0].match: unknown attribute 'source.service'; use source.serviceAccount or source.workload"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+
+    // Mixer's generic instance/handler kinds and functions convert like the old kinds.
+    let output = convert_stdin(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: paths}
+spec:
+  compiledAdapter: listchecker
+  params: {overrides: ["/sport"], blacklist: false}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: path}
+spec:
+  compiledTemplate: listentry
+  params: {value: request.path}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: cnn}
+spec:
+  match: match(destination.service.host, "*.cnn.com") && context.reporter.kind == "outbound" && source.ip != ip("10.0.0.1")
+  actions:
+  - handler: paths.handler.istio-system
+    instances: [path.instance.istio-system]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: prometheus
+metadata: {name: handler}
+spec: {}
+"#,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(config["rules"][0]["check"], json!(["paths"]));
+    assert_eq!(config["lists"]["paths"]["entries"], json!(["/sport"]));
+    let policy = Policy::from_json(&output.stdout).unwrap();
+    let (politics, _) = decide(
+        policy,
+        &json!({"host": "edition.cnn.com", "path": "/politics"}),
+    );
+    assert_eq!(politics.unwrap().0, 404);
+
+    // Nothing convertible, unreadable input: exit 2 with the reason.
+    let output = convert_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to write"));
+    let output = convert_stdin("kind: [\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid YAML"));
+}
+
+/// The converted S3 in a real Envoy: the documents' three requests, their statuses and log.
+#[test]
+fn converted_s3_enforces_in_envoy() {
+    let output = convert(&STEPS[..5]);
+    assert_eq!(output.status.code(), Some(0));
+    let dir = TempDir::new("converted-s3");
+    let path = dir.path("converted-s3.json");
+    std::fs::write(&path, &output.stdout).unwrap();
+    let gateway = Gateway::start(&path);
+    let statuses: Vec<u16> = ["/politics", "/sport", "/health"]
+        .iter()
+        .map(|p| gateway.status("edition.cnn.com", p))
+        .collect();
+    assert_eq!(statuses, [404, 200, 200]);
+    gateway.settle(3);
+    let levels: Vec<(String, String, u64)> = gateway
+        .log_entries()
+        .iter()
+        .map(|e| {
+            (
+                e["level"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+                e["responseCode"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("error", "/politics", 404),
+            ("info", "/politics", 404),
+            ("info", "/sport", 200),
+            ("info", "/health", 200)
+        ]
+        .map(|(l, p, c)| (l.to_owned(), p.to_owned(), c))
+    );
+    assert_eq!(gateway.upstream.paths(), ["/sport", "/health"]);
+}
+
+/// Mixer's reporter attributes have their meaning in Envoy: `context.reporter.uid` is read from
+/// the proxy's node id (`egress-gateway` in envoy/gateway.yaml), `context.reporter.kind` is
+/// `outbound`, `destination.service.host` the request's host.
+#[test]
+fn mixer_reporter_and_destination_attributes_decide_in_envoy() {
+    let config = json!({
+        "lists": {"nowhere": {"value": "request.host", "entries": []}},
+        "rules": [{"name": "politics-at-this-gateway", "log": "error", "check": ["nowhere"],
+            "match": "context.reporter.uid == \"egress-gateway\" && context.reporter.kind == \"outbound\" && match(destination.service.host, \"*.cnn.com\") && request.path.startsWith(\"/politics\")"}]
+    });
+    let mut config = config;
+    config["log"] = json!({"fields": {"uid": "context.reporter.uid | \"absent\"",
+        "kind": "context.reporter.kind", "service": "destination.service.host | \"absent\""}});
+    let gateway = Gateway::with_config("reporter", &config.to_string());
+    assert_eq!(gateway.status("edition.cnn.com", "/politics"), 404);
+    gateway.settle(1);
+    let entry = &gateway.log_entries()[0];
+    assert_eq!(
+        (&entry["uid"], &entry["kind"], &entry["service"]),
+        (
+            &json!("egress-gateway"),
+            &json!("outbound"),
+            &json!("edition.cnn.com")
+        )
+    );
+    assert_eq!(gateway.status("edition.cnn.com", "/sport"), 200);
+}
