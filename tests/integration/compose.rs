@@ -168,7 +168,7 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
     }
 
     // The gateway as the container would see it, in a real Envoy: ports chosen by the kernel,
-    // container paths rewritten to the host paths mounted there.
+    // container paths rewritten to the host paths mounted there, service names to loopback.
     let dir = TempDir::new("compose");
     let run_copy = dir.path("run");
     let mut rewrites: Vec<(String, String)> = mounts
@@ -190,6 +190,16 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
     let text = regex::Regex::new(r"port_value: (10000|10443|10444|10445|9901)\b")
         .unwrap()
         .replace_all(&text, "port_value: 0");
+    // The compose network resolves the services' names; here they are this machine.
+    let services: Vec<String> = compose["services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|name| regex::escape(name))
+        .collect();
+    let text = regex::Regex::new(&format!(r"address: ({})\b", services.join("|")))
+        .unwrap()
+        .replace_all(&text, "address: 127.0.0.1");
     std::fs::write(&config_path, text.as_ref()).unwrap();
     let (mut envoy, stderr) = spawn_envoy(&dir, &config_path);
     let address_file = dir.path("admin.address");
