@@ -6,7 +6,7 @@ CACHE="${EGRESS_CACHE:-$REPO/.cache}"
 # The one pinned Envoy version; exported so that `func-e run` runs this version too.
 export ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 VENV="$CACHE/venv-envoy-$ENVOY_VERSION"
-WASM="$REPO/target/wasm32-wasip1/release/egress_policy.wasm"
+WASM="$REPO/target/module/egress_policy.wasm"
 CLI="$REPO/target/release/egress-policy"
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -82,7 +82,7 @@ pub fn envoy_command() -> Command {
 }
 
 pub fn wasm_path() -> PathBuf {
-    let wasm = repo().join("target/wasm32-wasip1/release/egress_policy.wasm");
+    let wasm = repo().join("target/module/egress_policy.wasm");
     assert!(
         wasm.exists(),
         "no wasm module: run scripts/build (scripts/test does)"

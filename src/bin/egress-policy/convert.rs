@@ -30,6 +30,9 @@ pub struct Args {
     /// Mixer and Istio YAML files ('-' is standard input), applied in order.
     #[arg(value_name = "FILE", required = true)]
     files: Vec<String>,
+    /// Write the configuration to this file instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<String>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -57,11 +60,20 @@ pub fn run(args: &Args) -> ExitCode {
     // What is written must be what the filter accepts.
     match PluginConfig::from_value(config.clone()).and_then(|c| Policy::compile(&c)) {
         Ok(_) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&config).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            let text = serde_json::to_string_pretty(&config).unwrap_or_default() + "\n";
+            match &args.output {
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Some(path) => match std::fs::write(path, text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("{path}: cannot write: {e}");
+                        ExitCode::from(EXIT_INVALID)
+                    }
+                },
+            }
         }
         Err(errors) => {
             for error in &errors.0 {
