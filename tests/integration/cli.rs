@@ -1,34 +1,6 @@
 //! The `egress-policy` command line: check and explain, their exit codes and messages.
-use std::io::Write;
-
-use crate::support::repo;
-use std::process::{Command, Output, Stdio};
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn cli_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .current_dir(repo())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use crate::support::{cli, cli_stdin, repo};
+use std::process::Output;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

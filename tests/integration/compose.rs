@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{TempDir, http_get, repo, spawn_envoy, wait_until};
+use crate::support::{TempDir, http_get, listener_port, repo, start_envoy};
 
 /// Where Debian's docker-compose package (scripts/test installs it) keeps the compose
 /// specification's schema.
@@ -201,27 +200,7 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
         .unwrap()
         .replace_all(&text, "address: 127.0.0.1");
     std::fs::write(&config_path, text.as_ref()).unwrap();
-    let (mut envoy, stderr) = spawn_envoy(&dir, &config_path);
-    let address_file = dir.path("admin.address");
-    wait_until("Envoy /ready", Duration::from_secs(60), || {
-        assert!(
-            envoy.0.try_wait().unwrap().is_none(),
-            "Envoy exited: {}",
-            std::fs::read_to_string(&stderr).unwrap_or_default()
-        );
-        std::fs::read_to_string(&address_file)
-            .ok()
-            .and_then(|a| a.trim().rsplit(':').next()?.parse::<u16>().ok())
-            .is_some_and(|port| http_get(port, "/ready").is_some_and(|(s, _)| s == 200))
-    });
-    let admin: u16 = std::fs::read_to_string(&address_file)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (envoy, admin, _) = start_envoy(&dir, &config_path);
     let (_, stats) = http_get(admin, "/stats").unwrap();
     for filter in [
         "http_filter.egress-policy",
@@ -231,16 +210,7 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
         assert!(stats.contains(&line), "{filter} did not load: {stats}");
     }
     // The HTTP listener decides: politics is denied by the S3 policy, locally.
-    let (_, listeners) = http_get(admin, "/listeners?format=json").unwrap();
-    let listeners: Value = serde_json::from_str(&listeners).unwrap();
-    let http_port = listeners["listener_statuses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "egress_http")
-        .unwrap()["local_address"]["socket_address"]["port_value"]
-        .as_u64()
-        .unwrap();
+    let http_port = listener_port(admin, "egress_http");
     let status = Command::new("curl")
         .args([
             "-s",

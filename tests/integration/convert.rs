@@ -4,7 +4,7 @@
 //! through the filter's flow; the converted S3 in a real Envoy; and what cannot be translated
 //! is refused or said.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::rc::Rc;
 
 use egress_policy::adapter::{Active, RequestFilter};
@@ -12,33 +12,16 @@ use egress_policy::core::policy::Policy;
 use egress_policy::testing::FakeHost;
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, TempDir, repo, without_time};
+use crate::support::{Gateway, TempDir, cli, cli_stdin, repo, without_time};
 
 fn convert(files: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .current_dir(repo())
-        .arg("convert")
-        .args(files)
-        .output()
-        .unwrap()
+    let mut args = vec!["convert"];
+    args.extend_from_slice(files);
+    cli(&args)
 }
 
 fn convert_stdin(yaml: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .args(["convert", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    cli_stdin(&["convert", "-"], yaml)
 }
 
 /// The seed's steps, cumulatively: after step N, the files 1..=N.
@@ -131,17 +114,15 @@ fn conversion_says_what_it_translated_differently_and_why() {
     }
 }
 
-#[test]
-fn what_cannot_be_translated_is_refused_with_the_replacement() {
-    // A decision on an attribute the filter cannot give Mixer's meaning is not guessed.
-    let output = convert_stdin(
-        r#"
+/// A listchecker and its listentry in Mixer's generic kinds (`handler` with `compiledAdapter`,
+/// `instance` with `compiledTemplate`), for a rule to use.
+const GENERIC_LIST: &str = r#"
 apiVersion: config.istio.io/v1alpha2
 kind: handler
 metadata: {name: paths}
 spec:
   compiledAdapter: listchecker
-  params: {overrides: ["/sport"], blacklist: false, providerUrl: "https://iam.example.com/paths"}
+  params: {overrides: ["/sport"], blacklist: false}
 ---
 apiVersion: config.istio.io/v1alpha2
 kind: instance
@@ -149,7 +130,16 @@ metadata: {name: path}
 spec:
   compiledTemplate: listentry
   params: {value: request.path}
----
+---"#;
+
+#[test]
+fn what_cannot_be_translated_is_refused_with_the_replacement() {
+    // A decision on an attribute the filter cannot give Mixer's meaning is not guessed.
+    let output = convert_stdin(
+        &(GENERIC_LIST.replace(
+            "blacklist: false}",
+            "blacklist: false, providerUrl: \"https://iam.example.com/paths\"}",
+        ) + r#"
 apiVersion: config.istio.io/v1alpha2
 kind: rule
 metadata: {name: sleep-only}
@@ -158,7 +148,7 @@ spec:
   actions:
   - handler: paths
     instances: [path]
-"#,
+"#),
     );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -174,21 +164,8 @@ spec:
 
     // Mixer's generic instance/handler kinds and functions convert like the old kinds.
     let output = convert_stdin(
-        r#"
-apiVersion: config.istio.io/v1alpha2
-kind: handler
-metadata: {name: paths}
-spec:
-  compiledAdapter: listchecker
-  params: {overrides: ["/sport"], blacklist: false}
----
-apiVersion: config.istio.io/v1alpha2
-kind: instance
-metadata: {name: path}
-spec:
-  compiledTemplate: listentry
-  params: {value: request.path}
----
+        &(GENERIC_LIST.to_owned()
+            + r#"
 apiVersion: config.istio.io/v1alpha2
 kind: rule
 metadata: {name: cnn}
@@ -202,7 +179,7 @@ apiVersion: config.istio.io/v1alpha2
 kind: prometheus
 metadata: {name: handler}
 spec: {}
-"#,
+"#),
     );
     assert_eq!(
         output.status.code(),

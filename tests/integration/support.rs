@@ -81,6 +81,34 @@ pub fn envoy_command() -> Command {
     command
 }
 
+/// The CLI this suite built, run in the repository.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The CLI with `input` on its standard input.
+pub fn cli_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        .current_dir(repo())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn wasm_path() -> PathBuf {
     let wasm = repo().join("target/module/egress_policy.wasm");
     assert!(
@@ -362,6 +390,56 @@ pub fn spawn_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, PathBuf) {
     (Guard(child), stderr_path)
 }
 
+/// Starts Envoy on a rendered config whose admin port is 0, and waits until it is ready;
+/// returns the process, its admin port and its stderr file.
+pub fn start_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, u16, PathBuf) {
+    let (mut envoy, envoy_stderr) = spawn_envoy(dir, envoy_config);
+    let address_file = dir.path("admin.address");
+    wait_until("Envoy's admin address", STARTUP_TIMEOUT, || {
+        if let Some(status) = envoy.0.try_wait().unwrap() {
+            panic!(
+                "Envoy exited ({status}): {}",
+                std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
+            );
+        }
+        std::fs::read_to_string(&address_file).is_ok_and(|a| a.contains(':'))
+    });
+    let admin_port = std::fs::read_to_string(&address_file)
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until("Envoy /ready", STARTUP_TIMEOUT, || {
+        assert!(
+            envoy.0.try_wait().unwrap().is_none(),
+            "Envoy exited during startup: {}",
+            std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
+        );
+        http_get(admin_port, "/ready").is_some_and(|(status, _)| status == 200)
+    });
+    (envoy, admin_port, envoy_stderr)
+}
+
+/// The port a listener of this name is bound to (configured as port 0).
+pub fn listener_port(admin_port: u16, name: &str) -> u16 {
+    let (_, listeners) = http_get(admin_port, "/listeners?format=json").unwrap();
+    let listeners: Value = serde_json::from_str(&listeners).unwrap();
+    listeners["listener_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .map(|l| {
+            l["local_address"]["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap()
+        })
+        .unwrap() as u16
+}
+
 /// scripts/list-server serving the files of a directory: the remote lists.
 pub struct ListServer {
     process: Option<Guard>,
@@ -479,47 +557,8 @@ impl Gateway {
         );
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
-        let (mut envoy, envoy_stderr) = spawn_envoy(&dir, &envoy_config);
-        let address_file = dir.path("admin.address");
-        wait_until("Envoy's admin address", STARTUP_TIMEOUT, || {
-            if let Some(status) = envoy.0.try_wait().unwrap() {
-                panic!(
-                    "Envoy exited ({status}): {}",
-                    std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
-                );
-            }
-            std::fs::read_to_string(&address_file).is_ok_and(|a| a.contains(':'))
-        });
-        let admin_port = std::fs::read_to_string(&address_file)
-            .unwrap()
-            .trim()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        wait_until("Envoy /ready", STARTUP_TIMEOUT, || {
-            assert!(
-                envoy.0.try_wait().unwrap().is_none(),
-                "Envoy exited during startup"
-            );
-            http_get(admin_port, "/ready").is_some_and(|(status, _)| status == 200)
-        });
-        let (_, listeners) = http_get(admin_port, "/listeners?format=json").unwrap();
-        let listeners: Value = serde_json::from_str(&listeners).unwrap();
-        let port_of = |name: &str| {
-            listeners["listener_statuses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|l| l["name"] == name)
-                .map(|l| {
-                    l["local_address"]["socket_address"]["port_value"]
-                        .as_u64()
-                        .unwrap()
-                })
-                .unwrap() as u16
-        };
+        let (envoy, admin_port, envoy_stderr) = start_envoy(&dir, &envoy_config);
+        let port_of = |name: &str| listener_port(admin_port, name);
         let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
         let (tls_port, passthrough_port) = (port_of("egress_tls"), port_of("egress_passthrough"));
         Gateway {
