@@ -2,9 +2,9 @@
 //! scrapes a real gateway after the source documents' S3 and S4 traffic: every query of every
 //! panel returns the expected series and values (`tests/data/dashboard.json`).
 //!
-//! The gateway runs with the stats configuration an Istio egress gateway gets from
-//! `manifests/egress-gateway-values.yaml`, not the bundled one: what Istio's bootstrap writes
-//! for its ProxyConfig (tag regexes, the stats it keeps), beside Istio's own extractors.
+//! Twice: on the bundled gateway, and with the stats configuration an Istio egress gateway gets
+//! from `manifests/egress-gateway-values.yaml`: what Istio's bootstrap writes for its
+//! ProxyConfig (tag regexes, the stats it keeps), beside Istio's own extractors.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -144,8 +144,21 @@ fn istio_stats_config() -> Value {
     })
 }
 
+/// The bundled gateway (`envoy/gateway.yaml`'s stats tags), as `scripts/run` serves it.
 #[test]
-fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
+fn every_dashboard_query_returns_the_expected_series_on_the_bundled_gateway() {
+    dashboard_after_s3_and_s4_traffic(None);
+}
+
+/// The stats configuration an Istio egress gateway gets from its Helm values.
+#[test]
+fn every_dashboard_query_returns_the_expected_series_under_istios_stats_config() {
+    dashboard_after_s3_and_s4_traffic(Some(istio_stats_config()));
+}
+
+/// The documents' S3 and S4 traffic through a gateway with `stats_config` (or the bundled
+/// one), scraped by a real Prometheus, and every query of every panel of the dashboard.
+fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
     // S4, plus a remote list every VM must fetch, so that the list panels have a series.
     let mut config: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("envoy/examples/s4-exemption.json")).unwrap(),
@@ -162,10 +175,13 @@ fn every_dashboard_query_returns_the_expected_series_after_s3_and_s4_traffic() {
     std::fs::write(&config_path, config.to_string()).unwrap();
     let gateway = Gateway::start_full(
         &config_path,
-        |yaml| {
-            let mut envoy: Value = serde_yaml_ng::from_str(&yaml).unwrap();
-            envoy["stats_config"] = istio_stats_config();
-            serde_json::to_string(&envoy).unwrap()
+        |yaml| match stats_config {
+            None => yaml,
+            Some(stats_config) => {
+                let mut envoy: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+                envoy["stats_config"] = stats_config;
+                serde_json::to_string(&envoy).unwrap()
+            }
         },
         &[("hosts.txt", "edition.cnn.com\n")],
     );
