@@ -132,14 +132,19 @@ spec:
   params: {value: request.path}
 ---"#;
 
+/// A rule matching every request to edition.cnn.com, with these actions.
+fn rule_with(actions: &str) -> String {
+    format!(
+        "\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: cnn}}\nspec:\n  match: request.host == \"edition.cnn.com\"\n  actions: {actions}\n"
+    )
+}
+
+/// Whatever would let through what Mixer refused is an error, and nothing is written: the
+/// error says what to do instead.
 #[test]
 fn what_cannot_be_translated_is_refused_with_the_replacement() {
-    // A decision on an attribute the filter cannot give Mixer's meaning is not guessed.
-    let output = convert_stdin(
-        &(GENERIC_LIST.replace(
-            "blacklist: false}",
-            "blacklist: false, providerUrl: \"https://iam.example.com/paths\"}",
-        ) + r#"
+    let source_service = GENERIC_LIST.to_owned()
+        + r#"
 apiVersion: config.istio.io/v1alpha2
 kind: rule
 metadata: {name: sleep-only}
@@ -148,19 +153,102 @@ spec:
   actions:
   - handler: paths
     instances: [path]
-"#),
+"#;
+    let remote = GENERIC_LIST.replace(
+        "blacklist: false}",
+        "blacklist: true, providerUrl: \"https://iam.example.com/paths\"}",
+    ) + &rule_with("[{handler: paths, instances: [path]}]");
+    let quota = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: quota}
+spec: {compiledAdapter: memquota, params: {}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: requestcount}
+spec: {compiledTemplate: quota, params: {}}"#
+        .to_owned()
+        + &rule_with("[{handler: quota, instances: [requestcount]}]");
+    let query_params = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway]
+  http:
+  - match: [{gateways: [istio-egressgateway], uri: {prefix: /sport}, queryParams: {safe: {exact: "1"}}}]
+    route: [{destination: {host: edition.cnn.com}}]
+"#;
+    for (name, yaml, expected) in [
+        (
+            "a decision on source.service",
+            source_service,
+            "the converted configuration is invalid: rules[0].match: unknown attribute 'source.service'; use source.serviceAccount or source.workload",
+        ),
+        (
+            "a remote blacklist",
+            remote,
+            "error: -: handler paths: providerUrl https://iam.example.com/paths is not translated: a remote list is fetched through an Envoy cluster of the gateway; write lists.paths.provider",
+        ),
+        (
+            "a handler that is not there",
+            GENERIC_LIST.to_owned()
+                + &rule_with("[{handler: elsewhere.listchecker, instances: [path]}]"),
+            "error: -: rule cnn: handler elsewhere.listchecker is in none of the files",
+        ),
+        (
+            "a quota check",
+            quota,
+            "error: -: rule cnn: the memquota handler with quota instances decides requests and is not translated",
+        ),
+        (
+            "a route restricted by query parameters",
+            query_params.to_owned(),
+            "error: -: VirtualService cnn: a gateway match on queryParams is not translated",
+        ),
+    ] {
+        let output = convert_stdin(&yaml);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(output.stdout.is_empty(), "{name}");
+    }
+
+    // Mixer's denier refuses what its rule matches, with its status.
+    let denier = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: denier
+metadata: {name: deny-politics}
+spec: {status: {code: 7, message: forbidden}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: checknothing
+metadata: {name: nothing}
+spec: {}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: politics}
+spec:
+  match: request.path.startsWith("/politics")
+  actions: [{handler: deny-politics.denier, instances: [nothing.checknothing]}]
+"#;
+    let output = convert_stdin(denier);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("providerUrl https://iam.example.com/paths is not translated"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("rules[0].match: unknown attribute 'source.service'; use source.serviceAccount or source.workload"),
-        "{stderr}"
-    );
-    assert!(output.stdout.is_empty());
+    for (path, status) in [("/politics", Some(403)), ("/sport", None)] {
+        let (reply, _) = decide(
+            Policy::from_json(&output.stdout).unwrap(),
+            &json!({"host": "edition.cnn.com", "path": path}),
+        );
+        assert_eq!(reply.map(|(s, _)| s), status, "{path}");
+    }
 
     // Mixer's generic instance/handler kinds and functions convert like the old kinds.
     let output = convert_stdin(

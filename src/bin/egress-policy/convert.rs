@@ -51,8 +51,11 @@ pub fn run(args: &Args) -> ExitCode {
         }
     }
     let converted = convert(&resources);
-    for note in &converted.notes {
+    for note in &converted.report.notes {
         eprintln!("{note}");
+    }
+    for error in &converted.report.errors {
+        eprintln!("error: {error}");
     }
     let Some(config) = converted.config else {
         return ExitCode::from(EXIT_INVALID);
@@ -211,13 +214,27 @@ fn find<'a>(components: &'a [Component<'a>], reference: &str) -> Option<&'a Comp
         })
 }
 
-struct Converted {
-    config: Option<Value>,
+/// What a conversion says besides the configuration. A note is something translated
+/// differently, or left out, that does not let through anything Mixer refused; an error is
+/// something that would (a check that cannot be translated, a reference to nothing): with one,
+/// nothing is written.
+#[derive(Default)]
+struct Report {
     notes: Vec<String>,
+    errors: Vec<String>,
 }
 
+struct Converted {
+    config: Option<Value>,
+    report: Report,
+}
+
+/// Mixer templates whose handlers decide (a failed check refuses the request); the others
+/// only report.
+const CHECK_TEMPLATES: &[&str] = &["listentry", "checknothing", "authorization", "quota"];
+
 fn convert(resources: &Resources) -> Converted {
-    let mut notes = Vec::new();
+    let mut report = Report::default();
     let instances = components(resources, "instance", ["compiledTemplate", "template"]);
     let handlers = components(resources, "handler", ["compiledAdapter", "adapter"]);
     let mut log: Option<(&Component, Value)> = None;
@@ -233,29 +250,30 @@ fn convert(resources: &Resources) -> Converted {
         };
         let mut level: Option<&str> = None;
         let mut checks = Vec::new();
+        let mut deny_status: Option<u16> = None;
         for action in rule.spec["actions"].as_array().into_iter().flatten() {
             let handler_ref = action["handler"].as_str().unwrap_or_default();
             let Some(handler) = find(&handlers, handler_ref) else {
-                notes.push(format!(
-                    "{at}: handler {handler_ref} is not among the files: action skipped"
+                report.errors.push(format!(
+                    "{at}: handler {handler_ref} is in none of the files (Mixer refused such a rule): add it"
                 ));
                 continue;
             };
             for instance_ref in action["instances"].as_array().into_iter().flatten() {
                 let instance_ref = instance_ref.as_str().unwrap_or_default();
                 let Some(instance) = find(&instances, instance_ref) else {
-                    notes.push(format!(
-                        "{at}: instance {instance_ref} is not among the files: skipped"
+                    report.errors.push(format!(
+                        "{at}: instance {instance_ref} is in none of the files (Mixer refused such a rule): add it"
                     ));
                     continue;
                 };
                 match (handler.of.as_str(), instance.of.as_str()) {
                     ("stdio", "logentry") => {
-                        level = Some(stdio_level(handler, instance, &mut notes));
+                        level = Some(stdio_level(handler, instance, &mut report));
                         match &log {
-                            None => log = Some((instance, log_config(instance, &mut notes))),
+                            None => log = Some((instance, log_config(instance, &mut report))),
                             Some((first, _)) if first.resource.name != instance.resource.name => {
-                                notes.push(format!(
+                                report.notes.push(format!(
                                     "{at}: logentry {} is not translated: a configuration has one log instance ({}), whose fields this rule's entries get",
                                     instance.resource.name, first.resource.name
                                 ));
@@ -265,28 +283,50 @@ fn convert(resources: &Resources) -> Converted {
                     }
                     ("listchecker", "listentry") => {
                         let name = handler.resource.name.clone();
-                        if let Some(existing) = lists.get(&name) {
-                            let value = listentry_value(instance);
-                            if existing["value"] != json!(value) {
-                                notes.push(format!(
-                                    "{at}: listchecker {name} is checked with another value here ({value}); the list keeps its first, {}",
+                        let value = listentry_value(instance);
+                        match lists.get(&name) {
+                            Some(existing) if existing["value"] != json!(value) => {
+                                report.errors.push(format!(
+                                    "{at}: listchecker {name} is checked with {value} here and with {} elsewhere; a list has one value: give each a listchecker of its own",
                                     existing["value"]
                                 ));
                             }
-                        } else {
-                            lists.insert(name.clone(), list_config(handler, instance, &mut notes));
+                            Some(_) => {}
+                            None => {
+                                let list = list_config(handler, instance, &mut report);
+                                lists.insert(name.clone(), list);
+                            }
                         }
                         checks.push(json!(name));
                     }
-                    (adapter, template) => notes.push(format!(
-                        "{at}: the {adapter} handler with {template} instances is not translated: the filter logs (stdio + logentry) and checks lists (listchecker + listentry)"
+                    ("denier", "checknothing") => {
+                        // Every request the rule matches is refused: a check against an empty
+                        // whitelist fails for every value, and for a connection, which has no host.
+                        let name = handler.resource.name.clone();
+                        lists.insert(
+                            name.clone(),
+                            json!({"value": "request.host", "entries": [], "blacklist": false}),
+                        );
+                        checks.push(json!(name));
+                        deny_status = Some(denier_status(handler));
+                        report.notes.push(format!(
+                            "{at}: denier {name} is a check against the empty whitelist {name}, so every matching request is refused"
+                        ));
+                    }
+                    (adapter, template) if CHECK_TEMPLATES.contains(&template) => {
+                        report.errors.push(format!(
+                            "{at}: the {adapter} handler with {template} instances decides requests and is not translated: without it, what it refused would be let through; express it as a list check (listchecker + listentry) or a denier"
+                        ));
+                    }
+                    (adapter, template) => report.notes.push(format!(
+                        "{at}: the {adapter} handler with {template} instances is not translated: it only reports (the filter logs with stdio + logentry; metrics: README, Metrics and the dashboard)"
                     )),
                 }
             }
         }
         if level.is_none() && checks.is_empty() {
-            notes.push(format!(
-                "{at}: nothing to translate (no stdio or listchecker action): skipped"
+            report.notes.push(format!(
+                "{at}: nothing to translate (no stdio, listchecker or denier action): skipped"
             ));
             continue;
         }
@@ -299,34 +339,39 @@ fn convert(resources: &Resources) -> Converted {
         if !checks.is_empty() {
             converted.insert("check".into(), Value::Array(checks));
         }
+        if let Some(status) = deny_status {
+            converted.insert("deny".into(), json!({"status": status}));
+        }
         rules.push(Value::Object(converted));
     }
 
-    let routes = virtual_service_routes(resources, &mut notes);
+    let routes = virtual_service_routes(resources, &mut report);
     for resource in resources.all() {
         let kind = resource.kind.as_str();
         if matches!(
             kind,
             "Gateway" | "DestinationRule" | "ServiceEntry" | "Sidecar"
         ) {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{}: routing, not policy: apply it unchanged (README: Deploying on Istio)",
                 resource.at()
             ));
         } else if !MIXER_KINDS.contains(&kind)
             && !matches!(kind, "rule" | "instance" | "handler" | "VirtualService")
         {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{}: not a Mixer or routing resource: ignored",
                 resource.at()
             ));
         }
     }
-    if rules.is_empty() && routes.is_empty() {
-        notes.push("nothing to write: no rule with a stdio or listchecker action, and no VirtualService URI route for a gateway".to_owned());
+    if rules.is_empty() && routes.is_empty() && report.errors.is_empty() {
+        report.errors.push("nothing to write: no rule with a stdio, listchecker or denier action, and no VirtualService URI route for a gateway".to_owned());
+    }
+    if !report.errors.is_empty() {
         return Converted {
             config: None,
-            notes,
+            report,
         };
     }
     let mut config = Map::new();
@@ -344,14 +389,31 @@ fn convert(resources: &Resources) -> Converted {
     }
     Converted {
         config: Some(Value::Object(config)),
-        notes,
+        report,
+    }
+}
+
+/// The HTTP status of a denier's refusal: its gRPC `status.code` as Envoy maps it to HTTP
+/// (Mixer's default, 7 PERMISSION_DENIED, is 403).
+fn denier_status(handler: &Component) -> u16 {
+    match handler.params["status"]["code"].as_i64().unwrap_or(7) {
+        3 | 9 | 11 => 400,
+        16 => 401,
+        5 => 404,
+        6 | 10 => 409,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        4 => 504,
+        13 | 15 | 2 => 500,
+        _ => 403,
     }
 }
 
 /// The level of the entries a stdio handler writes for a logentry: the logentry's severity (a
 /// Mixer expression, in the documents a literal) mapped through the handler's
 /// `severity_levels` (0 info, 1 warning, 2 error).
-fn stdio_level(handler: &Component, instance: &Component, notes: &mut Vec<String>) -> &'static str {
+fn stdio_level(handler: &Component, instance: &Component, report: &mut Report) -> &'static str {
     let severity = instance.params["severity"]
         .as_str()
         .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\''))
@@ -365,7 +427,7 @@ fn stdio_level(handler: &Component, instance: &Component, notes: &mut Vec<String
         (Some(1), _) | (None, "warning" | "WARNING" | "warn") => "warning",
         (Some(2), _) | (None, "error" | "ERROR") => "error",
         (other, _) => {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{}: severity {severity} (level {other:?}) has no equivalent: its entries are written as error",
                 handler.resource.at()
             ));
@@ -373,7 +435,7 @@ fn stdio_level(handler: &Component, instance: &Component, notes: &mut Vec<String
         }
     };
     if handler.params.get("outputAsJson") == Some(&json!(false)) {
-        notes.push(format!(
+        report.notes.push(format!(
             "{}: outputAsJson false is not translated: entries are always JSON",
             handler.resource.at()
         ));
@@ -381,7 +443,7 @@ fn stdio_level(handler: &Component, instance: &Component, notes: &mut Vec<String
     level
 }
 
-fn log_config(instance: &Component, notes: &mut Vec<String>) -> Value {
+fn log_config(instance: &Component, report: &mut Report) -> Value {
     let at = instance.resource.at();
     let mut fields = Map::new();
     for (name, expression) in instance.params["variables"]
@@ -392,7 +454,7 @@ fn log_config(instance: &Component, notes: &mut Vec<String>) -> Value {
         let expression = expression.as_str().unwrap_or_default();
         let renamed = rename_attributes(expression, LOG_RENAMES);
         if renamed != expression {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{at}: variables.{name}: {expression} is written {renamed} (the caller's identity comes from its certificate: source.serviceAccount, not Mixer's source.service)"
             ));
         }
@@ -401,13 +463,13 @@ fn log_config(instance: &Component, notes: &mut Vec<String>) -> Value {
     if let Some(timestamp) = instance.params["timestamp"].as_str()
         && timestamp.trim() != "request.time"
     {
-        notes.push(format!(
+        report.notes.push(format!(
             "{at}: timestamp {timestamp} is not translated: every entry's time is the request's"
         ));
     }
     for ignored in ["monitored_resource_type", "monitoredResourceType", "labels"] {
         if instance.params.get(ignored).is_some() {
-            notes.push(format!("{at}: {ignored} is not translated: it configured Mixer's other backends, not the stdio log"));
+            report.notes.push(format!("{at}: {ignored} is not translated: it configured Mixer's other backends, not the stdio log"));
         }
     }
     json!({"instance": instance.resource.name, "fields": fields})
@@ -430,13 +492,13 @@ fn listentry_value(instance: &Component) -> String {
     rename_attributes(value, &[("request.path", "request.url_path")])
 }
 
-fn list_config(handler: &Component, instance: &Component, notes: &mut Vec<String>) -> Value {
+fn list_config(handler: &Component, instance: &Component, report: &mut Report) -> Value {
     let at = handler.resource.at();
     let params = handler.params;
     let value = listentry_value(instance);
     let written = instance.params["value"].as_str().unwrap_or_default();
     if value != written {
-        notes.push(format!(
+        report.notes.push(format!(
             "{at}: value {written} is checked as {value}: Mixer's request.path carries the query, which let /politics?x past a blacklist of /politics"
         ));
     }
@@ -464,8 +526,10 @@ fn list_config(handler: &Component, instance: &Component, notes: &mut Vec<String
         .or_else(|| params.get("provider_url"))
         .and_then(Value::as_str)
     {
-        notes.push(format!(
-            "{at}: providerUrl {url} is not translated: a remote list is fetched through an Envoy cluster; add lists.{}.provider with that cluster and the path (README: Remote lists)",
+        // Without its provider the list would hold only the overrides: a remote blacklist would
+        // let everything through.
+        report.errors.push(format!(
+            "{at}: providerUrl {url} is not translated: a remote list is fetched through an Envoy cluster of the gateway; write lists.{}.provider (cluster, path: README, Remote lists on Istio) in the converted configuration, and remove providerUrl here",
             handler.resource.name
         ));
     }
@@ -476,7 +540,7 @@ fn list_config(handler: &Component, instance: &Component, notes: &mut Vec<String
         "cachingUseCount",
     ] {
         if params.get(ignored).is_some() {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{at}: {ignored} is not translated: it belongs to the remote provider (lists.NAME.provider)"
             ));
         }
@@ -487,7 +551,7 @@ fn list_config(handler: &Component, instance: &Component, notes: &mut Vec<String
 /// VirtualService HTTP routes at a gateway that match by URI: the only hosts' requests that
 /// reach the destination are those the matches admit, as `routes` does. Matches at the
 /// sidecars (`mesh`) route to the gateway and decide nothing.
-fn virtual_service_routes(resources: &Resources, notes: &mut Vec<String>) -> Vec<Value> {
+fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<Value> {
     let mut routes = Vec::new();
     for service in resources.all().filter(|r| r.kind == "VirtualService") {
         let at = service.at();
@@ -502,9 +566,16 @@ fn virtual_service_routes(resources: &Resources, notes: &mut Vec<String>) -> Vec
                     continue;
                 }
                 let mut converted = Map::new();
-                for key in ["uri", "method", "headers"] {
-                    if let Some(value) = m.get(key) {
-                        converted.insert(key.into(), value.clone());
+                for (key, value) in m.as_object().into_iter().flatten() {
+                    match key.as_str() {
+                        "uri" | "method" | "headers" => {
+                            converted.insert(key.clone(), value.clone());
+                        }
+                        // Where the match applies, not what it admits.
+                        "gateways" | "port" | "name" => {}
+                        other => report.errors.push(format!(
+                            "{at}: a gateway match on {other} is not translated: a route without it would admit more than the VirtualService did"
+                        )),
                     }
                 }
                 if converted.is_empty() {
@@ -515,7 +586,7 @@ fn virtual_service_routes(resources: &Resources, notes: &mut Vec<String>) -> Vec
             }
         }
         if unrestricted {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{at}: a gateway route admits every request: no route is written for {}",
                 service.spec["hosts"]
             ));
@@ -526,7 +597,7 @@ fn virtual_service_routes(resources: &Resources, notes: &mut Vec<String>) -> Vec
                 "match": matches,
             }));
         } else {
-            notes.push(format!(
+            report.notes.push(format!(
                 "{at}: no gateway route: routing only, nothing to translate"
             ));
         }
