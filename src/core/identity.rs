@@ -18,15 +18,29 @@ pub struct Identity {
 impl Identity {
     /// `spiffe://cluster.local/ns/default/sa/sleep`.
     pub fn principal(&self) -> String {
-        format!("spiffe://{}", self.user())
+        self.written("spiffe://")
     }
 
     /// Istio's principal form, without the scheme: `cluster.local/ns/default/sa/sleep`.
     pub fn user(&self) -> String {
-        format!(
-            "{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        self.written("")
+    }
+
+    /// The ID after `scheme`, built once per request: one allocation, no formatting machinery.
+    fn written(&self, scheme: &str) -> String {
+        let parts = [
+            scheme,
+            &self.trust_domain,
+            "/ns/",
+            &self.namespace,
+            "/sa/",
+            &self.service_account,
+        ];
+        let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            out.push_str(part);
+        }
+        out
     }
 }
 

@@ -1,0 +1,209 @@
+//! The filter's own work for one request of the source documents' S4, natively, through the flow
+//! the adapter runs (`RequestFilter` on a host that answers from memory), for `scripts/bench`:
+//! under callgrind, the instructions of N requests minus those of M, divided by N − M, are the
+//! instructions of one request, whatever the setup costs.
+//!
+//!   request_cost --phase PHASE --request REQUEST --iterations N
+//!
+//! PHASE: `flow` (headers, decision, reply, response, counters, log entry: everything the
+//! filter does for a request), or one part of it: `decide` (`Policy::decide`, from the facts),
+//! `count` (the counters' names), `log` (the log entry). REQUEST: `sport` (allowed, logged
+//! info) or `politics` (denied, logged error and info), both from `ns/default/sa/sleep` over
+//! mTLS; `sport-plain` is the plain-HTTP listener's request, without identity.
+//! `--calls` prints, instead, the host calls one request makes, by kind, as JSON.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::rc::Rc;
+
+use egress_policy::adapter::{Active, Host, HttpHost, PEER_URI_SANS, RequestFilter, StreamHost};
+use egress_policy::core::headers::HeaderMap;
+use egress_policy::core::policy::{LocalReply, Policy};
+use egress_policy::telemetry::log_entry;
+
+/// A proxy that answers from memory and keeps nothing: what is left is the filter's own work
+/// (and the copies a real host call makes into the module's memory).
+struct MemoryHost {
+    headers: Vec<u8>,
+    properties: BTreeMap<String, Vec<u8>>,
+    calls: RefCell<BTreeMap<&'static str, u32>>,
+    counting: Cell<bool>,
+}
+
+impl MemoryHost {
+    fn call(&self, kind: &'static str) {
+        if self.counting.get() {
+            *self.calls.borrow_mut().entry(kind).or_default() += 1;
+        }
+    }
+}
+
+impl Host for MemoryHost {
+    fn now_micros(&self) -> Option<i64> {
+        self.call("now");
+        Some(1_529_328_178_317_448)
+    }
+    fn log_warning(&self, message: &str) {
+        panic!("unexpected warning: {message}");
+    }
+    fn increment(&self, counter: &str) {
+        self.call("increment");
+        black_box(counter);
+    }
+    fn set_gauge(&self, gauge: &str, value: u64) {
+        self.call("set_gauge");
+        black_box((gauge, value));
+    }
+}
+
+impl StreamHost for MemoryHost {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.call("property");
+        self.properties.get(&path.join(".")).cloned()
+    }
+    fn write_log_entries(&self, entries: &str) -> bool {
+        self.call("write_log_entries");
+        black_box(entries);
+        true
+    }
+}
+
+impl HttpHost for MemoryHost {
+    fn request_headers(&self) -> Option<HeaderMap> {
+        self.call("request_headers");
+        Some(HeaderMap::from_serialized(self.headers.clone()))
+    }
+    fn remove_request_header(&self, _: &[u8]) -> bool {
+        self.call("remove_request_header");
+        true
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.call("response_header");
+        (name == ":status").then(|| b"200".to_vec())
+    }
+    fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
+        self.call("send_local_reply");
+        black_box(reply);
+        true
+    }
+}
+
+fn host(request: &str) -> MemoryHost {
+    let path = if request == "politics" {
+        "/politics"
+    } else {
+        "/sport"
+    };
+    let headers = HeaderMap::from_pairs(&[
+        (":authority", "edition.cnn.com"),
+        (":path", path),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("user-agent", "curl/7.88.1"),
+        ("accept", "*/*"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5b0c5d2e-9d0a-4c5e-8f0e-6f1f2b9d4a11"),
+    ]);
+    let mut properties = BTreeMap::new();
+    if request != "sport-plain" {
+        let principal = "spiffe://cluster.local/ns/default/sa/sleep";
+        properties.insert("connection.mtls".to_owned(), vec![1]);
+        properties.insert(
+            format!("filter_state.{PEER_URI_SANS}"),
+            principal.as_bytes().to_vec(),
+        );
+        properties.insert(
+            "connection.uri_san_peer_certificate".to_owned(),
+            principal.as_bytes().to_vec(),
+        );
+    } else {
+        properties.insert("connection.mtls".to_owned(), vec![0]);
+    }
+    MemoryHost {
+        headers: headers.as_bytes().to_vec(),
+        properties,
+        calls: RefCell::default(),
+        counting: Cell::new(false),
+    }
+}
+
+/// One request through the filter, as Envoy drives it.
+fn request(active: &Rc<Active>, host: &MemoryHost) -> RequestFilter {
+    let mut filter = RequestFilter::new(Some(active.clone()));
+    filter.on_request_headers(host, true);
+    filter.on_response_headers(host);
+    filter.on_response_body(150);
+    filter.on_log(host);
+    filter
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut phase, mut which, mut iterations, mut calls) =
+        ("flow".to_owned(), "sport".to_owned(), 1000_usize, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--phase" => phase = args.next().unwrap(),
+            "--request" => which = args.next().unwrap(),
+            "--iterations" => iterations = args.next().unwrap().parse().unwrap(),
+            "--calls" => calls = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let config = include_bytes!("../envoy/examples/s4-exemption.json");
+    let active = Rc::new(Active::new(Policy::from_json(config).unwrap()));
+    let host = host(&which);
+    if calls {
+        host.counting.set(true);
+        request(&active, &host);
+        println!("{}", serde_json::to_string(&*host.calls.borrow()).unwrap());
+        return;
+    }
+    // The state each part starts from, made once.
+    let filter = request(&active, &host);
+    let facts = egress_policy::testing::facts_from_case(&serde_json::json!({
+        "host": "edition.cnn.com",
+        "path": if which == "politics" { "/politics" } else { "/sport" },
+        "namespace": "default",
+        "serviceAccount": "sleep",
+    }));
+    let remote = active.remote.borrow();
+    let (canonical, decision) = active.policy.decide(&facts, &remote);
+    let response = egress_policy::core::request::Response {
+        code: Some(200),
+        size: Some(150),
+        ..Default::default()
+    };
+    drop(filter);
+    for _ in 0..iterations {
+        match phase.as_str() {
+            "flow" => {
+                black_box(request(&active, &host));
+            }
+            "decide" => {
+                black_box(active.policy.decide(black_box(&facts), &remote));
+            }
+            "count" => active
+                .metrics
+                .count_request(&decision, &canonical, Some(200), |name| {
+                    black_box(name);
+                }),
+            "log" => {
+                black_box(log_entry::render(
+                    &active.policy,
+                    &decision,
+                    &canonical,
+                    &response,
+                ));
+            }
+            other => panic!("unknown phase {other}"),
+        }
+    }
+}
