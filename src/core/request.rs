@@ -261,7 +261,11 @@ pub fn canonical_host(authority: &str) -> Option<String> {
 
 /// Decodes header bytes without failing: invalid UTF-8 becomes `U+FFFD`.
 pub fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    // Valid UTF-8 (nearly always) is checked by the fast validator and copied once.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 #[cfg(test)]
