@@ -158,7 +158,36 @@ struct Component<'a> {
     params: &'a Value,
 }
 
-fn components<'a>(resources: &'a Resources, generic: &str, keys: [&str; 2]) -> Vec<Component<'a>> {
+/// What a Mixer resource is to a rule: an instance (what is sent) or a handler (where to).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Instance,
+    Handler,
+}
+
+impl Role {
+    /// The generic kind of the role, and the spec keys that name its template or adapter.
+    fn generic(self) -> (&'static str, [&'static str; 2]) {
+        match self {
+            Role::Instance => ("instance", ["compiledTemplate", "template"]),
+            Role::Handler => ("handler", ["compiledAdapter", "adapter"]),
+        }
+    }
+
+    /// The role of a Mixer kind of its own (`logentry`, `stdio`...), if it is one.
+    fn of_kind(kind: &str) -> Option<Role> {
+        if MIXER_TEMPLATES.contains(&kind) {
+            Some(Role::Instance)
+        } else if MIXER_ADAPTERS.contains(&kind) {
+            Some(Role::Handler)
+        } else {
+            None
+        }
+    }
+}
+
+fn components(resources: &Resources, role: Role) -> Vec<Component<'_>> {
+    let (generic, keys) = role.generic();
     resources
         .all()
         .filter_map(|resource| {
@@ -172,9 +201,7 @@ fn components<'a>(resources: &'a Resources, generic: &str, keys: [&str; 2]) -> V
                     of,
                     params: &resource.spec["params"],
                 })
-            } else if MIXER_TEMPLATES.contains(&resource.kind.as_str()) == (generic == "instance")
-                && MIXER_KINDS.contains(&resource.kind.as_str())
-            {
+            } else if Role::of_kind(&resource.kind) == Some(role) {
                 Some(Component {
                     resource,
                     of: resource.kind.clone(),
@@ -187,20 +214,9 @@ fn components<'a>(resources: &'a Resources, generic: &str, keys: [&str; 2]) -> V
         .collect()
 }
 
-/// Mixer's instance kinds (templates) and every Mixer kind this reads.
+/// Mixer's instance kinds (templates) and handler kinds (adapters) that this reads.
 const MIXER_TEMPLATES: &[&str] = &["logentry", "listentry", "metric", "quota", "checknothing"];
-const MIXER_KINDS: &[&str] = &[
-    "logentry",
-    "listentry",
-    "metric",
-    "quota",
-    "checknothing",
-    "stdio",
-    "listchecker",
-    "prometheus",
-    "denier",
-    "memquota",
-];
+const MIXER_ADAPTERS: &[&str] = &["stdio", "listchecker", "prometheus", "denier", "memquota"];
 
 /// A reference from a rule's action (`egress-access.logentry`, `path-checker.listchecker`,
 /// `name.kind.namespace`, or a plain name) to the component of that name.
@@ -235,8 +251,8 @@ const CHECK_TEMPLATES: &[&str] = &["listentry", "checknothing", "authorization",
 
 fn convert(resources: &Resources) -> Converted {
     let mut report = Report::default();
-    let instances = components(resources, "instance", ["compiledTemplate", "template"]);
-    let handlers = components(resources, "handler", ["compiledAdapter", "adapter"]);
+    let instances = components(resources, Role::Instance);
+    let handlers = components(resources, Role::Handler);
     let mut log: Option<(&Component, Value)> = None;
     let mut lists = Map::new();
     let mut rules = Vec::new();
@@ -356,7 +372,7 @@ fn convert(resources: &Resources) -> Converted {
                 "{}: routing, not policy: apply it unchanged (README: Deploying on Istio)",
                 resource.at()
             ));
-        } else if !MIXER_KINDS.contains(&kind)
+        } else if Role::of_kind(kind).is_none()
             && !matches!(kind, "rule" | "instance" | "handler" | "VirtualService")
         {
             report.notes.push(format!(
