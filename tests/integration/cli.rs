@@ -379,3 +379,45 @@ fn pin_sets_every_plugins_image_and_refuses_what_istio_would_not_pull() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("no WasmPlugin or TrafficExtension to pin"));
 }
+
+/// A manifest with both filters (`manifests/wasmplugin.yaml`, `trafficextension.yaml`):
+/// `explain` decides a request with the HTTP filter's configuration and a connection (`--sni`)
+/// with the network filter's.
+#[test]
+fn explain_takes_the_filter_that_decides_what_is_asked() {
+    for manifest in [
+        "manifests/wasmplugin.yaml",
+        "manifests/trafficextension.yaml",
+    ] {
+        let request = cli(&[
+            "explain",
+            manifest,
+            "--host",
+            "edition.cnn.com",
+            "--path",
+            "/politics",
+        ]);
+        assert_eq!(request.status.code(), Some(1), "{}", stderr(&request));
+        assert!(
+            stdout(&request).contains("list=path-checker"),
+            "{}",
+            stdout(&request)
+        );
+        let connection = cli(&[
+            "explain",
+            manifest,
+            "--sni",
+            "api.ibm.com",
+            "--namespace",
+            "default",
+            "--service-account",
+            "app-a",
+        ]);
+        assert_eq!(connection.status.code(), Some(0), "{}", stderr(&connection));
+        assert!(
+            stdout(&connection).contains("app-a-to-ibm"),
+            "{}",
+            stdout(&connection)
+        );
+    }
+}

@@ -143,7 +143,7 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let policy = match load(&args.config) {
+    let policy = match load(&args.config, args.sni.is_some()) {
         Ok(policy) => policy,
         Err(errors) => {
             for error in &errors.0 {

@@ -12,6 +12,8 @@ use egress_policy::core::policy::Policy;
 /// `WasmPlugin/NAME`), and what compiling it gave.
 pub struct Found {
     pub place: String,
+    /// A plugin of `type: NETWORK` (the network filter, which decides connections).
+    pub network: bool,
     pub policy: Result<Policy, ConfigErrors>,
 }
 
@@ -23,6 +25,7 @@ pub fn load_all(file: &str) -> Vec<Found> {
         Err(e) => {
             return vec![Found {
                 place: String::new(),
+                network: false,
                 policy: Err(ConfigError::new("", format!("cannot read: {e}")).into()),
             }];
         }
@@ -32,6 +35,7 @@ pub fn load_all(file: &str) -> Vec<Found> {
         // The filter's own parser, so that a JSON error reads as it would in Envoy's log.
         return vec![Found {
             place: String::new(),
+            network: false,
             policy: PluginConfig::from_json(text.as_bytes()).and_then(|c| Policy::compile(&c)),
         }];
     }
@@ -40,22 +44,29 @@ pub fn load_all(file: &str) -> Vec<Found> {
         Err(errors) => {
             return vec![Found {
                 place: String::new(),
+                network: false,
                 policy: Err(errors),
             }];
         }
     };
     configs
         .into_iter()
-        .map(|(place, value)| Found {
+        .map(|(place, network, value)| Found {
             place,
+            network,
             policy: value.and_then(|value| Policy::compile(&PluginConfig::from_value(value)?)),
         })
         .collect()
 }
 
-/// Reads a file that must hold exactly one plugin configuration, and compiles it.
-pub fn load(file: &str) -> Result<Policy, ConfigErrors> {
+/// Reads a file that must hold exactly one plugin configuration for the filter that decides
+/// connections (`network`) or requests, and compiles it: a manifest with both filters
+/// (`manifests/wasmplugin.yaml`) gives the one asked for.
+pub fn load(file: &str, network: bool) -> Result<Policy, ConfigErrors> {
     let mut found = load_all(file);
+    if found.len() > 1 {
+        found.retain(|f| f.network == network);
+    }
     match found.len() {
         1 => found.swap_remove(0).policy,
         n => {
@@ -82,8 +93,9 @@ pub fn read(file: &str) -> std::io::Result<String> {
     }
 }
 
-/// A configuration as found in a file: its place, and the value (or why it has none).
-type Placed = (String, Result<serde_json::Value, ConfigErrors>);
+/// A configuration as found in a file: its place, whether it is the network filter's, and the
+/// value (or why it has none).
+type Placed = (String, bool, Result<serde_json::Value, ConfigErrors>);
 
 /// The plugin configurations of a YAML file: a bare configuration, or the configuration of
 /// every WasmPlugin and TrafficExtension among its documents.
@@ -101,7 +113,7 @@ fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
         return Ok(plugins);
     }
     match documents.len() {
-        1 => Ok(vec![(String::new(), Ok(documents.swap_remove(0)))]),
+        1 => Ok(vec![(String::new(), false, Ok(documents.swap_remove(0)))]),
         0 => Err(ConfigError::new("", "the file holds no configuration").into()),
         n => Err(ConfigError::new(
             "",
@@ -118,18 +130,13 @@ fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
 fn plugin_config(document: &serde_json::Value) -> Option<Placed> {
     let kind = document.get("kind").and_then(|k| k.as_str())?;
     let spec = document.get("spec");
-    let (config, path) = match kind {
-        "WasmPlugin" => (
-            spec.and_then(|s| s.get("pluginConfig")),
-            "spec.pluginConfig",
-        ),
-        "TrafficExtension" => (
-            spec.and_then(|s| s.get("wasm"))
-                .and_then(|w| w.get("pluginConfig")),
-            "spec.wasm.pluginConfig",
-        ),
+    let (module, path) = match kind {
+        "WasmPlugin" => (spec, "spec.pluginConfig"),
+        "TrafficExtension" => (spec.and_then(|s| s.get("wasm")), "spec.wasm.pluginConfig"),
         _ => return None,
     };
+    let config = module.and_then(|m| m.get("pluginConfig"));
+    let network = module.and_then(|m| m.get("type")).and_then(|t| t.as_str()) == Some("NETWORK");
     let name = document
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -139,5 +146,5 @@ fn plugin_config(document: &serde_json::Value) -> Option<Placed> {
     let config = config
         .cloned()
         .ok_or_else(|| ConfigError::new(path, format!("the {kind} has no pluginConfig")).into());
-    Some((place, config))
+    Some((place, network, config))
 }
