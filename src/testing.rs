@@ -5,10 +5,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::adapter::{ConnectionHost, Host, HttpHost, RootHost, StreamHost};
+use crate::adapter::{ConnectionHost, Host, HttpHost, NoSharedData, RootHost, StreamHost};
 use crate::core::attributes::{self, Attr, Source};
 use crate::core::headers::HeaderMap;
 use crate::core::policy::LocalReply;
@@ -61,6 +62,18 @@ pub struct FakeHost {
     pub downstream: RefCell<Vec<u8>>,
     /// The filter closed the connection.
     pub closed: Cell<bool>,
+    /// The proxy's shared data: give two hosts the same store to have two VMs of one gateway.
+    pub shared: Rc<RefCell<SharedStore>>,
+}
+
+/// Envoy's shared data: values with a version that changes on every write, and an unconditional
+/// write to a key that is absent.
+#[derive(Debug, Default)]
+pub struct SharedStore {
+    pub values: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+    /// `true`: every call fails, as on a proxy without shared data.
+    pub unavailable: bool,
 }
 
 impl Default for FakeHost {
@@ -86,6 +99,7 @@ impl Default for FakeHost {
             body_reads: RefCell::default(),
             downstream: RefCell::default(),
             closed: Cell::new(false),
+            shared: Rc::default(),
         }
     }
 }
@@ -376,6 +390,31 @@ impl RootHost for FakeHost {
     fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
         self.body_reads.borrow_mut().push(size);
         Some(self.call_body.iter().copied().take(size).collect())
+    }
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, NoSharedData> {
+        let store = self.shared.borrow();
+        if store.unavailable {
+            return Err(NoSharedData);
+        }
+        Ok(store.values.get(key).cloned())
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, NoSharedData> {
+        let mut store = self.shared.borrow_mut();
+        if store.unavailable {
+            return Err(NoSharedData);
+        }
+        if let Some((_, current)) = store.values.get(key)
+            && cas != 0
+            && cas != *current
+        {
+            return Ok(false);
+        }
+        store.next_cas += 1;
+        let version = store.next_cas;
+        store
+            .values
+            .insert(key.to_owned(), (value.to_vec(), version));
+        Ok(true)
     }
 }
 

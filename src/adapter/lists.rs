@@ -29,7 +29,19 @@ pub trait RootHost: Host {
     fn http_call_response_status(&self) -> Option<Vec<u8>>;
     /// The first `size` bytes of that response's body.
     fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// A value of the store the proxy shares between the VMs of one `vm_id` (every worker's and
+    /// the main thread's), with its version for [`RootHost::set_shared_data`]; `Ok(None)` when
+    /// the key is absent.
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, NoSharedData>;
+    /// Sets a shared value if its version is still `cas` (0: whatever it is); `Ok(false)` when
+    /// another VM changed it first.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, NoSharedData>;
 }
+
+/// The proxy refused a shared-data call: each VM then fetches its lists on its own, as if it
+/// were alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSharedData;
 
 /// A loaded configuration and the remote list entries fetched for it, shared by the root context
 /// (which fetches) and the HTTP contexts (which decide) of one VM.
@@ -64,8 +76,10 @@ impl Active {
     }
 }
 
-/// One VM's configuration and list fetches (each Envoy worker has its own VM, so a list is
-/// fetched once per VM and interval).
+/// One VM's configuration and its remote lists. Each Envoy worker has its own VM (and the main
+/// thread one more), but a list is fetched once per gateway and interval: the VMs share the fetch
+/// through the proxy's shared data (see [`Fetcher`]), so the list server sees one request per
+/// interval and every worker decides with the same version.
 #[derive(Debug, Default)]
 pub struct ListRefresher {
     active: Option<Rc<Active>>,
@@ -82,6 +96,9 @@ impl ListRefresher {
         self.fetcher = Fetcher::new(&policy);
         let tick = Fetcher::tick_micros(&policy).map_or(FLUSH_MICROS, |t| t.min(FLUSH_MICROS));
         self.active = Some(Rc::new(Active::new(policy)));
+        // A list another VM (or this one, under the previous configuration) already fetched is
+        // in force at once, without waiting for a fetch.
+        self.adopt_shared_lists(host);
         self.fetch_due_lists(host);
         tick
     }
@@ -92,6 +109,7 @@ impl ListRefresher {
     }
 
     pub fn on_tick(&mut self, host: &impl RootHost) {
+        self.adopt_shared_lists(host);
         self.fetch_due_lists(host);
         self.record_list_ages(host);
     }
@@ -104,6 +122,10 @@ impl ListRefresher {
             let Some((config, provider)) = active.policy.provider(list) else {
                 continue;
             };
+            if let Some(next_due) = self.fetcher.claim(host, list, now, provider.refresh_micros) {
+                self.fetcher.reschedule(list, next_due);
+                continue;
+            }
             match host.dispatch_http_call(provider) {
                 Ok(token) => self.fetcher.sent(token, list),
                 Err(why) => report(
@@ -115,6 +137,38 @@ impl ListRefresher {
                     },
                     &config.name,
                 ),
+            }
+        }
+    }
+
+    /// Puts in force every list a VM of this gateway fetched since this one last looked: one
+    /// small read per list and tick, the body only when its version is new.
+    fn adopt_shared_lists(&mut self, host: &impl RootHost) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        for (list, config, provider) in active.policy.providers() {
+            let Some((fetched_at, body)) = self.fetcher.newer_shared_body(host, list) else {
+                continue;
+            };
+            let outcome = provider
+                .parse(config.entry_type, &body)
+                .and_then(|index| put_in_force(&active, list, index, fetched_at));
+            match outcome {
+                Ok(entries) => {
+                    self.fetcher.adopted(list, fetched_at);
+                    if let Some(names) = active.metrics.list(list) {
+                        host.set_gauge(&names.entries, u64::try_from(entries).unwrap_or(u64::MAX));
+                    }
+                }
+                Err(reason) => {
+                    // Not looked at again: the next fetch brings a new version.
+                    self.fetcher.adopted(list, fetched_at);
+                    host.log_warning(&format!(
+                        "egress-policy: list {}: the list fetched by another worker is refused here ({reason}); the list in force stays",
+                        config.name
+                    ));
+                }
             }
         }
     }
@@ -173,32 +227,47 @@ impl ListRefresher {
                 };
                 match body {
                     None => failed("the body could not be read".into()),
-                    Some(body) => match provider.parse(config.entry_type, &body) {
-                        Ok(index) => {
-                            let entries = index.len();
-                            let now = host.now_micros().unwrap_or(0);
-                            match active.remote.try_borrow_mut() {
-                                Ok(mut remote) => {
-                                    remote.set(
-                                        list,
-                                        RemoteEntries {
-                                            index,
-                                            fetched_at_micros: now,
-                                        },
-                                    );
-                                    FetchOutcome::Updated { list, entries }
-                                }
-                                Err(_) => failed("the list is in use".into()),
+                    Some(body) => {
+                        let now = host.now_micros().unwrap_or(0);
+                        let outcome = provider
+                            .parse(config.entry_type, &body)
+                            .and_then(|index| put_in_force(&active, list, index, now));
+                        match outcome {
+                            Ok(entries) => {
+                                self.fetcher.share(host, list, now, &body);
+                                FetchOutcome::Updated { list, entries }
                             }
+                            Err(reason) => failed(reason),
                         }
-                        Err(reason) => failed(reason),
-                    },
+                    }
                 }
             }
             Some(other) => failed(format!("status {}", String::from_utf8_lossy(other))),
         };
         report(host, &active, &outcome, &config.name);
     }
+}
+
+/// Makes `index` the remote entries of `list`; its number of entries.
+fn put_in_force(
+    active: &Active,
+    list: usize,
+    index: crate::core::policy::list::EntryIndex,
+    fetched_at_micros: i64,
+) -> Result<usize, String> {
+    let entries = index.len();
+    let mut remote = active
+        .remote
+        .try_borrow_mut()
+        .map_err(|_| "the list is in use".to_owned())?;
+    remote.set(
+        list,
+        RemoteEntries {
+            index,
+            fetched_at_micros,
+        },
+    );
+    Ok(entries)
 }
 
 /// Logs and counts the outcome of a fetch.
@@ -250,25 +319,139 @@ pub enum FetchOutcome {
 }
 
 /// Schedules and bookkeeping of the fetches of one configuration.
+///
+/// The VMs of one gateway share each list through three keys of the proxy's shared data, named
+/// after what is fetched (cluster, authority, path, interval), so VMs of the same configuration,
+/// before and after a reload, share them:
+/// - `… lease`: when the list is next due (8 bytes, little endian). A VM whose own schedule says
+///   the list is due fetches only if it moves the lease one interval on with a compare-and-swap,
+///   so exactly one VM fetches per interval; the others wait for the lease.
+/// - `… body`: the fetch time and the body of the newest good fetch.
+/// - `… version`: that fetch time alone, read by every VM each tick; the body is read and parsed
+///   only when it is newer than the list in force.
+///
+/// A failed fetch shares nothing: every VM keeps its last good list until its `ttl`, counted from
+/// the fetch time, which is the same in every VM.
 #[derive(Debug, Default)]
 pub struct Fetcher {
     /// Next fetch time per list index (`None`: the list has no provider).
     next_micros: Vec<Option<i64>>,
     in_flight: Vec<InFlight>,
+    /// The shared-data keys of each list with a provider.
+    keys: Vec<Option<SharedKeys>>,
+    /// Fetch time of the body in force per list (`i64::MIN`: none yet).
+    in_force: Vec<i64>,
+}
+
+#[derive(Debug)]
+struct SharedKeys {
+    lease: String,
+    version: String,
+    body: String,
+}
+
+impl SharedKeys {
+    fn of(provider: &Provider) -> Self {
+        let base = format!(
+            "egress_policy.list {} {}{} every {}us",
+            provider.cluster, provider.authority, provider.path, provider.refresh_micros
+        );
+        SharedKeys {
+            lease: format!("{base} lease"),
+            version: format!("{base} version"),
+            body: format!("{base} body"),
+        }
+    }
+}
+
+fn micros(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
 impl Fetcher {
     /// Every list with a provider is due at once.
     pub fn new(policy: &Policy) -> Self {
         let mut next_micros = vec![None; policy.lists.len()];
-        for (index, _, _) in policy.providers() {
+        let mut keys: Vec<Option<SharedKeys>> = policy.lists.iter().map(|_| None).collect();
+        for (index, _, provider) in policy.providers() {
             if let Some(slot) = next_micros.get_mut(index) {
                 *slot = Some(i64::MIN);
+            }
+            if let Some(slot) = keys.get_mut(index) {
+                *slot = Some(SharedKeys::of(provider));
             }
         }
         Fetcher {
             next_micros,
             in_flight: Vec::new(),
+            keys,
+            in_force: vec![i64::MIN; policy.lists.len()],
+        }
+    }
+
+    /// Whether this VM fetches `list`, due by its own schedule at `now`: `None` when it took
+    /// the lease (or the proxy shares nothing), else when the list is next due.
+    fn claim(&self, host: &impl RootHost, list: usize, now: i64, refresh: i64) -> Option<i64> {
+        let key = &self.keys.get(list)?.as_ref()?.lease;
+        let (due, cas) = match host.shared_data(key) {
+            Err(NoSharedData) => return None,
+            Ok(None) => (None, 0),
+            Ok(Some((value, cas))) => (micros(&value), cas),
+        };
+        if let Some(due) = due
+            && due > now
+        {
+            return Some(due);
+        }
+        let next = now.saturating_add(refresh);
+        match host.set_shared_data(key, &next.to_le_bytes(), cas) {
+            Ok(true) | Err(NoSharedData) => None,
+            Ok(false) => Some(next),
+        }
+    }
+
+    fn reschedule(&mut self, list: usize, next_due: i64) {
+        if let Some(Some(next)) = self.next_micros.get_mut(list) {
+            *next = next_due;
+        }
+    }
+
+    /// Offers a good fetch of `list` to the other VMs.
+    fn share(&mut self, host: &impl RootHost, list: usize, fetched_at: i64, body: &[u8]) {
+        self.adopted(list, fetched_at);
+        let Some(Some(keys)) = self.keys.get(list) else {
+            return;
+        };
+        let mut record = Vec::with_capacity(8 + body.len());
+        record.extend_from_slice(&fetched_at.to_le_bytes());
+        record.extend_from_slice(body);
+        // The body before its version: a VM that sees the version finds that body or a newer one.
+        if host.set_shared_data(&keys.body, &record, 0) == Ok(true) {
+            let _ = host.set_shared_data(&keys.version, &fetched_at.to_le_bytes(), 0);
+        }
+    }
+
+    /// The shared body of `list` and its fetch time, if it is newer than the one in force here.
+    fn newer_shared_body(&self, host: &impl RootHost, list: usize) -> Option<(i64, Vec<u8>)> {
+        let keys = self.keys.get(list)?.as_ref()?;
+        let in_force = self.in_force.get(list).copied().unwrap_or(i64::MIN);
+        let (version, _) = host.shared_data(&keys.version).ok()??;
+        if micros(&version)? <= in_force {
+            return None;
+        }
+        let (mut record, _) = host.shared_data(&keys.body).ok()??;
+        let fetched_at = micros(&record)?;
+        if fetched_at <= in_force {
+            return None;
+        }
+        record.drain(..8);
+        Some((fetched_at, record))
+    }
+
+    /// Records the fetch time of the body now in force (or refused) for `list`.
+    fn adopted(&mut self, list: usize, fetched_at: i64) {
+        if let Some(slot) = self.in_force.get_mut(list) {
+            *slot = (*slot).max(fetched_at);
         }
     }
 
@@ -507,6 +690,155 @@ mod tests {
         lists.on_tick(&host);
         assert_eq!(fetches(&host, "failure"), 1);
         assert!(host.warnings.borrow()[0].contains("cannot call cluster lists: BadArgument"));
+    }
+
+    /// Three VMs of one gateway (two workers and the main thread), configured at time 0.
+    fn gateway_of_three_vms() -> Vec<(ListRefresher, FakeHost)> {
+        let store = Rc::default();
+        (0..3)
+            .map(|_| {
+                let mut host = FakeHost::default();
+                host.shared = Rc::clone(&store);
+                host.now.set(0);
+                let mut lists = ListRefresher::default();
+                lists.configure(&host, policy(""));
+                (lists, host)
+            })
+            .collect()
+    }
+
+    fn calls(vms: &[(ListRefresher, FakeHost)]) -> usize {
+        vms.iter().map(|(_, host)| host.calls.borrow().len()).sum()
+    }
+
+    #[test]
+    fn a_gateway_fetches_each_list_once_per_interval_and_every_vm_decides_with_it() {
+        let mut vms = gateway_of_three_vms();
+        assert_eq!(calls(&vms), 1, "one VM took the lease");
+        let (lists, host) = &mut vms[0];
+        answer(lists, host, Some(b"200"), b"/sport\n");
+        for (lists, host) in &mut vms {
+            lists.on_tick(host);
+            assert!(allowed(lists, "/sport", 1), "in force in every VM");
+        }
+        assert_eq!(calls(&vms), 1);
+        for round in 1..=5 {
+            let before: Vec<usize> = vms.iter().map(|(_, h)| h.calls.borrow().len()).collect();
+            for (lists, host) in &mut vms {
+                host.now.set(round * SECOND);
+                lists.on_tick(host);
+            }
+            let fetching: Vec<usize> = (0..vms.len())
+                .filter(|&vm| vms[vm].1.calls.borrow().len() > before[vm])
+                .collect();
+            assert_eq!(fetching.len(), 1, "round {round}: one fetch");
+            let (lists, host) = &mut vms[fetching[0]];
+            host.now.set(round * SECOND + 5);
+            answer(lists, host, Some(b"200"), b"/sport\n/news\n");
+        }
+        assert_eq!(calls(&vms), 6);
+        for (lists, host) in &mut vms {
+            lists.on_tick(host);
+            assert!(allowed(lists, "/news", 5 * SECOND + 6));
+            assert!(!allowed(lists, "/politics", 5 * SECOND + 6));
+        }
+    }
+
+    #[test]
+    fn every_vm_expires_a_shared_list_at_the_same_time() {
+        let mut vms = gateway_of_three_vms();
+        let (lists, host) = &mut vms[0];
+        answer(lists, host, Some(b"200"), b"/sport\n");
+        for (lists, host) in &mut vms {
+            host.now.set(SECOND / 2);
+            lists.on_tick(host);
+            assert!(
+                allowed(lists, "/sport", 3 * SECOND),
+                "ttl counts from the fetch"
+            );
+            assert!(!allowed(lists, "/sport", 3 * SECOND + 1), "in every VM");
+        }
+    }
+
+    #[test]
+    fn another_vm_fetches_when_the_fetching_one_never_answers() {
+        let mut vms = gateway_of_three_vms();
+        // VM 0 took the lease, and its answer never comes (its VM was reloaded).
+        let (lists, host) = &mut vms[1];
+        host.now.set(SECOND - 1);
+        lists.on_tick(host);
+        assert_eq!(calls(&vms), 1, "the lease holds until the interval ends");
+        let (lists, host) = &mut vms[1];
+        host.now.set(SECOND);
+        lists.on_tick(host);
+        assert_eq!(host.calls.borrow().len(), 1, "then another VM fetches");
+        answer(lists, host, Some(b"200"), b"/sport\n");
+        let (lists, host) = &mut vms[2];
+        lists.on_tick(host);
+        assert!(allowed(lists, "/sport", SECOND));
+    }
+
+    #[test]
+    fn a_failed_fetch_is_counted_once_and_every_vm_keeps_its_list() {
+        let mut vms = gateway_of_three_vms();
+        let (lists, host) = &mut vms[0];
+        answer(lists, host, Some(b"200"), b"/sport\n");
+        host.now.set(SECOND);
+        lists.on_tick(host);
+        answer(lists, host, Some(b"500"), b"");
+        assert_eq!(fetches(host, "failure"), 1);
+        for (lists, host) in &mut vms {
+            host.now.set(SECOND + 1);
+            lists.on_tick(host);
+            assert!(allowed(lists, "/sport", SECOND + 1));
+        }
+        assert_eq!(calls(&vms), 2, "nobody fetched again within the interval");
+    }
+
+    #[test]
+    fn a_reloaded_configuration_starts_with_the_list_already_fetched() {
+        let (mut lists, mut host) = started("");
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        host.now.set(SECOND / 2);
+        lists.configure(&host, policy(""));
+        assert!(allowed(&lists, "/sport", SECOND / 2), "no onError window");
+        assert_eq!(
+            host.calls.borrow().len(),
+            1,
+            "and no fetch before it is due"
+        );
+    }
+
+    #[test]
+    fn without_shared_data_every_vm_fetches_for_itself() {
+        let store: Rc<RefCell<crate::testing::SharedStore>> = Rc::default();
+        store.borrow_mut().unavailable = true;
+        for _ in 0..2 {
+            let mut host = FakeHost::default();
+            host.shared = Rc::clone(&store);
+            let mut lists = ListRefresher::default();
+            lists.configure(&host, policy(""));
+            assert_eq!(host.calls.borrow().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_shared_list_this_configuration_refuses_is_logged_and_changes_nothing() {
+        let mut vms = gateway_of_three_vms();
+        let (lists, host) = &mut vms[0];
+        answer(lists, host, Some(b"200"), b"/sport\n");
+        // VM 2 runs another configuration with the same provider and a smaller maxBytes.
+        let (lists, host) = &mut vms[2];
+        let small = Policy::from_json(
+            br#"{"lists": {"paths": {"value": "request.url_path", "entries": ["/health"],
+                 "provider": {"cluster": "lists", "path": "/paths", "refreshInterval": "1s", "ttl": "3s",
+                              "maxBytes": 3}}},
+               "rules": [{"name": "check", "check": ["paths"]}]}"#,
+        )
+        .unwrap();
+        lists.configure(host, small);
+        assert!(!allowed(lists, "/sport", 1));
+        assert!(host.warnings.borrow()[0].contains("fetched by another worker is refused here"));
     }
 
     #[test]

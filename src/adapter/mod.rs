@@ -27,7 +27,7 @@ use crate::core::request::{
 use crate::telemetry::log_entry;
 
 pub use connection::{ConnectionFilter, ConnectionHost};
-pub use lists::{Active, ListRefresher, RootHost};
+pub use lists::{Active, ListRefresher, NoSharedData, RootHost};
 
 /// What every part of the filter needs from the proxy. A host error is an absent value or
 /// `false`, and the caller fails closed. `wasm.rs` implements every method with raw ABI calls that

@@ -13,8 +13,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
 
 use super::{
-    ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, RequestFilter, RootHost,
-    StreamHost,
+    ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, NoSharedData,
+    RequestFilter, RootHost, StreamHost,
 };
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::Provider;
@@ -293,6 +293,14 @@ impl RootHost for WasmHost {
     fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
         abi::buffer(abi::BUFFER_HTTP_CALL_RESPONSE_BODY, size)
     }
+
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, NoSharedData> {
+        abi::shared_data(key)
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, NoSharedData> {
+        abi::set_shared_data(key, value, cas)
+    }
 }
 
 thread_local! {
@@ -341,6 +349,8 @@ fn increment_now(counter: &str) {
 mod abi {
     use std::ptr::{null, null_mut};
 
+    use super::NoSharedData;
+
     pub const MAP_REQUEST_HEADERS: u32 = 0;
     pub const MAP_RESPONSE_HEADERS: u32 = 2;
     pub const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
@@ -353,6 +363,8 @@ mod abi {
     pub const METRIC_COUNTER: u32 = 0;
     pub const METRIC_GAUGE: u32 = 1;
     const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+    const CAS_MISMATCH: u32 = 8;
 
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
@@ -404,6 +416,20 @@ mod abi {
             return_id: *mut u32,
         ) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
         fn proxy_close_stream(stream_type: u32) -> u32;
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
         /// Declared here because the SDK's wrapper drops the details argument, which carries the
@@ -501,6 +527,31 @@ mod abi {
         // SAFETY: `name` and `id` outlive the call.
         let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
         (status == OK).then_some(id)
+    }
+
+    pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, NoSharedData> {
+        let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+        // SAFETY: `key` and the out-pointers outlive the call.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status {
+            OK => Ok(Some((owned(data, size), cas))),
+            NOT_FOUND => Ok(None),
+            _ => Err(NoSharedData),
+        }
+    }
+
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<bool, NoSharedData> {
+        // SAFETY: `key` and `value` outlive the call.
+        let status = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        };
+        match status {
+            OK => Ok(true),
+            CAS_MISMATCH => Ok(false),
+            _ => Err(NoSharedData),
+        }
     }
 
     pub fn close_stream(stream_type: u32) -> bool {

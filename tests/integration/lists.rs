@@ -30,12 +30,14 @@ fn fetches(gateway: &Gateway, outcome: &str) -> u64 {
     ))
 }
 
-/// Every VM (one per worker, and the main thread's) fetches on its own; after several rounds of
-/// good fetches each one holds the current list.
+/// One VM fetches for the gateway and the others put its list in force at their next tick
+/// (every `refreshInterval` here). The second good fetch from now was sent after the list
+/// changed, and the fourth comes at least two intervals after it: by then every VM has ticked
+/// and holds the current list.
 fn wait_until_every_vm_fetched(gateway: &Gateway) {
     let successes = fetches(gateway, "success");
-    wait_until("good fetches in every VM", WAIT, || {
-        fetches(gateway, "success") >= successes + 9
+    wait_until("the current list in every VM", WAIT, || {
+        fetches(gateway, "success") >= successes + 4
     });
 }
 
@@ -127,6 +129,35 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
     );
 }
 
+/// Envoy runs a VM per worker and one on its main thread (three here); before lists were shared,
+/// each fetched on its own, three requests per interval. Now the provider sees one per interval:
+/// whatever the machine's speed, n good fetches take at least n − 2 intervals.
+#[test]
+fn a_gateway_fetches_a_list_once_per_interval_whatever_its_workers() {
+    let provider = json!({"cluster": "egress_policy_lists", "path": "/paths.txt", "refreshInterval": "200ms",
+                          "ttl": "10s", "timeout": "150ms"});
+    let gateway = Gateway::with_config("shared-lists", &remote_list_config(provider, false));
+    gateway.lists.write("paths.txt", "/sport\n");
+    wait_until("a first good fetch", WAIT, || {
+        fetches(&gateway, "success") >= 1
+    });
+    let (first, since) = (fetches(&gateway, "success"), Instant::now());
+    wait_until("eight more good fetches", WAIT, || {
+        fetches(&gateway, "success") >= first + 8
+    });
+    let elapsed = since.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(6 * 200),
+        "8 fetches in {elapsed:?}: more than one fetch per interval"
+    );
+    // And every worker decides with it: requests on new connections, spread over the workers.
+    for _ in 0..12 {
+        assert_eq!(gateway.status(CNN, "/sport"), 200);
+        assert_eq!(gateway.status(CNN, "/politics"), 404);
+    }
+    assert_eq!(fetches(&gateway, "failure"), 0);
+}
+
 /// Every answer a list server can give that is not a list: one byte over `maxBytes`, a body
 /// that stalls after the headers, a connection closed mid-body, no answer at all, an empty 200,
 /// a 500. Each is a counted, logged failed fetch; no VM dies, and the gateway keeps deciding
@@ -185,14 +216,13 @@ fn no_list_server_answer_can_take_the_gateway_down() {
     wait_until("two failed fetches of every broken list", WAIT, || {
         broken.iter().all(|(name, _)| failures(name) >= 2)
     });
-    // Every VM (one per worker, and the main thread's) fetches on its own; after several rounds
-    // of good fetches each one holds the good list.
+    // One VM fetches for the gateway; the others put its list in force at their next tick.
     let good = |result: &str| {
         gateway.counter(&format!(
             "wasmcustom.egress_policy.list=.=good;.;result=.={result};.;list_fetches"
         ))
     };
-    wait_until("good fetches in every VM", WAIT, || good("success") >= 9);
+    wait_until("the good list in every VM", WAIT, || good("success") >= 4);
     assert_eq!(gateway.status(CNN, "/sport"), 200);
     assert_eq!(gateway.status(CNN, "/politics"), 404);
     let stderr = gateway.envoy_stderr();

@@ -381,6 +381,8 @@ pub fn spawn_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, PathBuf) {
         .arg("--use-dynamic-base-id")
         .arg("--admin-address-path")
         .arg(dir.path("admin.address"))
+        // Two workers whatever the machine: three VMs (with the main thread's) share the lists.
+        .args(["--concurrency", "2"])
         .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
         .args(["--file-flush-interval-msec", "10"])
         .stdout(Stdio::null())
