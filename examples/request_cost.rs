@@ -29,10 +29,11 @@ use egress_policy::core::policy::{LocalReply, Policy};
 use egress_policy::telemetry::log_entry;
 
 /// A proxy that answers from memory and keeps nothing: what is left is the filter's own work
-/// (and the copies a real host call makes into the module's memory).
+/// (and the copies a real host call makes into the module's memory). Its own lookups are as
+/// cheap as a comparison, since a real host's happen outside the module.
 struct MemoryHost {
     headers: Vec<u8>,
-    properties: BTreeMap<String, Vec<u8>>,
+    properties: Vec<(Vec<&'static str>, Vec<u8>)>,
     calls: RefCell<BTreeMap<&'static str, u32>>,
     counting: Cell<bool>,
 }
@@ -66,7 +67,10 @@ impl Host for MemoryHost {
 impl StreamHost for MemoryHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.call("property");
-        self.properties.get(&path.join(".")).cloned()
+        self.properties
+            .iter()
+            .find(|(known, _)| known.as_slice() == path)
+            .map(|(_, value)| value.clone())
     }
     fn write_log_entries(&self, entries: &str) -> bool {
         self.call("write_log_entries");
@@ -111,20 +115,17 @@ fn host(request: &str) -> MemoryHost {
         ("x-forwarded-proto", "http"),
         ("x-request-id", "5b0c5d2e-9d0a-4c5e-8f0e-6f1f2b9d4a11"),
     ]);
-    let mut properties = BTreeMap::new();
+    let mut properties: Vec<(Vec<&'static str>, Vec<u8>)> = Vec::new();
     if request != "sport-plain" {
-        let principal = "spiffe://cluster.local/ns/default/sa/sleep";
-        properties.insert("connection.mtls".to_owned(), vec![1]);
-        properties.insert(
-            format!("filter_state.{PEER_URI_SANS}"),
-            principal.as_bytes().to_vec(),
-        );
-        properties.insert(
-            "connection.uri_san_peer_certificate".to_owned(),
-            principal.as_bytes().to_vec(),
-        );
+        let principal = b"spiffe://cluster.local/ns/default/sa/sleep";
+        properties.push((vec!["connection", "mtls"], vec![1]));
+        properties.push((vec!["filter_state", PEER_URI_SANS], principal.to_vec()));
+        properties.push((
+            vec!["connection", "uri_san_peer_certificate"],
+            principal.to_vec(),
+        ));
     } else {
-        properties.insert("connection.mtls".to_owned(), vec![0]);
+        properties.push((vec!["connection", "mtls"], vec![0]));
     }
     MemoryHost {
         headers: headers.as_bytes().to_vec(),

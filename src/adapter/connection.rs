@@ -208,7 +208,9 @@ impl ConnectionFilter {
             event: Some(event),
             ..Response::default()
         };
-        let entries = log_entry::render(policy, decision, &self.request, &response);
+        let entries = active
+            .log
+            .render(policy, decision, &self.request, &response);
         if !host.write_log_entries(&entries) {
             host.log_warning("egress-policy: could not hand log entries to the access log");
         }

@@ -11,6 +11,7 @@ use super::{Host, PropertyReads};
 use crate::core::attributes::Attr;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::{Provider, RemoteEntries, RemoteLists};
+use crate::telemetry::log_entry::LogTemplate;
 use crate::telemetry::metrics::Metrics;
 
 /// What fetching lists needs from the proxy, beyond [`Host`].
@@ -49,6 +50,8 @@ pub struct NoSharedData;
 pub struct Active {
     pub policy: Policy,
     pub metrics: Metrics,
+    /// The log entries' constant parts.
+    pub log: LogTemplate,
     /// Where to read what the policy and the metrics' labels use from a request, and nothing
     /// more, resolved once from the attribute table.
     pub reads: PropertyReads,
@@ -60,6 +63,7 @@ pub struct Active {
 impl Active {
     pub fn new(policy: Policy) -> Self {
         let metrics = Metrics::compile(&policy);
+        let log = LogTemplate::compile(&policy);
         let mut needs = policy.reads.clone();
         needs.merge(&metrics.reads);
         let reads = PropertyReads::new(&needs);
@@ -69,6 +73,7 @@ impl Active {
         Active {
             policy,
             metrics,
+            log,
             reads,
             connection_reads,
             remote: RefCell::new(RemoteLists::default()),

@@ -182,7 +182,9 @@ impl RequestFilter {
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }
-        let entries = log_entry::render(policy, decision, &self.request, &response);
+        let entries = active
+            .log
+            .render(policy, decision, &self.request, &response);
         if !host.write_log_entries(&entries) {
             host.log_warning("egress-policy: could not hand log entries to the access log");
         }

@@ -142,10 +142,7 @@ pub fn parse_spiffe_id(id: &str, trust_domain: &str) -> Result<Identity, Identit
 
 /// SPIFFE: trust domains are lower-case letters, digits, `.`, `-`, `_`.
 fn valid_trust_domain(td: &str) -> bool {
-    !td.is_empty()
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    !td.is_empty() && td.bytes().all(|b| byte_class(b) & TRUST_DOMAIN != 0)
 }
 
 /// SPIFFE: path segments are letters, digits, `.`, `-`, `_`, and never `.` or `..` alone. This
@@ -154,9 +151,34 @@ fn valid_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment != "."
         && segment != ".."
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && segment.bytes().all(|b| byte_class(b) & SEGMENT != 0)
+}
+
+const TRUST_DOMAIN: u8 = 1;
+const SEGMENT: u8 = 2;
+
+/// What each byte may be part of, looked up once per byte (IDs are checked per request).
+// Indexes below 256 in a constant: out of range would fail the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let common = c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'_';
+        if common || c.is_ascii_lowercase() {
+            classes[b] |= TRUST_DOMAIN;
+        }
+        if common || c.is_ascii_alphabetic() {
+            classes[b] |= SEGMENT;
+        }
+        b += 1;
+    }
+    classes
+};
+
+fn byte_class(b: u8) -> u8 {
+    BYTE_CLASSES.get(usize::from(b)).copied().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -130,10 +130,8 @@ pub struct Source {
     pub namespace: Option<String>,
     /// `source.serviceAccount`.
     pub service_account: Option<String>,
-    /// `source.principal` (SPIFFE ID).
+    /// `source.principal` (SPIFFE ID); `source.user` is the same without its scheme.
     pub principal: Option<String>,
-    /// `source.user`.
-    pub user: Option<String>,
     /// `source.labels[...]`.
     pub labels: Vec<(String, String)>,
     /// `source.workload`.
@@ -209,11 +207,15 @@ impl Request {
 
 impl Source {
     /// Fills the identity attributes from a verified identity.
-    pub fn set_identity(&mut self, identity: &crate::core::identity::Identity) {
-        self.namespace = Some(identity.namespace.clone());
-        self.service_account = Some(identity.service_account.clone());
+    pub fn set_identity(&mut self, identity: crate::core::identity::Identity) {
         self.principal = Some(identity.principal());
-        self.user = Some(identity.user());
+        self.namespace = Some(identity.namespace);
+        self.service_account = Some(identity.service_account);
+    }
+
+    /// `source.user`: Istio's principal form, the SPIFFE ID without `spiffe://`.
+    pub fn user(&self) -> Option<&str> {
+        self.principal.as_deref()?.strip_prefix("spiffe://")
     }
 
     /// Value of a workload label.
@@ -230,34 +232,54 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Canonical form of an authority: `Edition.CNN.com.:80` -> `edition.cnn.com`,
-/// `[::1]:8080` -> `[::1]`. Returns `None` for an empty host or one with userinfo, spaces or
-/// control characters, which no policy should have to reason about.
+/// `[::1]:8080` -> `[::1]`. Returns `None` for an empty host, a port that is not digits, or a host
+/// with any byte a host name or IP literal does not have (userinfo's `@`, spaces, control
+/// characters, non-ASCII), which no policy should have to reason about.
 pub fn canonical_host(authority: &str) -> Option<String> {
     let authority = authority.trim_matches(|c: char| c == ' ' || c == '\t');
-    if authority.contains('@') || authority.chars().any(|c| c.is_control() || c == ' ') {
-        return None;
-    }
-    let without_port = if let Some(rest) = authority.strip_prefix('[') {
-        // IPv6 literal: keep the brackets, drop a port after them.
-        let end = rest.find(']')?;
-        authority.get(..end + 2)?
+    let is_port = |port: &str| port.bytes().all(|b| b.is_ascii_digit());
+    let without_port = if authority.starts_with('[') {
+        // IPv6 literal: keep the brackets; only a port may follow them.
+        let end = authority.find(']')?;
+        let after = authority.get(end + 1..)?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        authority.get(..=end)?
     } else {
-        match authority.rfind(':') {
-            Some(i) if authority.get(i + 1..)?.bytes().all(|b| b.is_ascii_digit()) => {
-                authority.get(..i)?
-            }
+        match authority.rsplit_once(':') {
+            Some((host, port)) if is_port(port) => host,
             Some(_) => return None,
             None => authority,
         }
     };
     let host = without_port.strip_suffix('.').unwrap_or(without_port);
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b);
-    if host.is_empty() || host.ends_with('.') || host.starts_with('.') || !host.bytes().all(allowed)
+    if host.is_empty()
+        || host.ends_with('.')
+        || host.starts_with('.')
+        || !host
+            .bytes()
+            .all(|b| HOST_BYTES.get(usize::from(b)) == Some(&true))
     {
         return None;
     }
     Some(host.to_ascii_lowercase())
 }
+
+/// Bytes a host name or IP literal may have: ASCII letters, digits, `-._[]:`.
+// Indexes below 256 in a constant: out of range would fail the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const HOST_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        allowed[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':');
+        b += 1;
+    }
+    allowed
+};
 
 /// Decodes header bytes without failing: invalid UTF-8 becomes `U+FFFD`.
 pub fn lossy(bytes: &[u8]) -> String {
@@ -296,7 +318,11 @@ mod tests {
             "a b",
             "host:port",
             "[::1",
+            "[::1]evil.com",
+            "[::1]:80x",
             "edition.cnn.com\u{fffd}",
+            "edition.cnn.com\u{85}",
+            "edition.cnn.com:\u{85}",
             "a/b",
             ".cnn.com",
         ] {

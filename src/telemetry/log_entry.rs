@@ -10,7 +10,7 @@ use crate::core::decision::Decision;
 use crate::core::expr::{Env, Value};
 use crate::core::policy::Policy;
 use crate::core::request::{Request, Response};
-use crate::telemetry::time::rfc3339_micros;
+use crate::telemetry::time::push_rfc3339_micros;
 
 /// Whether the request has any entry to write; lets the adapter skip reading the response.
 pub fn has_entries(policy: &Policy, decision: &Decision, request: &Request) -> bool {
@@ -48,58 +48,101 @@ fn entries<'p>(
 }
 
 /// The entries, each a JSON object, joined by `\n` (no trailing newline); empty when there are
-/// none.
+/// none. Compiles the template first: for one-off renders (the CLI); the filter keeps a
+/// [`LogTemplate`] with its configuration.
 pub fn render(
     policy: &Policy,
     decision: &Decision,
     request: &Request,
     response: &Response,
 ) -> String {
-    let denied_by = match (&decision.rejected, &decision.denied) {
-        (Some(problem), _) => Some(Policy::rejection_details(*problem)),
-        (None, Some(reason)) => Some(policy.details(reason)),
-        (None, None) => None,
-    };
-    let env = Env {
-        request,
-        response: Some(response),
-        outcome: Some((decision.outcome().as_str(), denied_by.as_deref())),
-    };
-    let time = request.time_micros.and_then(rfc3339_micros);
-    // One allocation for the usual entry (a few hundred bytes).
-    let mut out = String::with_capacity(512);
-    for (level, extra) in entries(policy, decision, request) {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str("{\"level\":");
-        push_json_string(&mut out, level);
-        if let Some(time) = &time {
-            out.push_str(",\"time\":");
-            push_json_string(&mut out, time);
-        }
-        out.push_str(",\"instance\":");
-        push_json_string(&mut out, &policy.instance);
-        for field in &policy.log_fields {
-            out.push(',');
-            push_json_string(&mut out, &field.name);
-            out.push(':');
-            match field.value.eval(&env) {
-                Some(Value::Str(s)) => push_json_string(&mut out, s),
-                Some(Value::Int(i)) => push_int(&mut out, i),
-                Some(Value::Bool(b)) => out.push_str(if b { "true" } else { "false" }),
-                None => out.push_str("null"),
-            }
-        }
-        if let Some((key, value)) = extra {
-            out.push(',');
-            push_json_string(&mut out, key);
-            out.push(':');
-            push_json_string(&mut out, &value);
-        }
-        out.push('}');
+    LogTemplate::compile(policy).render(policy, decision, request, response)
+}
+
+/// The constant parts of a configuration's log entries, escaped once when it loads: what is
+/// left per request is the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTemplate {
+    /// `,"instance":"egress-access"`.
+    instance: String,
+    /// `,"destination":` for each of the policy's log fields, in order.
+    keys: Vec<String>,
+}
+
+impl LogTemplate {
+    pub fn compile(policy: &Policy) -> Self {
+        let mut instance = String::from(",\"instance\":");
+        push_json_string(&mut instance, &policy.instance);
+        let keys = policy
+            .log_fields
+            .iter()
+            .map(|field| {
+                let mut key = String::from(",");
+                push_json_string(&mut key, &field.name);
+                key.push(':');
+                key
+            })
+            .collect();
+        LogTemplate { instance, keys }
     }
-    out
+
+    /// The entries of [`render`], for the policy this template was compiled from.
+    pub fn render(
+        &self,
+        policy: &Policy,
+        decision: &Decision,
+        request: &Request,
+        response: &Response,
+    ) -> String {
+        let denied_by = match (&decision.rejected, &decision.denied) {
+            (Some(problem), _) => Some(Policy::rejection_details(*problem)),
+            (None, Some(reason)) => Some(policy.details(reason)),
+            (None, None) => None,
+        };
+        let env = Env {
+            request,
+            response: Some(response),
+            outcome: Some((decision.outcome().as_str(), denied_by.as_deref())),
+        };
+        // One allocation for the usual entry (a few hundred bytes).
+        let mut out = String::with_capacity(512);
+        for (level, extra) in entries(policy, decision, request) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            // Levels and the extra fields' keys are ASCII words: nothing to escape.
+            out.push_str("{\"level\":\"");
+            out.push_str(level);
+            out.push('"');
+            if let Some(micros) = request.time_micros {
+                let mark = out.len();
+                out.push_str(",\"time\":\"");
+                if push_rfc3339_micros(&mut out, micros) {
+                    out.push('"');
+                } else {
+                    out.truncate(mark);
+                }
+            }
+            out.push_str(&self.instance);
+            for (field, key) in policy.log_fields.iter().zip(&self.keys) {
+                out.push_str(key);
+                match field.value.eval(&env) {
+                    Some(Value::Str(s)) => push_json_string(&mut out, s),
+                    Some(Value::Int(i)) => push_int(&mut out, i),
+                    Some(Value::Bool(b)) => out.push_str(if b { "true" } else { "false" }),
+                    None => out.push_str("null"),
+                }
+            }
+            if let Some((key, value)) = extra {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                push_json_string(&mut out, &value);
+            }
+            out.push('}');
+        }
+        out
+    }
 }
 
 /// Writes `s` as a JSON string. Control characters, quotes, backslashes and the line separators
@@ -179,7 +222,7 @@ fn needs_attention(x: u64) -> bool {
 }
 
 /// Writes an integer in decimal without the formatting machinery (a response code, a size).
-fn push_int(out: &mut String, value: i64) {
+pub(crate) fn push_int(out: &mut String, value: i64) {
     let mut digits = [0u8; 20];
     let mut n = value.unsigned_abs();
     let mut start = digits.len();

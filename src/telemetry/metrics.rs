@@ -11,7 +11,10 @@
 //! bounded: destinations are the hosts the configuration names (everything else is `other`),
 //! and every value is sanitized so that it cannot end its label or start another.
 
+use std::cell::RefCell;
 use std::fmt::Write;
+
+use crate::telemetry::log_entry::push_int;
 
 use crate::core::attributes::Attr;
 use crate::core::decision::{Decision, DenyReason, Outcome};
@@ -72,6 +75,8 @@ pub struct Metrics {
     lists: Vec<ListMetrics>,
     /// What the labels read from every request, beyond what the policy reads.
     pub reads: Needs,
+    /// Where each request's counter names are written.
+    name_buffer: RefCell<String>,
 }
 
 #[derive(Debug)]
@@ -198,6 +203,7 @@ impl Metrics {
             rejections,
             lists,
             reads,
+            name_buffer: RefCell::new(String::with_capacity(256)),
         }
     }
 
@@ -249,29 +255,34 @@ impl Metrics {
                 request.requested_server_name.as_deref(),
             ),
         };
-        let mut name = String::with_capacity(256);
+        // The buffer is the VM's, kept across requests (one thread per VM: never taken twice).
+        let mut kept = self.name_buffer.try_borrow_mut();
+        let mut fresh = String::new();
+        let name = match kept.as_deref_mut() {
+            Ok(buffer) => buffer,
+            Err(_) => &mut fresh,
+        };
+        name.clear();
         if let Some(prefix) = family
             .get(self.destination(destination))
             .and_then(|p| p.get(slot))
         {
             name.push_str(prefix);
-            push_label(&mut name, namespace);
+            push_label(name, namespace);
             name.push_str(";.;source_app=.=");
-            push_label(&mut name, app);
+            push_label(name, app);
             name.push_str(";.;source_version=.=");
-            push_label(&mut name, version);
+            push_label(name, version);
             if request.protocol == Protocol::Http {
                 name.push_str(";.;response_code=.=");
                 match response_code {
-                    Some(code) => {
-                        let _ = write!(name, "{code}");
-                    }
+                    Some(code) => push_int(name, code),
                     None => name.push_str("none"),
                 }
             }
             name.push_str(";.;");
             name.push_str(metric);
-            increment(&name);
+            increment(name);
         }
         let denial = match (&decision.rejected, &decision.denied) {
             (Some(problem), _) => self
@@ -285,11 +296,11 @@ impl Metrics {
         if let Some(prefix) = denial {
             name.clear();
             name.push_str(prefix);
-            push_label(&mut name, namespace);
+            push_label(name, namespace);
             name.push_str(";.;source_app=.=");
-            push_label(&mut name, app);
+            push_label(name, app);
             name.push_str(";.;denied");
-            increment(&name);
+            increment(name);
         }
         for reason in &decision.dry_run {
             if let DenyReason::List { rule, list, .. } = reason
@@ -364,8 +375,14 @@ fn push_label(name: &mut String, value: Option<&str>) {
         name.push_str("unknown");
         return;
     }
+    let is_kept = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    // Label values are nearly always short names: copied at once.
+    if value.len() <= 64 && value.bytes().all(is_kept) {
+        name.push_str(value);
+        return;
+    }
     name.extend(value.chars().take(64).map(|c| {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+        if c.is_ascii() && is_kept(c as u8) {
             c
         } else {
             '_'

@@ -74,7 +74,7 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::SourceNamespace => text(&source.namespace),
         Attr::SourceServiceAccount => text(&source.service_account),
         Attr::SourcePrincipal => text(&source.principal),
-        Attr::SourceUser => text(&source.user),
+        Attr::SourceUser => source.user().map(Value::Str),
         Attr::SourceWorkload => text(&source.workload),
         Attr::SourceIp => text(&source.ip),
         Attr::ConnectionMtls => request.mtls.map(Value::Bool),

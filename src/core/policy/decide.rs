@@ -130,6 +130,7 @@ impl Policy {
     /// workload) counts only for mTLS callers.
     fn read_identity(&self, facts: &RequestFacts, request: &mut Request) {
         let parsed = if facts.mtls == Some(true) {
+            request.source.labels.reserve_exact(facts.peer_labels.len());
             for (key, value) in &facts.peer_labels {
                 request.source.labels.push((key.clone(), lossy(value)));
             }
@@ -152,7 +153,7 @@ impl Policy {
             return;
         };
         match parsed {
-            Ok(identity) => request.source.set_identity(&identity),
+            Ok(identity) => request.source.set_identity(identity),
             Err(error) => request.identity_error = Some(error),
         }
     }
@@ -177,7 +178,7 @@ impl Policy {
             RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
             RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
         };
-        let mut fired = Vec::new();
+        let mut fired = Vec::with_capacity(self.rules.len());
         let mut dry_run = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.condition.as_ref().is_none_or(|c| c.holds(&env)) {
@@ -241,7 +242,6 @@ fn opening_problem(opening: &Opening, sni: Option<&str>) -> Option<Rejection> {
     (named.as_deref() != Some(sni)).then_some(Rejection::ServerNameMismatch)
 }
 
-/// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
 /// Mixer's `context.reporter.uid` from Envoy's node id: an Istio proxy's id is
 /// `TYPE~IP~POD.NAMESPACE~DOMAIN`, which Mixer reported as `kubernetes://POD.NAMESPACE`; any
 /// other id is the proxy's name as it is.
@@ -254,6 +254,7 @@ fn reporter_uid(node_id: &[u8]) -> String {
     }
 }
 
+/// `10.1.2.3:5555` -> `10.1.2.3`, `[::1]:5555` -> `::1`.
 pub(super) fn strip_port(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
