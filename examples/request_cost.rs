@@ -26,7 +26,6 @@ use std::rc::Rc;
 use egress_policy::adapter::{Active, Host, HttpHost, PEER_URI_SANS, RequestFilter, StreamHost};
 use egress_policy::core::headers::HeaderMap;
 use egress_policy::core::policy::{LocalReply, Policy};
-use egress_policy::telemetry::log_entry;
 
 /// A proxy that answers from memory and keeps nothing: what is left is the filter's own work
 /// (and the copies a real host call makes into the module's memory). Its own lookups are as
@@ -197,12 +196,11 @@ fn main() {
                     black_box(name);
                 }),
             "log" => {
-                black_box(log_entry::render(
-                    &active.policy,
-                    &decision,
-                    &canonical,
-                    &response,
-                ));
+                black_box(
+                    active
+                        .log
+                        .render(&active.policy, &decision, &canonical, &response),
+                );
             }
             other => panic!("unknown phase {other}"),
         }

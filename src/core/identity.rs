@@ -7,40 +7,23 @@
 
 use std::fmt;
 
-/// Who the caller is, from its certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub trust_domain: String,
-    pub namespace: String,
-    pub service_account: String,
+/// Who the caller is, from its certificate: parts of the SPIFFE ID it was parsed from, which is
+/// the principal itself (the parse is exact, so nothing is rebuilt or copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    /// The whole SPIFFE ID: `spiffe://cluster.local/ns/default/sa/sleep`.
+    pub principal: &'a str,
+    pub trust_domain: &'a str,
+    pub namespace: &'a str,
+    pub service_account: &'a str,
 }
 
-impl Identity {
-    /// `spiffe://cluster.local/ns/default/sa/sleep`.
-    pub fn principal(&self) -> String {
-        self.written("spiffe://")
-    }
-
+impl<'a> Identity<'a> {
     /// Istio's principal form, without the scheme: `cluster.local/ns/default/sa/sleep`.
-    pub fn user(&self) -> String {
-        self.written("")
-    }
-
-    /// The ID after `scheme`, built once per request: one allocation, no formatting machinery.
-    fn written(&self, scheme: &str) -> String {
-        let parts = [
-            scheme,
-            &self.trust_domain,
-            "/ns/",
-            &self.namespace,
-            "/sa/",
-            &self.service_account,
-        ];
-        let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            out.push_str(part);
-        }
-        out
+    pub fn user(&self) -> &'a str {
+        self.principal
+            .strip_prefix("spiffe://")
+            .unwrap_or(self.principal)
     }
 }
 
@@ -79,7 +62,10 @@ impl fmt::Display for IdentityError {
 
 /// Parses the comma-joined URI SANs of a verified peer certificate (as Envoy's
 /// `%DOWNSTREAM_PEER_URI_SAN%` renders them) into an identity in `trust_domain`.
-pub fn from_uri_sans(uri_sans: &str, trust_domain: &str) -> Result<Identity, IdentityError> {
+pub fn from_uri_sans<'a>(
+    uri_sans: &'a str,
+    trust_domain: &str,
+) -> Result<Identity<'a>, IdentityError> {
     // SPIFFE IDs cannot contain a comma, so a comma always separates two SANs.
     let commas = uri_sans.bytes().filter(|&b| b == b',').count();
     if commas > 0 {
@@ -89,7 +75,7 @@ pub fn from_uri_sans(uri_sans: &str, trust_domain: &str) -> Result<Identity, Ide
 }
 
 /// Parses exactly `spiffe://<td>/ns/<ns>/sa/<sa>`.
-pub fn parse_spiffe_id(id: &str, trust_domain: &str) -> Result<Identity, IdentityError> {
+pub fn parse_spiffe_id<'a>(id: &'a str, trust_domain: &str) -> Result<Identity<'a>, IdentityError> {
     use IdentityError::{ForeignTrustDomain, Malformed};
     let rest = id
         .strip_prefix("spiffe://")
@@ -134,9 +120,10 @@ pub fn parse_spiffe_id(id: &str, trust_domain: &str) -> Result<Identity, Identit
         return Err(ForeignTrustDomain(td.to_owned()));
     }
     Ok(Identity {
-        trust_domain: td.to_owned(),
-        namespace: namespace.to_owned(),
-        service_account: service_account.to_owned(),
+        principal: id,
+        trust_domain: td,
+        namespace,
+        service_account,
     })
 }
 
@@ -192,7 +179,7 @@ mod tests {
         let id = parse_spiffe_id("spiffe://cluster.local/ns/default/sa/sleep", TD).unwrap();
         assert_eq!(id.namespace, "default");
         assert_eq!(id.service_account, "sleep");
-        assert_eq!(id.principal(), "spiffe://cluster.local/ns/default/sa/sleep");
+        assert_eq!(id.principal, "spiffe://cluster.local/ns/default/sa/sleep");
         assert_eq!(id.user(), "cluster.local/ns/default/sa/sleep");
     }
 

@@ -207,10 +207,10 @@ impl Request {
 
 impl Source {
     /// Fills the identity attributes from a verified identity.
-    pub fn set_identity(&mut self, identity: crate::core::identity::Identity) {
-        self.principal = Some(identity.principal());
-        self.namespace = Some(identity.namespace);
-        self.service_account = Some(identity.service_account);
+    pub fn set_identity(&mut self, identity: &crate::core::identity::Identity<'_>) {
+        self.principal = Some(identity.principal.to_owned());
+        self.namespace = Some(identity.namespace.to_owned());
+        self.service_account = Some(identity.service_account.to_owned());
     }
 
     /// `source.user`: Istio's principal form, the SPIFFE ID without `spiffe://`.

@@ -153,19 +153,21 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
-    // Most strings need no escape: eight bytes at a time say so (a byte below 0x20, or equal to
-    // '"', '\\', DEL or 0xE2, U+2028/U+2029's lead byte, needs a look).
-    let mut chunks = bytes.chunks_exact(8);
-    let mut attention = false;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        attention |= needs_attention(u64::from_le_bytes(word));
-    }
-    attention |= chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || matches!(b, b'"' | b'\\' | 0x7f | 0xe2));
+    // Most strings need no escape and are short: one table look per byte says so (a byte below
+    // 0x20, or '"', '\\', DEL or 0xE2, U+2028/U+2029's lead byte, needs a look); long ones are
+    // checked eight bytes at a time.
+    let attention = if bytes.len() < 32 {
+        bytes.iter().any(|&b| needs_look(b))
+    } else {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut attention = false;
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            attention |= needs_attention(u64::from_le_bytes(word));
+        }
+        attention || chunks.remainder().iter().any(|&b| needs_look(b))
+    };
     if !attention {
         out.push_str(s);
         out.push('"');
@@ -209,6 +211,24 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
+
+/// Whether a byte starts an escape, or may (0xE2).
+fn needs_look(b: u8) -> bool {
+    NEEDS_LOOK.get(usize::from(b)) == Some(&true)
+}
+
+// Indexes below 256 in a constant: out of range would fail the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const NEEDS_LOOK: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xe2;
+        b += 1;
+    }
+    table
+};
 
 /// Whether any of eight bytes is below 0x20 or one of '"', '\\', 0x7F, 0xE2 (SWAR: a byte's high
 /// bit in `x - 0x01…` survives `& !x` exactly when that byte was zero, or below the subtrahend).
@@ -270,9 +290,17 @@ mod tests {
             "\u{7f}\u{1f}\u{0}\t\r\n\"\\",
             "ends with e2 \u{2028}",
             "\u{e2}\u{80}",
-        ] {
+        ]
+        .into_iter()
+        // Short strings are scanned byte by byte, long ones eight bytes at a time: both.
+        .flat_map(|s| {
+            [
+                s.to_owned(),
+                format!("{}{s}{}", "a".repeat(37), "b".repeat(5)),
+            ]
+        }) {
             let mut out = String::new();
-            push_json_string(&mut out, sample);
+            push_json_string(&mut out, &sample);
             assert!(!out.contains('\n') && !out.contains('\u{2028}'), "{out}");
             let parsed: String = serde_json::from_str(&out).unwrap();
             assert_eq!(parsed, sample);
@@ -285,6 +313,7 @@ mod tests {
     fn the_word_check_finds_every_byte_that_needs_a_look() {
         for special in 0..=255u8 {
             let expected = special < 0x20 || matches!(special, b'"' | b'\\' | 0x7f | 0xe2);
+            assert_eq!(needs_look(special), expected, "byte {special:#x}");
             for position in 0..8 {
                 let mut word = *b"abcdefgh";
                 word[position] = special;

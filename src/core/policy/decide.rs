@@ -47,7 +47,7 @@ impl Policy {
         request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         request.source.ip = facts
             .property(Attr::SourceIp)
-            .map(|address| strip_port(&lossy(address)).to_owned());
+            .map(|address| strip_port(&String::from_utf8_lossy(address)).to_owned());
         // A connection that ended before its first bytes may have ended in its handshake, whose
         // certificate Envoy then presents unverified: no identity is read from it.
         if !matches!(
@@ -73,8 +73,8 @@ impl Policy {
             .err();
         // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
         // host is absent (and the request refused), never a near-miss of a listed one.
-        if let Some(authority) = text(":authority") {
-            request.set_host(&authority);
+        if let Some(authority) = headers.get(":authority") {
+            request.set_host(&String::from_utf8_lossy(authority));
         }
         if request.host.is_none() {
             rejected = rejected.or(Some(Rejection::UnusableHost));
@@ -115,11 +115,11 @@ impl Policy {
         }
         request.source.ip = facts
             .property(Attr::SourceIp)
-            .map(|address| strip_port(&lossy(address)).to_owned());
+            .map(|address| strip_port(&String::from_utf8_lossy(address)).to_owned());
         request.requested_server_name = facts
             .property(Attr::ConnectionRequestedServerName)
-            .map(lossy)
-            .filter(|sni| !sni.is_empty());
+            .filter(|sni| !sni.is_empty())
+            .map(lossy);
         request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         self.read_identity(facts, &mut request);
         (request, rejected)
@@ -129,7 +129,8 @@ impl Policy {
     /// configuration names one. Never from any other header. Istio's peer metadata (labels,
     /// workload) counts only for mTLS callers.
     fn read_identity(&self, facts: &RequestFacts, request: &mut Request) {
-        let parsed = if facts.mtls == Some(true) {
+        let verified = facts.mtls == Some(true);
+        let id = if verified {
             request.source.labels.reserve_exact(facts.peer_labels.len());
             for (key, value) in &facts.peer_labels {
                 request.source.labels.push((key.clone(), lossy(value)));
@@ -138,22 +139,30 @@ impl Policy {
             let sans = facts
                 .peer_uri_sans
                 .as_deref()
-                .map(lossy)
-                .filter(|sans| !sans.is_empty() && sans != "-");
-            match sans {
-                Some(sans) => identity::from_uri_sans(&sans, &self.trust_domain),
-                None => Err(IdentityError::Malformed("the certificate has no URI SAN")),
-            }
+                .filter(|sans| !sans.is_empty() && *sans != b"-");
+            let Some(sans) = sans else {
+                request.identity_error =
+                    Some(IdentityError::Malformed("the certificate has no URI SAN"));
+                return;
+            };
+            sans
         } else if let Some(header) = &self.trusted_header {
             match facts.headers.get(header) {
-                Some(id) => identity::parse_spiffe_id(&lossy(id), &self.trust_domain),
+                Some(id) => id,
                 None => return,
             }
         } else {
             return;
         };
+        // Borrowed when it is UTF-8 (always, for an ID that can parse).
+        let id = String::from_utf8_lossy(id);
+        let parsed = if verified {
+            identity::from_uri_sans(&id, &self.trust_domain)
+        } else {
+            identity::parse_spiffe_id(&id, &self.trust_domain)
+        };
         match parsed {
-            Ok(identity) => request.source.set_identity(identity),
+            Ok(identity) => request.source.set_identity(&identity),
             Err(error) => request.identity_error = Some(error),
         }
     }
