@@ -7,6 +7,7 @@ pub mod decision;
 pub mod duration;
 pub mod error;
 pub mod expr;
+pub mod hash;
 pub mod headers;
 pub mod identity;
 pub mod policy;

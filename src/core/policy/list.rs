@@ -2,7 +2,7 @@
 //! host-suffix walks for `*.domain` globs, one compiled regex set, and per-prefix-length hash
 //! sets for CIDR ranges.
 
-use std::collections::HashSet;
+use crate::core::hash::FastSet;
 use std::net::IpAddr;
 
 use regex::RegexSet;
@@ -14,9 +14,9 @@ use crate::core::expr::one_line;
 /// Compiled entries of one list.
 #[derive(Debug)]
 pub enum EntryIndex {
-    Strings(HashSet<Box<str>>),
+    Strings(FastSet<Box<str>>),
     /// Entries stored lower-cased.
-    CaseInsensitive(HashSet<Box<str>>),
+    CaseInsensitive(FastSet<Box<str>>),
     /// `None` when the list is empty (an empty `RegexSet` would still cost a call).
     Regex(Option<RegexSet>),
     Glob(GlobIndex),
@@ -215,9 +215,9 @@ fn glob_to_regex(glob: &str) -> String {
 /// is at most 33 (IPv4) or 129 (IPv6) hash probes whatever the list size.
 #[derive(Debug, Default)]
 pub struct IpIndex {
-    v4: HashSet<(u8, u32)>,
+    v4: FastSet<(u8, u32)>,
     v4_lengths: Vec<u8>,
-    v6: HashSet<(u8, u128)>,
+    v6: FastSet<(u8, u128)>,
     v6_lengths: Vec<u8>,
     len: usize,
 }

@@ -9,8 +9,8 @@
 //!   ignored: `/sport` and `/sport/` are the same prefix and match `/sport`, `/sport/` and
 //!   `/sport/football`, never `/sports`. `/` matches every path.
 
+use crate::core::hash::{FastMap, FastSet};
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// A host name, a `*.suffix` wildcard or `*`.
@@ -106,16 +106,16 @@ impl fmt::Display for HostPattern {
 /// one hash probe per label of the host, whatever the table's size.
 #[derive(Debug, Clone)]
 pub struct HostTable<T> {
-    exact: HashMap<Box<str>, T>,
-    suffixes: HashMap<Box<str>, T>,
+    exact: FastMap<Box<str>, T>,
+    suffixes: FastMap<Box<str>, T>,
     any: Option<T>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            suffixes: HashMap::new(),
+            exact: FastMap::default(),
+            suffixes: FastMap::default(),
             any: None,
         }
     }
@@ -203,7 +203,7 @@ impl PathPrefix {
 
 /// Path prefixes in a hash set: a lookup probes once per segment of the path.
 #[derive(Debug, Clone, Default)]
-pub struct PathPrefixSet(HashSet<PathPrefix>);
+pub struct PathPrefixSet(FastSet<PathPrefix>);
 
 impl PathPrefixSet {
     pub fn insert(&mut self, prefix: PathPrefix) {
