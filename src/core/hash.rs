@@ -69,7 +69,10 @@ impl Hasher for FastHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.hash
+        // The table takes its bucket from the low bits, which the multiply leaves dependent on
+        // the low bits of the input only (IPv4 networks all ending in `.0` would share them):
+        // the rotation brings the well-mixed high bits down.
+        self.hash.rotate_left(26)
     }
 }
 
