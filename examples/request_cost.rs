@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::rc::Rc;
 
-use egress_policy::adapter::{Active, Host, HttpHost, PEER_URI_SANS, RequestFilter, StreamHost};
+use egress_policy::adapter::{
+    Active, Host, HttpHost, PEER_URI_SANS, PendingCounters, RequestFilter, StreamHost,
+};
 use egress_policy::core::headers::HeaderMap;
 use egress_policy::core::policy::{LocalReply, Policy};
 
@@ -35,6 +37,9 @@ struct MemoryHost {
     properties: Vec<(Vec<&'static str>, Vec<u8>)>,
     calls: RefCell<BTreeMap<&'static str, u32>>,
     counting: Cell<bool>,
+    /// The module's own bookkeeping behind `increment` (the wasm host gathers counts until the
+    /// next flush): part of the filter's work.
+    pending: RefCell<PendingCounters>,
 }
 
 impl MemoryHost {
@@ -55,7 +60,7 @@ impl Host for MemoryHost {
     }
     fn increment(&self, counter: &str) {
         self.call("increment");
-        black_box(counter);
+        self.pending.borrow_mut().increment(counter);
     }
     fn set_gauge(&self, gauge: &str, value: u64) {
         self.call("set_gauge");
@@ -131,6 +136,7 @@ fn host(request: &str) -> MemoryHost {
         properties,
         calls: RefCell::default(),
         counting: Cell::new(false),
+        pending: RefCell::default(),
     }
 }
 

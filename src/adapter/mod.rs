@@ -271,9 +271,13 @@ fn read_facts(
         Some((path, keys)) if verified => keys
             .iter()
             .filter_map(|key| {
-                let mut key_path = path.to_vec();
-                key_path.push(key);
-                Some((key.clone(), host.property(&key_path)?))
+                // The label's path on the stack: the table's path, then the key.
+                let mut key_path = [""; 8];
+                let parts = key_path.get_mut(..=path.len())?;
+                let (last, first) = parts.split_last_mut()?;
+                first.copy_from_slice(path);
+                *last = key;
+                Some((key.clone(), host.property(parts)?))
             })
             .collect(),
         _ => Vec::new(),
@@ -297,6 +301,48 @@ fn read_facts(
         time_micros: host.now_micros(),
         opening: Opening::Unseen,
     }
+}
+
+/// Counts gathered in the VM between two flushes to the proxy (one host call per counter and
+/// flush instead of one per request and counter). Keyed with the standard library's SipHash: the
+/// names carry caller-chosen label values (a workload's `app` label), so a cheaper hash could be
+/// made to collide.
+#[derive(Debug, Default)]
+pub struct PendingCounters(std::collections::HashMap<String, u64>);
+
+impl PendingCounters {
+    pub fn increment(&mut self, counter: &str) {
+        match self.0.get_mut(counter) {
+            Some(count) => *count += 1,
+            None => {
+                self.0.insert(counter.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Hands every count gathered since the last flush to `add` and starts again from zero
+    /// (names stay, so the next count allocates nothing).
+    pub fn flush(&mut self, mut add: impl FnMut(&str, u64)) {
+        for (name, count) in self.0.iter_mut().filter(|(_, count)| **count > 0) {
+            add(name, *count);
+            *count = 0;
+        }
+    }
+}
+
+/// A property path as the proxy-wasm ABI takes it, its parts joined by NUL, written into `buffer`;
+/// `None` when it does not fit.
+pub fn encode_property_path<'b>(path: &[&str], buffer: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut length = 0;
+    for (index, part) in path.iter().enumerate() {
+        let separator = usize::from(index > 0);
+        let slot = buffer.get_mut(length..length + separator + part.len())?;
+        let (nul, bytes) = slot.split_at_mut(separator);
+        nul.fill(0);
+        bytes.copy_from_slice(part.as_bytes());
+        length += separator + part.len();
+    }
+    buffer.get(..length)
 }
 
 fn read_response(

@@ -488,3 +488,50 @@ fn unconfigured_filter_closes_every_connection() {
     filter.on_downstream_close(&host);
     assert!(host.entries.borrow().is_empty());
 }
+
+#[test]
+fn property_paths_are_joined_by_nul_or_refused_when_they_do_not_fit() {
+    let mut buffer = [0u8; 64];
+    for path in [
+        &["connection", "mtls"][..],
+        &["filter_state", "egress_policy.peer_uri_sans"],
+        &["xds"],
+        &[],
+        &["", "a", ""],
+    ] {
+        assert_eq!(
+            crate::adapter::encode_property_path(path, &mut buffer),
+            Some(path.join("\0").as_bytes()),
+            "{path:?}"
+        );
+    }
+    let long = [
+        "downstream_peer",
+        "labels",
+        "a-label-key-long-enough-not-to-fit-64-bytes",
+    ];
+    assert_eq!(
+        crate::adapter::encode_property_path(&long, &mut buffer),
+        None
+    );
+}
+
+#[test]
+fn counts_gathered_between_flushes_are_handed_over_once_each() {
+    let mut pending = crate::adapter::PendingCounters::default();
+    for name in ["a", "b", "a"] {
+        pending.increment(name);
+    }
+    let mut flushed = Vec::new();
+    pending.flush(|name, count| flushed.push((name.to_owned(), count)));
+    flushed.sort();
+    assert_eq!(flushed, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    pending.increment("b");
+    let mut again = Vec::new();
+    pending.flush(|name, count| again.push((name.to_owned(), count)));
+    assert_eq!(
+        again,
+        [("b".to_owned(), 1)],
+        "nothing twice, nothing at zero"
+    );
+}

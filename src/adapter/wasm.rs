@@ -14,7 +14,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
 
 use super::{
     ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, NoSharedData,
-    RequestFilter, RootHost, StreamHost,
+    PendingCounters, RequestFilter, RootHost, StreamHost,
 };
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::Provider;
@@ -210,14 +210,8 @@ impl Host for WasmHost {
     /// one host call per counter and tick instead of several per request.
     fn increment(&self, counter: &str) {
         PENDING.with(|pending| {
-            let Ok(mut pending) = pending.try_borrow_mut() else {
-                return;
-            };
-            match pending.get_mut(counter) {
-                Some(count) => *count += 1,
-                None => {
-                    pending.insert(counter.to_owned(), 1);
-                }
+            if let Ok(mut pending) = pending.try_borrow_mut() {
+                pending.increment(counter);
             }
         });
     }
@@ -307,7 +301,7 @@ thread_local! {
     /// Metric ids by name: defining a metric is a host call, so each is defined once per VM.
     static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
     /// Counts not yet handed to Envoy.
-    static PENDING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    static PENDING: RefCell<PendingCounters> = RefCell::new(PendingCounters::default());
 }
 
 fn metric(kind: u32, name: &str) -> Option<u32> {
@@ -328,12 +322,11 @@ fn flush_counters() {
         let Ok(mut pending) = pending.try_borrow_mut() else {
             return;
         };
-        for (name, count) in pending.iter_mut().filter(|(_, count)| **count > 0) {
+        pending.flush(|name, count| {
             if let Some(id) = metric(abi::METRIC_COUNTER, name) {
-                abi::increment_metric(id, i64::try_from(*count).unwrap_or(i64::MAX));
+                abi::increment_metric(id, i64::try_from(count).unwrap_or(i64::MAX));
             }
-            *count = 0;
-        }
+        });
     });
 }
 
@@ -502,13 +495,21 @@ mod abi {
         unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) == OK }
     }
 
-    /// Property paths are their parts joined by NUL.
-    fn path_bytes(path: &[&str]) -> Vec<u8> {
-        path.join("\0").into_bytes()
+    /// Property paths are their parts joined by NUL; written on the stack (every path the filter
+    /// reads fits), so a property read allocates only its answer.
+    fn with_path_bytes<R>(path: &[&str], call: impl FnOnce(&[u8]) -> R) -> R {
+        let mut stack = [0u8; 256];
+        match crate::adapter::encode_property_path(path, &mut stack) {
+            Some(encoded) => call(encoded),
+            None => call(path.join("\0").as_bytes()),
+        }
     }
 
     pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-        let path = path_bytes(path);
+        with_path_bytes(path, read_property)
+    }
+
+    fn read_property(path: &[u8]) -> Option<Vec<u8>> {
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: `path` and the out-pointers outlive the call.
         let status =
@@ -517,9 +518,12 @@ mod abi {
     }
 
     pub fn set_property(path: &[&str], value: &[u8]) -> bool {
-        let path = path_bytes(path);
-        // SAFETY: `path` and `value` outlive the call.
-        unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == OK }
+        with_path_bytes(path, |path| {
+            // SAFETY: `path` and `value` outlive the call.
+            unsafe {
+                proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == OK
+            }
+        })
     }
 
     pub fn define_metric(kind: u32, name: &str) -> Option<u32> {

@@ -281,6 +281,15 @@ const HOST_BYTES: [bool; 256] = {
     allowed
 };
 
+/// [`lossy`] without the copy when the bytes are UTF-8 (nearly always): the fast validator, and
+/// the lossy decoder only for bytes that need it.
+pub fn lossy_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Decodes header bytes without failing: invalid UTF-8 becomes `U+FFFD`.
 pub fn lossy(bytes: &[u8]) -> String {
     // Valid UTF-8 (nearly always) is checked by the fast validator and copied once.

@@ -10,7 +10,7 @@ use crate::core::expr::Env;
 use crate::core::identity::{self, IdentityError};
 use crate::core::request::{
     BODILESS_METHODS, Opening, Protocol, Rejection, Request, RequestFacts, canonical_host,
-    int_property, is_stripped_header, lossy,
+    int_property, is_stripped_header, lossy, lossy_text,
 };
 use crate::core::tls::{self, Scan};
 
@@ -47,7 +47,7 @@ impl Policy {
         request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         request.source.ip = facts
             .property(Attr::SourceIp)
-            .map(|address| strip_port(&String::from_utf8_lossy(address)).to_owned());
+            .map(|address| strip_port(&lossy_text(address)).to_owned());
         // A connection that ended before its first bytes may have ended in its handshake, whose
         // certificate Envoy then presents unverified: no identity is read from it.
         if !matches!(
@@ -74,7 +74,7 @@ impl Policy {
         // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
         // host is absent (and the request refused), never a near-miss of a listed one.
         if let Some(authority) = headers.get(":authority") {
-            request.set_host(&String::from_utf8_lossy(authority));
+            request.set_host(&lossy_text(authority));
         }
         if request.host.is_none() {
             rejected = rejected.or(Some(Rejection::UnusableHost));
@@ -115,7 +115,7 @@ impl Policy {
         }
         request.source.ip = facts
             .property(Attr::SourceIp)
-            .map(|address| strip_port(&String::from_utf8_lossy(address)).to_owned());
+            .map(|address| strip_port(&lossy_text(address)).to_owned());
         request.requested_server_name = facts
             .property(Attr::ConnectionRequestedServerName)
             .filter(|sni| !sni.is_empty())
@@ -155,7 +155,7 @@ impl Policy {
             return;
         };
         // Borrowed when it is UTF-8 (always, for an ID that can parse).
-        let id = String::from_utf8_lossy(id);
+        let id = lossy_text(id);
         let parsed = if verified {
             identity::from_uri_sans(&id, &self.trust_domain)
         } else {
