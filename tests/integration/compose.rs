@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{TempDir, http_get, listener_port, repo, start_envoy};
+use crate::support::{TempDir, curl, http_get, listener_port, repo, start_envoy};
 
 /// Where Debian's docker-compose package (scripts/test installs it) keeps the compose
 /// specification's schema.
@@ -211,19 +211,11 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
     }
     // The HTTP listener decides: politics is denied by the S3 policy, locally.
     let http_port = listener_port(admin, "egress_http");
-    let status = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: edition.cnn.com",
-        ])
-        .arg(format!("http://127.0.0.1:{http_port}/politics"))
-        .output()
-        .unwrap();
+    let status = curl(
+        http_port,
+        &["-w", "%{http_code}", "-H", "Host: edition.cnn.com"],
+        "/politics",
+    );
     assert_eq!(String::from_utf8_lossy(&status.stdout), "404");
     drop(envoy);
 }

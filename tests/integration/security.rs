@@ -262,20 +262,16 @@ fn filter_alone_refuses_ambiguous_paths_when_envoy_does_not_normalize() {
         ("/%70olitics%zz", "path has a malformed percent escape"),
     ];
     for (path, _) in paths {
-        let output = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
+        let output = gateway.curl(
+            &[
                 "-w",
                 "%{http_code}",
                 "--path-as-is",
                 "-H",
                 "Host: edition.cnn.com",
-            ])
-            .arg(format!("http://127.0.0.1:{}{path}", gateway.http_port))
-            .output()
-            .unwrap();
+            ],
+            path,
+        );
         assert_eq!(String::from_utf8_lossy(&output.stdout), "400", "{path}");
     }
     let raw =

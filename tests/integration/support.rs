@@ -600,13 +600,7 @@ impl Gateway {
     /// Runs curl (quiet, body discarded) against the plain-HTTP listener; `args` come before
     /// the URL.
     pub fn curl(&self, args: &[&str], path: &str) -> Output {
-        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
-        Command::new("curl")
-            .args(["-s", "-o", "/dev/null"])
-            .args(args)
-            .arg(url)
-            .output()
-            .unwrap()
+        curl(self.http_port, args, path)
     }
 
     /// `curl -H 'Host: HOST' http://gateway/PATH` and its status code.
@@ -905,4 +899,15 @@ pub fn without_time(mut entry: Value) -> Value {
     assert!(shape, "time {time:?} is not RFC 3339 with microseconds");
     entry.as_object_mut().unwrap().remove("time");
     entry
+}
+
+/// Runs curl (quiet, body discarded) against a plain-HTTP listener on loopback; `args` come
+/// before the URL.
+pub fn curl(port: u16, args: &[&str], path: &str) -> Output {
+    Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap()
 }
