@@ -159,16 +159,15 @@ impl ListRefresher {
             let outcome = provider
                 .parse(config.entry_type, &body)
                 .and_then(|index| put_in_force(&active, list, index, fetched_at));
+            // Refused or not, this version is not looked at again: the next fetch brings a new one.
+            self.fetcher.adopted(list, fetched_at);
             match outcome {
                 Ok(entries) => {
-                    self.fetcher.adopted(list, fetched_at);
                     if let Some(names) = active.metrics.list(list) {
                         host.set_gauge(&names.entries, u64::try_from(entries).unwrap_or(u64::MAX));
                     }
                 }
                 Err(reason) => {
-                    // Not looked at again: the next fetch brings a new version.
-                    self.fetcher.adopted(list, fetched_at);
                     host.log_warning(&format!(
                         "egress-policy: list {}: the list fetched by another worker is refused here ({reason}); the list in force stays",
                         config.name

@@ -18,15 +18,6 @@ pub struct Identity<'a> {
     pub service_account: &'a str,
 }
 
-impl<'a> Identity<'a> {
-    /// Istio's principal form, without the scheme: `cluster.local/ns/default/sa/sleep`.
-    pub fn user(&self) -> &'a str {
-        self.principal
-            .strip_prefix("spiffe://")
-            .unwrap_or(self.principal)
-    }
-}
-
 /// Why a certificate gave no identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityError {
@@ -180,7 +171,9 @@ mod tests {
         assert_eq!(id.namespace, "default");
         assert_eq!(id.service_account, "sleep");
         assert_eq!(id.principal, "spiffe://cluster.local/ns/default/sa/sleep");
-        assert_eq!(id.user(), "cluster.local/ns/default/sa/sleep");
+        let mut source = crate::core::request::Source::default();
+        source.set_identity(&id);
+        assert_eq!(source.user(), Some("cluster.local/ns/default/sa/sleep"));
     }
 
     #[test]
