@@ -500,7 +500,7 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{FakeHost, request_with_path};
+    use crate::testing::{FAKE_NOW_MICROS, FakeHost, request_with_path};
 
     const SECOND: i64 = 1_000_000;
 
@@ -811,6 +811,31 @@ mod tests {
             1,
             "and no fetch before it is due"
         );
+    }
+
+    /// Whatever another module (or a broken one) left under the keys, a VM fetches and decides
+    /// as if nothing were shared: short values, a version without a body, a body without its time.
+    #[test]
+    fn garbage_in_shared_data_is_ignored_and_the_list_is_fetched() {
+        let host = FakeHost::default();
+        let keys = SharedKeys::of(policy("").provider(0).unwrap().1);
+        for (key, value) in [
+            (&keys.lease, &b"\x01"[..]),
+            (&keys.version, &i64::MAX.to_le_bytes()[..]),
+            (&keys.body, &b"1234"[..]),
+        ] {
+            host.set_shared_data(key, value, 0).unwrap();
+        }
+        let mut lists = ListRefresher::default();
+        lists.configure(&host, policy(""));
+        assert_eq!(host.calls.borrow().len(), 1, "fetched");
+        assert!(
+            !allowed(&lists, "/sport", FAKE_NOW_MICROS),
+            "nothing adopted"
+        );
+        let mut host = host;
+        answer(&mut lists, &mut host, Some(b"200"), b"/sport\n");
+        assert!(allowed(&lists, "/sport", FAKE_NOW_MICROS));
     }
 
     #[test]
