@@ -10,6 +10,7 @@ pub mod expr;
 pub mod hash;
 pub mod headers;
 pub mod identity;
+pub mod lookalikes;
 pub mod policy;
 pub mod request;
 pub mod tls;

@@ -8,6 +8,7 @@
 
 use crate::core::attributes::Attr;
 use crate::core::headers::HeaderMap;
+use crate::core::lookalikes::is_lookalike_delimiter;
 
 /// What is being decided: an HTTP request (the HTTP filter) or a TCP connection, TLS as far as
 /// its SNI (the network filter). `context.protocol`.
@@ -374,6 +375,11 @@ pub enum Rejection {
     EncodedPercent,
     /// An escape that decodes to NUL or another control character.
     EncodedControl,
+    /// A character that is not a delimiter but that a server normalising Unicode (NFKC) or
+    /// converting to a Windows code page (best fit) reads as one: `／` (U+FF0F) as `/`, `．`
+    /// (U+FF0E) as `.`, `∕` (U+2215) as `/`, `∖` (U+2216) as `\`; the table is
+    /// `src/core/lookalikes.tsv`.
+    LookalikeDelimiter,
     /// Escapes that decode to bytes that are not shortest-form UTF-8 (`%c0%ae` is an overlong
     /// `.`, `%ff` is no UTF-8 at all).
     NotShortestUtf8,
@@ -403,7 +409,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Rejection; 22] = [
+    pub const ALL: [Rejection; 23] = [
         Self::UnusableHost,
         Self::NotOriginForm,
         Self::ControlOrNonAscii,
@@ -417,6 +423,7 @@ impl Rejection {
         Self::EncodedDot,
         Self::EncodedPercent,
         Self::EncodedControl,
+        Self::LookalikeDelimiter,
         Self::NotShortestUtf8,
         Self::RepeatedHeader,
         Self::BodyOnSafeMethod,
@@ -444,6 +451,7 @@ impl Rejection {
             Self::EncodedDot => "encoded_dot",
             Self::EncodedPercent => "encoded_percent",
             Self::EncodedControl => "encoded_control",
+            Self::LookalikeDelimiter => "lookalike_delimiter",
             Self::NotShortestUtf8 => "not_shortest_utf8",
             Self::RepeatedHeader => "repeated_header",
             Self::BodyOnSafeMethod => "body_on_safe_method",
@@ -472,6 +480,9 @@ impl Rejection {
             Self::EncodedDot => "path has an encoded dot (%2E)",
             Self::EncodedPercent => "path has an encoded percent (%25)",
             Self::EncodedControl => "path has an encoded control character or NUL",
+            Self::LookalikeDelimiter => {
+                "path has a character that a server may read as a slash, backslash, dot, percent, semicolon, question mark, number sign or colon (a Unicode compatibility or Windows best-fit look-alike)"
+            }
             Self::NotShortestUtf8 => "path decodes to bytes that are not shortest-form UTF-8",
             Self::RepeatedHeader => "a header the policy decides on is repeated",
             Self::BodyOnSafeMethod => "GET, HEAD, OPTIONS and TRACE requests may not carry a body",
@@ -505,14 +516,22 @@ pub struct CanonicalPath {
 /// Decodes the raw `:path` once, strictly, so that the policy decides on what the destination
 /// will understand. The path part (before the first `?`) must be origin-form, printable ASCII,
 /// without `#`, `\`, `;`, `.` or `..` segments; its escapes must be well-formed, may not encode
-/// `/`, `\`, `.`, `%` or a control character, and must decode to shortest-form UTF-8. The query
+/// `/`, `\`, `.`, `%` or a control character, and must decode to shortest-form UTF-8 without a
+/// look-alike of a delimiter ([`crate::core::lookalikes`]). The query
 /// is kept as received (its escapes are data); it may hold no control, non-ASCII or `#` bytes.
 pub fn canonical_path(raw: &[u8]) -> Result<CanonicalPath, Rejection> {
     if raw.first() != Some(&b'/') {
         return Err(Rejection::NotOriginForm);
     }
     if raw.iter().any(|b| !(0x21..0x7f).contains(b)) {
-        return Err(Rejection::ControlOrNonAscii);
+        // Named precisely when the bytes are UTF-8 holding a look-alike of a delimiter.
+        let lookalike =
+            std::str::from_utf8(raw).is_ok_and(|text| text.chars().any(is_lookalike_delimiter));
+        return Err(if lookalike {
+            Rejection::LookalikeDelimiter
+        } else {
+            Rejection::ControlOrNonAscii
+        });
     }
     if raw.contains(&b'#') {
         return Err(Rejection::Fragment);
@@ -558,8 +577,14 @@ pub fn canonical_path(raw: &[u8]) -> Result<CanonicalPath, Rejection> {
     }
     // Rust's UTF-8 validation refuses overlong forms, surrogates and code points past U+10FFFF.
     let mut text = String::from_utf8(decoded).map_err(|_| Rejection::NotShortestUtf8)?;
-    if text.chars().any(char::is_control) {
-        return Err(Rejection::EncodedControl);
+    // Only escapes can bring in anything but ASCII: a pure-ASCII path costs one scan.
+    if !text.is_ascii() {
+        if text.chars().any(char::is_control) {
+            return Err(Rejection::EncodedControl);
+        }
+        if text.chars().any(is_lookalike_delimiter) {
+            return Err(Rejection::LookalikeDelimiter);
+        }
     }
     let query_start = query.map(|query| {
         let start = text.len();
@@ -708,6 +733,15 @@ mod path_tests {
             (b"/sport%0a", EncodedControl),
             (b"/sport%7F", EncodedControl),
             (b"/sport%c2%85", EncodedControl),
+            (b"/sport/..%ef%bc%8f..%ef%bc%8fpolitics", LookalikeDelimiter),
+            (b"/sport/%ef%bc%8e%ef%bc%8e/politics", LookalikeDelimiter),
+            (b"/sport/..%e2%88%95politics", LookalikeDelimiter),
+            (b"/sport/..%e2%88%96politics", LookalikeDelimiter),
+            (b"/sport/..%EF%BC%BCpolitics", LookalikeDelimiter),
+            (b"/sport/..%c2%a5..%c2%a5politics", LookalikeDelimiter),
+            (b"/sport/%e2%80%a5/politics", LookalikeDelimiter),
+            (b"/sport%ef%bc%9fx", LookalikeDelimiter),
+            ("/sport/..\u{ff0f}politics".as_bytes(), LookalikeDelimiter),
         ] {
             assert_eq!(
                 canonical_path(path),

@@ -127,6 +127,69 @@ fn get_bodies_reach_only_the_hosts_the_configuration_allows() {
     assert_eq!(received[0]["body"], query);
 }
 
+/// Every look-alike of a delimiter in `src/core/lookalikes.tsv` (Unicode compatibility forms and
+/// Windows best-fit mappings of `/`, `\\`, `.`, `%`, `;`, `?`, `#`, `:`), percent-encoded behind
+/// an allowed prefix, over HTTP/1.1 and HTTP/2: refused with 400 and an `error` entry naming
+/// why, never let through as `/sport/...` to an origin that would normalise it into
+/// `/politics`.
+#[test]
+fn lookalike_delimiters_behind_an_allowed_prefix_are_refused_over_http1_and_http2() {
+    let gateway = Gateway::start(&repo().join("tests/data/configs/path-prefixes.json"));
+    let table = std::fs::read_to_string(repo().join("src/core/lookalikes.tsv")).unwrap();
+    let paths: Vec<String> = table
+        .lines()
+        .filter(|line| line.starts_with("U+"))
+        .map(|line| {
+            let hex = line[2..].split('\t').next().unwrap();
+            let c = char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap();
+            let mut utf8 = [0; 4];
+            let escaped: String = c
+                .encode_utf8(&mut utf8)
+                .bytes()
+                .map(|b| format!("%{b:02x}"))
+                .collect();
+            format!("/sport/..{escaped}..{escaped}politics")
+        })
+        .collect();
+    assert!(paths.len() >= 60, "{}", paths.len());
+    for protocol in ["--http1.1", "--http2-prior-knowledge"] {
+        for path in &paths {
+            let output = gateway.curl(
+                &[
+                    "--path-as-is",
+                    protocol,
+                    "-H",
+                    &format!("Host: {CNN}"),
+                    "-w",
+                    "%{http_code}",
+                ],
+                path,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout),
+                "400",
+                "{protocol} {path}"
+            );
+        }
+    }
+    gateway.settle(2 * paths.len() as u64);
+    let entries = gateway.log_entries_without_time();
+    let errors: Vec<&Value> = entries.iter().filter(|e| e["level"] == "error").collect();
+    assert_eq!(errors.len(), 2 * paths.len(), "{entries:?}");
+    for entry in errors {
+        assert_eq!(
+            entry["rejected"],
+            "path has a character that a server may read as a slash, backslash, dot, percent, semicolon, question mark, number sign or colon (a Unicode compatibility or Windows best-fit look-alike)"
+        );
+        assert_eq!(entry["responseCode"], 400);
+    }
+    assert!(
+        gateway.upstream.paths().is_empty(),
+        "{:?}",
+        gateway.upstream.paths()
+    );
+}
+
 /// Canonical-or-reject for a `PATH_PREFIXES` list and a route, with Envoy's normalization on
 /// (as bundled): the escapes Envoy passes through are refused by the filter (400, an `error`
 /// entry naming why), never decided on as `/sport/...`.
