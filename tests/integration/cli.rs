@@ -224,22 +224,41 @@ fn istio_gateway_values_are_generated_from_the_filters_tag_list() {
     );
 }
 
+/// Input that cannot be read makes the audit incomplete: exit 2, and standard output says so
+/// first and never claims that nothing unauthorized was let through.
 #[test]
-fn audit_reports_unreadable_input_and_exits_2() {
+fn audit_reports_unreadable_input_as_incomplete_and_exits_2() {
     let output = cli_stdin(
         &["audit"],
         "{\"level\":\"info\",\"responseCode\":200}\nnot json\n",
     );
     assert_eq!(output.status.code(), Some(2));
-    assert!(stdout(&output).starts_with("entries: 1\n"));
+    assert!(
+        stdout(&output).starts_with("AUDIT INCOMPLETE: 1 input(s) could not be read"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains("entries: 1\n"));
+    assert!(!stdout(&output).contains("no unauthorized request was let through"));
     assert!(
         stderr(&output).contains("stdin:2: not JSON"),
         "{}",
         stderr(&output)
     );
-    let output = cli(&["audit", "no/such.log"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("no/such.log: cannot read"));
+    for args in [
+        &["audit", "/no/such.log"][..],
+        &["audit", "tests/data/attacks.json", "/no/such.log"],
+    ] {
+        let output = cli(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("/no/such.log: cannot read"));
+        assert!(stdout(&output).starts_with("AUDIT INCOMPLETE"), "{args:?}");
+        assert!(
+            !stdout(&output).contains("no unauthorized request was let through"),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
     let violation = cli_stdin(
         &["audit", "-"],
         "{\"level\":\"error\",\"responseCode\":200,\"destination\":\"d\",\"path\":\"/p\"}\nnot json\n",

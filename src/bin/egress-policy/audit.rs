@@ -32,14 +32,10 @@ pub fn run(args: &Args) -> ExitCode {
         &args.logs[..]
     };
     let mut report = Report::default();
-    let mut unreadable_files = 0;
     for file in files {
         match read(file) {
             Ok(content) => report.add(if file == "-" { "stdin" } else { file }, &content),
-            Err(e) => {
-                eprintln!("egress-policy: {file}: cannot read: {e}");
-                unreadable_files += 1;
-            }
+            Err(e) => report.unreadable.push(format!("{file}: cannot read: {e}")),
         }
     }
     print!("{}", report.render());
@@ -48,7 +44,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
     if !report.violations.is_empty() {
         ExitCode::from(EXIT_DENIED)
-    } else if unreadable_files > 0 || !report.unreadable.is_empty() {
+    } else if report.is_incomplete() {
         eprintln!("egress-policy: some input could not be read, so the audit is incomplete");
         ExitCode::from(EXIT_INVALID)
     } else {
@@ -66,7 +62,8 @@ pub struct Report {
     pub by_decision: BTreeMap<String, usize>,
     /// `file:line: what` for each error entry that was let through.
     pub violations: Vec<String>,
-    /// `file:line: why` for each line that is not a log entry.
+    /// `file: why` for each file that could not be read, `file:line: why` for each line that is
+    /// not a log entry.
     pub unreadable: Vec<String>,
 }
 
@@ -75,6 +72,11 @@ fn text<'a>(entry: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 impl Report {
+    /// Some input could not be read: nothing may be concluded of what it held.
+    pub fn is_incomplete(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
+
     /// Adds the lines of one file (named `origin` in messages).
     pub fn add(&mut self, origin: &str, content: &str) {
         for (number, line) in content.lines().enumerate() {
@@ -154,8 +156,23 @@ impl Report {
                 out.push_str(&format!("  {count:>8}  {key}\n"));
             }
         }
+        if self.is_incomplete() {
+            // Said first and in capitals: a script reading standard output must not take the
+            // counts below for the whole log.
+            out.insert_str(
+                0,
+                &format!(
+                    "AUDIT INCOMPLETE: {} input(s) could not be read (see standard error); nothing is known of what they held\n",
+                    self.unreadable.len()
+                ),
+            );
+        }
         if self.violations.is_empty() {
-            out.push_str("no unauthorized request was let through\n");
+            if self.is_incomplete() {
+                out.push_str("AUDIT INCOMPLETE: no violation among the entries that could be read; the rest is unknown\n");
+            } else {
+                out.push_str("no unauthorized request was let through\n");
+            }
         } else {
             out.push_str(&format!(
                 "UNAUTHORIZED REQUESTS LET THROUGH: {}\n",
