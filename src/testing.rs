@@ -62,6 +62,8 @@ pub struct FakeHost {
     pub downstream: RefCell<Vec<u8>>,
     /// The filter closed the connection.
     pub closed: Cell<bool>,
+    /// Destinations the network filter routed allowed connections to.
+    pub routed_to: RefCell<Vec<String>>,
     /// The proxy's shared data: give two hosts the same store to have two VMs of one gateway.
     pub shared: Rc<RefCell<SharedStore>>,
 }
@@ -99,6 +101,7 @@ impl Default for FakeHost {
             body_reads: RefCell::default(),
             downstream: RefCell::default(),
             closed: Cell::new(false),
+            routed_to: RefCell::new(Vec::new()),
             shared: Rc::default(),
         }
     }
@@ -363,6 +366,10 @@ impl ConnectionHost for FakeHost {
     }
     fn close_downstream(&self) -> bool {
         self.closed.set(true);
+        true
+    }
+    fn route_to(&self, destination: &str) -> bool {
+        self.routed_to.borrow_mut().push(destination.to_owned());
         true
     }
 }

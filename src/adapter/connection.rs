@@ -10,12 +10,12 @@
 use std::rc::Rc;
 
 use super::{Active, Flow, StreamHost, read_facts};
-use crate::core::attributes::{self, Attr, Source};
+use crate::core::attributes::{self, Attr, Source, UPSTREAM_LOCAL_ADDRESS};
 use crate::core::decision::Decision;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::request::{Opening, Protocol, Request, Response, int_property};
-use crate::core::tls::{self, MAX_CLIENT_HELLO_BYTES, Scan};
+use crate::core::tls::{self, MAX_FIRST_BYTES, Scan};
 use crate::telemetry::log_entry;
 
 /// What the per-connection flow needs from the proxy.
@@ -24,6 +24,9 @@ pub trait ConnectionHost: StreamHost {
     fn downstream_data(&self, max: usize) -> Option<Vec<u8>>;
     /// Closes the connection to the caller; nothing more is relayed either way.
     fn close_downstream(&self) -> bool;
+    /// Names the destination the proxy relays an allowed connection to: the canonical server
+    /// name the policy decided on, never the raw SNI (`api.ibm.com.` goes to `api.ibm.com`).
+    fn route_to(&self, destination: &str) -> bool;
 }
 
 /// `connection.event` of a connection refused when it opened.
@@ -94,12 +97,12 @@ impl ConnectionFilter {
             State::Refused => Flow::Stop,
             State::Relaying => Flow::Continue,
             State::Opening => {
-                let Some(bytes) = host.downstream_data(size.min(MAX_CLIENT_HELLO_BYTES)) else {
+                let Some(bytes) = host.downstream_data(size.min(MAX_FIRST_BYTES)) else {
                     host.log_warning("egress-policy: cannot read the caller's first bytes; closed");
                     return self.decide(host, Opening::FirstBytes(Vec::new()));
                 };
                 let incomplete = tls::scan(&bytes) == Scan::Incomplete;
-                if incomplete && !end_of_stream && bytes.len() < MAX_CLIENT_HELLO_BYTES {
+                if incomplete && !end_of_stream && bytes.len() < MAX_FIRST_BYTES {
                     // Left in the proxy's buffer: handed over again, with what follows.
                     self.first_bytes = bytes;
                     return Flow::Stop;
@@ -163,10 +166,22 @@ impl ConnectionFilter {
             .metrics
             .count_request(&decision, &request, None, |counter| host.increment(counter));
         let forwarded = decision.outcome().forwarded();
+        // Relayed where it was decided, or not at all: a proxy that cannot be told the
+        // destination would route on bytes the policy did not decide on.
+        let routed = forwarded
+            && request
+                .requested_server_name
+                .as_deref()
+                .is_some_and(|destination| host.route_to(destination));
+        if forwarded && !routed {
+            host.log_warning(
+                "egress-policy: cannot name the allowed connection's destination to the proxy; closed",
+            );
+        }
         self.request = request;
         self.decision = Some(decision);
         self.first_bytes = Vec::new();
-        if forwarded {
+        if routed {
             self.state = State::Relaying;
             return Flow::Continue;
         }
@@ -201,11 +216,16 @@ impl ConnectionFilter {
             }
             _ => Some(0),
         };
+        let upstream_connected = event == EVENT_CLOSED
+            && host
+                .property(UPSTREAM_LOCAL_ADDRESS)
+                .is_some_and(|address| !address.is_empty());
         let response = Response {
             duration_ms,
             received_bytes: relayed(Attr::ConnectionReceivedBytes),
             sent_bytes: relayed(Attr::ConnectionSentBytes),
             event: Some(event),
+            relayed: Some(upstream_connected),
             ..Response::default()
         };
         let entries = active

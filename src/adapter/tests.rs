@@ -395,6 +395,10 @@ fn connection_table_cases_pass_through_the_network_filter_alike() {
                     .insert(property.into(), bytes.to_le_bytes().to_vec());
             }
         }
+        if end["relayed"] == true {
+            host.properties
+                .insert("upstream.local_address".into(), b"127.0.0.1:40000".to_vec());
+        }
         let mut filter = ConnectionFilter::new(Some(active(policy)));
         assert_eq!(filter.on_new_connection(&host), Flow::Stop, "{name}");
         let first_bytes = host.downstream.borrow().len();
@@ -533,5 +537,87 @@ fn counts_gathered_between_flushes_are_handed_over_once_each() {
         again,
         [("b".to_owned(), 1)],
         "nothing twice, nothing at zero"
+    );
+}
+
+#[test]
+fn an_allowed_connection_is_routed_to_the_canonical_name_it_was_decided_on() {
+    let host = FakeHost::from_case(&serde_json::json!({"protocol": "tcp",
+        "sni": "API.ibm.com.", "port": 10444, "namespace": "default", "serviceAccount": "app-a"}));
+    let mut filter = ConnectionFilter::new(Some(s6()));
+    filter.on_new_connection(&host);
+    let first_bytes = host.downstream.borrow().len();
+    assert_eq!(
+        filter.on_downstream_data(&host, first_bytes, false),
+        Flow::Continue
+    );
+    assert_eq!(*host.routed_to.borrow(), ["api.ibm.com"]);
+}
+
+/// A policy that allows api.ibm.com to anyone and refuses the rest.
+fn api_ibm_com_only() -> Rc<Active> {
+    active(
+        Policy::from_json(
+            br#"{"lists": {"api": {"value": "connection.requested_server_name", "entries": ["api.ibm.com"]}},
+                 "log": {"fields": {"destination": "connection.requested_server_name | \"\""}},
+                 "rules": [{"name": "tls", "log": "info", "check": ["api"],
+                            "match": "context.protocol == \"tcp\""}]}"#,
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn without_tls_of_its_own_a_connection_is_decided_on_its_client_hellos_server_name() {
+    for (hello, routed) in [
+        ("api.ibm.com.", &["api.ibm.com"][..]),
+        ("mongo1.composedb.com", &[][..]),
+    ] {
+        let host = FakeHost::from_case(&serde_json::json!({"protocol": "tcp", "port": 10445,
+            "opening": {"clientHello": hello}}));
+        let mut filter = ConnectionFilter::new(Some(api_ibm_com_only()));
+        filter.on_new_connection(&host);
+        let first_bytes = host.downstream.borrow().len();
+        filter.on_downstream_data(&host, first_bytes, false);
+        assert_eq!(*host.routed_to.borrow(), routed, "{hello}");
+        assert_eq!(host.closed.get(), routed.is_empty(), "{hello}");
+        filter.on_downstream_close(&host);
+        let canonical = hello.trim_end_matches('.');
+        assert!(
+            host.entries.borrow()[0].contains(&format!("\"destination\":\"{canonical}\"")),
+            "{:?}",
+            host.entries.borrow()
+        );
+    }
+}
+
+#[test]
+fn a_client_hello_larger_than_the_gateway_reads_is_refused_as_too_large() {
+    let padding: Vec<u8> = {
+        let names: Vec<u8> = (0..327)
+            .flat_map(|_| std::iter::once(199u8).chain([b'x'; 199]))
+            .collect();
+        let mut data = (names.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&names);
+        data
+    };
+    let host = FakeHost::default();
+    *host.downstream.borrow_mut() = crate::core::tls::client_hello_records(
+        Some("api.ibm.com"),
+        &[(16, padding), (21, vec![0; 400])],
+        16 * 1024,
+    );
+    let mut filter = ConnectionFilter::new(Some(api_ibm_com_only()));
+    filter.on_new_connection(&host);
+    let first_bytes = host.downstream.borrow().len();
+    assert_eq!(
+        filter.on_downstream_data(&host, first_bytes, false),
+        Flow::Stop
+    );
+    assert!(host.closed.get());
+    assert!(
+        host.entries.borrow()[0].contains("the caller's ClientHello is larger than 64 KiB"),
+        "{:?}",
+        host.entries.borrow()
     );
 }

@@ -24,6 +24,10 @@ use crate::telemetry::metrics;
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
 /// `%FILTER_STATE(wasm.egress_policy_log:PLAIN)%`.
 const LOG_PROPERTY: &str = "egress_policy_log";
+/// The allowed connection's destination, filter state `wasm.egress_policy_destination`: the
+/// bundled gateway's `set_filter_state` makes it `tcp_proxy`'s cluster
+/// (`envoy.tcp_proxy.cluster`), so Envoy routes on the name the policy decided on.
+const DESTINATION_PROPERTY: &str = "egress_policy_destination";
 
 /// The root id (Istio: the WasmPlugin's `pluginName`) under which the module runs as a network
 /// filter, deciding connections; under any other it is the HTTP filter. The SDK asks the root
@@ -263,6 +267,10 @@ impl ConnectionHost for WasmHost {
 
     fn close_downstream(&self) -> bool {
         abi::close_stream(abi::STREAM_DOWNSTREAM)
+    }
+
+    fn route_to(&self, destination: &str) -> bool {
+        abi::set_property(&[DESTINATION_PROPERTY], destination.as_bytes())
     }
 }
 

@@ -64,7 +64,7 @@ pub enum Opening {
     #[default]
     Unseen,
     /// The caller's first bytes: a whole ClientHello, or all that came before the connection
-    /// ended or the gateway stopped reading ([`crate::core::tls::MAX_CLIENT_HELLO_BYTES`]).
+    /// ended or the gateway stopped reading ([`crate::core::tls::MAX_FIRST_BYTES`]).
     FirstBytes(Vec<u8>),
     /// The TLS handshake with the gateway failed.
     HandshakeFailed,
@@ -157,6 +157,8 @@ pub struct Response {
     pub sent_bytes: Option<i64>,
     /// `connection.event`: `open` for a connection refused when it opened, `close` at its end.
     pub event: Option<&'static str>,
+    /// `connection.relayed`: an upstream connection was made (connections only).
+    pub relayed: Option<bool>,
 }
 
 impl Request {
@@ -399,17 +401,24 @@ pub enum Rejection {
     /// The caller's first bytes are not one well-formed TLS ClientHello: the gateway relays only
     /// TLS whose server name it has read.
     NotClientHello,
+    /// The caller's ClientHello is larger than the gateway reads
+    /// ([`crate::core::tls::MAX_CLIENT_HELLO_BYTES`]).
+    ClientHelloTooLarge,
     /// The caller's ClientHello names no server, or another one than the connection's SNI, which
     /// decided and routed it: the destination would serve the name the policy did not see.
     ServerNameMismatch,
     /// The caller's ClientHello hides the server it wants (Encrypted Client Hello): the SNI is
     /// only a front for it.
     HiddenServerName,
+    /// Envoy closed the connection before the policy filter ran (its TLS inspector could not
+    /// read the ClientHello it needs for the sidecar leg's SNI). Written by the gateway's Envoy
+    /// configuration (`envoy/gateway.yaml`), not by the filter, which never saw the connection.
+    ClientHelloUnreadable,
 }
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Rejection; 23] = [
+    pub const ALL: [Rejection; 25] = [
         Self::UnusableHost,
         Self::NotOriginForm,
         Self::ControlOrNonAscii,
@@ -431,8 +440,10 @@ impl Rejection {
         Self::HandshakeFailed,
         Self::ClosedBeforeClientHello,
         Self::NotClientHello,
+        Self::ClientHelloTooLarge,
         Self::ServerNameMismatch,
         Self::HiddenServerName,
+        Self::ClientHelloUnreadable,
     ];
 
     /// For response code details and metrics: no spaces.
@@ -459,8 +470,10 @@ impl Rejection {
             Self::HandshakeFailed => "tls_handshake_failed",
             Self::ClosedBeforeClientHello => "closed_before_client_hello",
             Self::NotClientHello => "not_client_hello",
+            Self::ClientHelloTooLarge => "client_hello_too_large",
             Self::ServerNameMismatch => "sni_mismatch",
             Self::HiddenServerName => "hidden_sni",
+            Self::ClientHelloUnreadable => "client_hello_unreadable",
         }
     }
 
@@ -494,11 +507,15 @@ impl Rejection {
             Self::NotClientHello => {
                 "the caller's first bytes are not one well-formed TLS ClientHello"
             }
+            Self::ClientHelloTooLarge => "the caller's ClientHello is larger than 64 KiB",
             Self::ServerNameMismatch => {
                 "the caller's ClientHello names no server or another one than the connection's SNI"
             }
             Self::HiddenServerName => {
                 "the caller's ClientHello hides its server name (Encrypted Client Hello)"
+            }
+            Self::ClientHelloUnreadable => {
+                "Envoy's TLS inspector closed the connection before the policy filter saw it: its ClientHello was over 16 KiB, not TLS, or late"
             }
         }
     }

@@ -12,10 +12,16 @@
 //! ClientHello that two servers could read differently (two `server_name` entries, a repeated
 //! extension, lengths that do not add up) is malformed, not guessed at.
 
-/// How much of a connection's first bytes may be read to find a whole ClientHello: a
-/// ClientHello is one handshake message, normally in one record of at most 16 KiB; post-quantum
-/// key shares keep it far below this.
-pub const MAX_CLIENT_HELLO_BYTES: usize = 32 * 1024;
+/// The largest ClientHello handshake message the gateway reads (README: HTTPS egress). Most are
+/// under 2 KiB; post-quantum key shares, many session tickets or long ALPN lists make them larger
+/// than one 16 KiB record, so the message may span several records. 64 KiB is what Go's TLS
+/// server accepts; a larger one is refused (`client_hello_too_large`), never relayed unread.
+pub const MAX_CLIENT_HELLO_BYTES: usize = 64 * 1024;
+
+/// How many of a connection's first bytes the gateway reads to find a whole ClientHello: the
+/// message and the headers of the records it spans (at most 16 KiB each, plus slack for the
+/// 256 bytes a record may exceed it by).
+pub const MAX_FIRST_BYTES: usize = MAX_CLIENT_HELLO_BYTES + 1024;
 
 const RECORD_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -43,6 +49,8 @@ pub enum Scan {
     Incomplete,
     /// Not a TLS ClientHello, or one that cannot be read one way only.
     Malformed(&'static str),
+    /// A ClientHello larger than [`MAX_CLIENT_HELLO_BYTES`].
+    TooLarge,
 }
 
 /// Reads the ClientHello at the start of `bytes`; bytes after it are ignored.
@@ -53,9 +61,12 @@ pub fn scan(bytes: &[u8]) -> Scan {
             Err(why) => Scan::Malformed(why),
         },
         Ok(None) => Scan::Incomplete,
+        Err(TOO_LARGE) => Scan::TooLarge,
         Err(why) => Scan::Malformed(why),
     }
 }
+
+const TOO_LARGE: &str = "the ClientHello is larger than the gateway reads";
 
 /// The ClientHello handshake message's body, joined from as many handshake records as it
 /// spans; `None` while it is incomplete.
@@ -88,8 +99,8 @@ fn reassemble(bytes: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
             return Err("the first handshake message is not a ClientHello");
         }
         let whole = (usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c)) + 4;
-        if whole > MAX_CLIENT_HELLO_BYTES {
-            return Err("the ClientHello is larger than the gateway reads");
+        if whole > MAX_CLIENT_HELLO_BYTES + 4 {
+            return Err(TOO_LARGE);
         }
         if handshake.len() > whole {
             return Err("the ClientHello's records carry more than the ClientHello");
@@ -287,6 +298,31 @@ mod tests {
     fn a_client_hello_split_over_records_is_joined() {
         let bytes = client_hello_records(Some("mongo1.composedb.com"), &[], 7);
         assert_eq!(scan(&bytes), Scan::Hello(hello("mongo1.composedb.com")));
+    }
+
+    #[test]
+    fn a_client_hello_of_up_to_64_kib_over_several_records_is_read_and_a_larger_one_refused() {
+        // An ALPN list pads the hello: about 20 KiB (two records), then just over the limit.
+        let padding = |bytes: usize| -> Vec<u8> {
+            let names: Vec<u8> = (0..bytes / 200)
+                .flat_map(|_| std::iter::once(199u8).chain([b'x'; 199]))
+                .collect();
+            let mut data = (names.len() as u16).to_be_bytes().to_vec();
+            data.extend_from_slice(&names);
+            data
+        };
+        let large = client_hello_records(Some("api.ibm.com"), &[(16, padding(20_000))], 16 * 1024);
+        assert!(large.len() > 16 * 1024 + 5);
+        assert_eq!(scan(&large), Scan::Hello(hello("api.ibm.com")));
+        let too_large = client_hello_records(
+            Some("api.ibm.com"),
+            &[(16, padding(65_400)), (21, vec![0; 400])],
+            16 * 1024,
+        );
+        assert!(too_large.len() <= MAX_FIRST_BYTES, "{}", too_large.len());
+        assert_eq!(scan(&too_large), Scan::TooLarge);
+        // Known as soon as the first record is in: no need to buffer it all.
+        assert_eq!(scan(&too_large[..16 * 1024 + 5]), Scan::TooLarge);
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl LogTemplate {
                     None => out.push_str("null"),
                 }
             }
+            // Every connection's line says whether anything went out, whatever the configured
+            // fields: `allow` with nothing relayed must read as such.
+            if let Some(relayed) = response.relayed {
+                out.push_str(if relayed {
+                    ",\"relayed\":true"
+                } else {
+                    ",\"relayed\":false"
+                });
+            }
             if let Some((key, value)) = extra {
                 out.push_str(",\"");
                 out.push_str(key);

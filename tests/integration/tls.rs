@@ -219,3 +219,150 @@ fn passthrough_relays_an_allowed_connection_untouched() {
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0]["receivedBytes"], report["sent"]);
 }
+
+/// api.ibm.com for anyone, everything else refused; every connection logged with what decided.
+const API_IBM_COM_ONLY: &str = r#"{"log": {"instance": "c", "fields": {
+        "destination": "connection.requested_server_name | \"\"", "decision": "policy.decision",
+        "deniedBy": "policy.deniedBy | \"\"", "event": "connection.event | \"\""}},
+    "lists": {"api": {"value": "connection.requested_server_name", "entries": ["api.ibm.com"]}},
+    "rules": [{"name": "tls", "log": "info", "check": ["api"], "match": "context.protocol == \"tcp\""}]}"#;
+
+/// The ClientHellos of post-quantum key shares and long ticket lists are larger than one TLS
+/// record: up to 64 KiB they are read whole and decided, on both listeners; a larger one, and an
+/// outer ClientHello Envoy's TLS inspector cannot read, is refused with a policy line and a
+/// metric, never closed unseen.
+#[test]
+fn client_hellos_over_16_kib_are_decided_and_every_refusal_leaves_a_policy_line() {
+    let gateway = Gateway::with_config("large-hello", API_IBM_COM_ONLY);
+    let padded = ["--hello-padding", "20000", "--request", HTTP_GET];
+    let sidecar_api = gateway.tls_client(Some("app-a"), "api.ibm.com", &padded);
+    assert_eq!(sidecar_api["status"], 200, "{sidecar_api}");
+    assert!(
+        sidecar_api["sent"].as_u64().unwrap() > 20_000,
+        "{sidecar_api}"
+    );
+    let sidecar_www = gateway.tls_client(Some("app-a"), "www.ibm.com", &padded);
+    assert!(refused(&sidecar_www), "{sidecar_www}");
+    let passthrough_api = gateway.tls_client(None, "api.ibm.com", &padded);
+    assert_eq!(passthrough_api["status"], 200, "{passthrough_api}");
+    let passthrough_www = gateway.tls_client(None, "www.ibm.com", &padded);
+    assert!(refused(&passthrough_www), "{passthrough_www}");
+    // Over 64 KiB (an ALPN list near its 64 KiB maximum, and the rest of the hello).
+    let too_large = gateway.tls_client(
+        None,
+        "api.ibm.com",
+        &["--hello-padding", "65400", "--request", HTTP_GET],
+    );
+    assert!(refused(&too_large), "{too_large}");
+    // The sidecar's own ClientHello over 16 KiB: Envoy's TLS inspector resets it.
+    let outer = gateway.tls_client(
+        Some("app-a"),
+        "api.ibm.com",
+        &["--outer-hello-padding", "20000", "--request", HTTP_GET],
+    );
+    assert!(outer["outer"] != "ok", "{outer}");
+    // The last never became a connection in Envoy's counts: five connections.
+    gateway.settle_connections(5);
+
+    let seen: Vec<String> = reached(&gateway, None)
+        .iter()
+        .map(|c| c["sni"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    assert_eq!(seen, ["api.ibm.com", "api.ibm.com"]);
+    let entries = gateway.log_entries_without_time();
+    assert_eq!(entries.len(), 6, "one line per connection: {entries:#?}");
+    let decided: Vec<(String, String, bool)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["destination"].as_str().unwrap_or("").to_owned(),
+                e["deniedBy"].as_str().unwrap().to_owned(),
+                e["relayed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let line = |destination: &str, denied_by: &str, relayed: bool| {
+        (destination.to_owned(), denied_by.to_owned(), relayed)
+    };
+    let not_listed = "egress_policy_denied:rule=tls,list=api";
+    for expected in [
+        line("api.ibm.com", "", true),
+        line("www.ibm.com", not_listed, false),
+        line("api.ibm.com", "", true),
+        line("www.ibm.com", not_listed, false),
+        line("", "egress_policy_rejected:client_hello_too_large", false),
+        line("", "egress_policy_rejected:client_hello_unreadable", false),
+    ] {
+        assert!(decided.contains(&expected), "{expected:?} in {decided:#?}");
+    }
+    let unreadable = entries
+        .iter()
+        .find(|e| e["deniedBy"] == "egress_policy_rejected:client_hello_unreadable")
+        .unwrap();
+    assert_eq!(unreadable["level"], "error");
+    assert_eq!(unreadable["decision"], "reject");
+    assert_eq!(
+        unreadable["rejected"],
+        "Envoy's TLS inspector closed the connection before the policy filter saw it: its ClientHello was over 16 KiB, not TLS, or late"
+    );
+    // Counted: the filter's refusals in its own metric, the inspector's in Envoy's.
+    assert_eq!(
+        gateway.counter_sum(";.;connections", &["decision=.=reject;.;"]),
+        1
+    );
+    assert_eq!(gateway.counter("tls_inspector.client_hello_too_large"), 1);
+}
+
+/// The gateway relays a connection to the name the policy decided on, or says that nothing went
+/// out: a trailing dot or upper case reaches the canonical destination, and a name the policy
+/// allows but no cluster serves is logged `allow` with `"relayed":false`, never as if relayed.
+#[test]
+fn connections_go_where_they_were_decided_and_the_line_says_whether_they_went() {
+    let everything = r#"{"log": {"instance": "c", "fields": {
+            "destination": "connection.requested_server_name | \"\"",
+            "decision": "policy.decision", "upstream": "connection.relayed"}},
+        "rules": [{"name": "all-tls", "log": "info", "match": "context.protocol == \"tcp\""}]}"#;
+    let gateway = Gateway::with_config("canonical-sni", everything);
+    for sni in ["api.ibm.com.", "API.IBM.COM", "xn--pple-43d.ibm.com"] {
+        gateway.tls_client(None, sni, &["--request", HTTP_GET]);
+    }
+    gateway.tls_client(
+        Some("app-a"),
+        "api.ibm.com.",
+        &["--inner-sni", "api.ibm.com.", "--request", HTTP_GET],
+    );
+    gateway.settle_connections(4);
+    assert_eq!(
+        reached(&gateway, None).len(),
+        3,
+        "{:?}",
+        reached(&gateway, None)
+    );
+    let entries = gateway.log_entries_without_time();
+    let lines: Vec<(String, String, bool, bool)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["destination"].as_str().unwrap().to_owned(),
+                e["decision"].as_str().unwrap().to_owned(),
+                e["relayed"].as_bool().unwrap(),
+                e["upstream"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let api = ("api.ibm.com".to_owned(), "allow".to_owned(), true, true);
+    assert_eq!(
+        lines,
+        [
+            api.clone(),
+            api.clone(),
+            (
+                "xn--pple-43d.ibm.com".to_owned(),
+                "allow".to_owned(),
+                false,
+                false
+            ),
+            api,
+        ]
+    );
+}

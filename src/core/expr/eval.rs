@@ -91,6 +91,7 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
         Attr::ConnectionSentBytes => ended(None, |r| r.sent_bytes),
         Attr::ConnectionDuration => ended(Some(Protocol::Tcp), |r| r.duration_ms),
         Attr::ConnectionEvent => env.response.and_then(|r| r.event).map(Value::Str),
+        Attr::ConnectionRelayed => env.response.and_then(|r| r.relayed).map(Value::Bool),
         Attr::ResponseCode => ended(None, |r| r.code),
         Attr::ResponseSize => ended(None, |r| r.size),
         Attr::ResponseDuration => ended(Some(Protocol::Http), |r| r.duration_ms),

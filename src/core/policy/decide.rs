@@ -40,9 +40,28 @@ impl Policy {
         request.protocol = Protocol::Tcp;
         request.time_micros = facts.time_micros;
         request.mtls = facts.mtls;
-        request.requested_server_name = facts
+        // The caller's first bytes are read once, for the SNI and for what they may not be.
+        let scanned = match &facts.opening {
+            Opening::FirstBytes(bytes) => Some(tls::scan(bytes)),
+            _ => None,
+        };
+        request.requested_server_name = match facts
             .property(Attr::ConnectionRequestedServerName)
-            .and_then(|sni| canonical_host(&lossy(sni)));
+            .filter(|sni| !sni.is_empty())
+        {
+            Some(sni) => canonical_host(&lossy(sni)),
+            // No TLS between the caller and the gateway (passthrough): the SNI is the one its
+            // ClientHello names, read by this filter, not by a listener filter that closes what
+            // it cannot read before any policy sees it (README: HTTPS egress).
+            None if facts.mtls != Some(true) => match &scanned {
+                Some(Scan::Hello(hello)) => hello
+                    .server_name
+                    .as_deref()
+                    .and_then(|name| canonical_host(&lossy(name))),
+                _ => None,
+            },
+            None => None,
+        };
         request.destination_port = facts.property(Attr::DestinationPort).and_then(int_property);
         request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
         request.source.ip = facts
@@ -56,7 +75,11 @@ impl Policy {
         ) {
             self.read_identity(facts, &mut request);
         }
-        let rejected = opening_problem(&facts.opening, request.requested_server_name.as_deref());
+        let rejected = opening_problem(
+            &facts.opening,
+            scanned,
+            request.requested_server_name.as_deref(),
+        );
         (request, rejected)
     }
 
@@ -228,18 +251,28 @@ impl Policy {
 /// Why a connection cannot be decided on its SNI `sni`, given how it began: the ClientHello the
 /// gateway will relay must name the server the policy decides on and routes to, and nothing else
 /// (README: HTTPS egress).
-fn opening_problem(opening: &Opening, sni: Option<&str>) -> Option<Rejection> {
-    let first_bytes = match opening {
+fn opening_problem(
+    opening: &Opening,
+    scanned: Option<Scan>,
+    sni: Option<&str>,
+) -> Option<Rejection> {
+    match opening {
         Opening::HandshakeFailed => return Some(Rejection::HandshakeFailed),
         Opening::ClosedEarly => return Some(Rejection::ClosedBeforeClientHello),
-        Opening::Unseen => None,
-        Opening::FirstBytes(bytes) => Some(bytes),
-    };
+        Opening::Unseen | Opening::FirstBytes(_) => {}
+    }
     let Some(sni) = sni else {
-        return Some(Rejection::MissingServerName);
+        // Without an SNI, say first what kept the gateway from reading one.
+        return Some(match scanned {
+            Some(Scan::TooLarge) => Rejection::ClientHelloTooLarge,
+            Some(Scan::Incomplete | Scan::Malformed(_)) => Rejection::NotClientHello,
+            Some(Scan::Hello(hello)) if hello.hides_server_name => Rejection::HiddenServerName,
+            _ => Rejection::MissingServerName,
+        });
     };
-    let hello = match tls::scan(first_bytes?) {
+    let hello = match scanned? {
         Scan::Hello(hello) => hello,
+        Scan::TooLarge => return Some(Rejection::ClientHelloTooLarge),
         Scan::Incomplete | Scan::Malformed(_) => return Some(Rejection::NotClientHello),
     };
     if hello.hides_server_name {

@@ -80,6 +80,7 @@ fn check_decision_table(file: &str, at_least: usize) {
             event: end["event"]
                 .as_str()
                 .and_then(|e| ["open", "close"].into_iter().find(|k| *k == e)),
+            relayed: end["relayed"].as_bool(),
         };
         let rendered = render(&policy, &decision, &request, &response);
         let mut entries: Vec<Value> = rendered
