@@ -23,7 +23,7 @@ fuzz_target!(|raw: &[u8]| {
     );
     assert!(!path.chars().any(is_lookalike_delimiter), "{text:?}");
     assert!(!path.chars().any(char::is_control), "{text:?}");
-    assert!(!path.contains(['\\', ';', '#']), "{text:?}");
+    assert!(!path.contains(['\\', ';', '#', '?']), "{text:?}");
     if let Some(start) = canonical.query_start {
         let query_at = raw.iter().position(|&b| b == b'?').unwrap();
         assert_eq!(&text.as_bytes()[start..], &raw[query_at..]);
