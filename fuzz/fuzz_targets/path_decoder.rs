@@ -18,7 +18,9 @@ fuzz_target!(|raw: &[u8]| {
     };
     assert!(path.starts_with('/'), "{text:?}");
     assert!(
-        !path.split('/').any(|segment| segment == "." || segment == ".."),
+        !path
+            .split('/')
+            .any(|segment| segment == "." || segment == ".."),
         "{text:?}"
     );
     assert!(!path.chars().any(is_lookalike_delimiter), "{text:?}");
