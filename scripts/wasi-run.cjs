@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-warnings
 // Cargo runner for wasm32-wasip1: runs a test binary under Node's WASI with the repository
 // pre-opened at its own path, so the core's unit tests run compiled to wasm, as in Envoy.
 'use strict';

@@ -10,14 +10,15 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::adapter::{ConnectionHost, Host, HttpHost, NoSharedData, RootHost, StreamHost};
-use crate::core::attributes::{self, Attr, Source};
+use crate::core::attributes::{self, Source};
 use crate::core::headers::HeaderMap;
 use crate::core::policy::LocalReply;
 use crate::core::policy::provider::Provider;
-use crate::core::request::{Opening, Protocol, Request, RequestFacts};
+use crate::core::request::Opening;
 
-/// The time every fake request arrives: the source documents' log line's.
-pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
+pub use crate::core::cases::{
+    FAKE_NOW_MICROS, facts_from_case, json_strings, request_from_json, request_with_path,
+};
 
 /// A local reply as the fake proxy saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,112 +196,6 @@ impl FakeHost {
     }
 }
 
-/// The raw facts of a request described as JSON, as in the table files (a connection with
-/// `"protocol": "tcp"`, `sni` and `port`): `host`, `path`,
-/// `method` (default GET), `headers` (an object, or `[name, value]` pairs), `body` (bool), `principal` (the peer
-/// certificate's URI SANs, comma-joined), or `namespace` + `serviceAccount` (a certificate for
-/// `ns/NS/sa/SA` in `cluster.local`), `labels` (Istio peer metadata). Missing keys stay absent.
-pub fn facts_from_case(case: &Value) -> RequestFacts {
-    let text = |key: &str| case.get(key).and_then(Value::as_str);
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(host) = text("host") {
-        headers.push((":authority".into(), host.into()));
-    }
-    headers.push((":path".into(), text("path").unwrap_or("").into()));
-    headers.push((":method".into(), text("method").unwrap_or("GET").into()));
-    headers.push((":scheme".into(), "http".into()));
-    // An object, or an array of [name, value] pairs where a name may repeat.
-    let extra: Vec<(&str, &str)> = match case.get("headers") {
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str().unwrap_or_default()))
-            .collect(),
-        Some(Value::Array(pairs)) => pairs
-            .iter()
-            .filter_map(|pair| Some((pair.get(0)?.as_str()?, pair.get(1)?.as_str()?)))
-            .collect(),
-        _ => Vec::new(),
-    };
-    for (name, value) in extra {
-        headers.push((name.to_ascii_lowercase(), value.into()));
-    }
-    let principal = text("principal").map(str::to_owned).or_else(|| {
-        text("namespace").map(|ns| {
-            format!(
-                "spiffe://cluster.local/ns/{ns}/sa/{}",
-                text("serviceAccount").unwrap_or("default")
-            )
-        })
-    });
-    let peer_labels = case
-        .get("labels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().unwrap_or_default().as_bytes().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // A connection (`"protocol": "tcp"`): no headers; `sni` and `port` are what the network
-    // filter reads.
-    let tcp = text("protocol") == Some("tcp");
-    let mut properties = Vec::new();
-    if let Some(sni) = text("sni") {
-        properties.push((Attr::ConnectionRequestedServerName, sni.as_bytes().to_vec()));
-    }
-    if let Some(port) = case.get("port").and_then(Value::as_i64) {
-        properties.push((Attr::DestinationPort, port.to_le_bytes().to_vec()));
-    }
-    RequestFacts {
-        protocol: if tcp { Protocol::Tcp } else { Protocol::Http },
-        headers: if tcp {
-            HeaderMap::default()
-        } else {
-            HeaderMap::from_pairs(&headers)
-        },
-        has_body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
-        mtls: Some(principal.is_some()),
-        peer_uri_sans: principal.map(String::into_bytes),
-        peer_labels,
-        properties,
-        time_micros: Some(FAKE_NOW_MICROS),
-        opening: opening_from_case(case.get("opening")),
-    }
-}
-
-/// How a connection of a table case began: absent (not looked at, as in `explain`),
-/// `"handshake_failed"`, `"closed_early"`, `{"clientHello": SNI or null, "hidesServerName":
-/// bool}` (a ClientHello built here), or `{"bytes": TEXT}` (raw first bytes).
-fn opening_from_case(opening: Option<&Value>) -> Opening {
-    let Some(opening) = opening else {
-        return Opening::Unseen;
-    };
-    match opening.as_str() {
-        Some("handshake_failed") => return Opening::HandshakeFailed,
-        Some("closed_early") => return Opening::ClosedEarly,
-        _ => {}
-    }
-    if let Some(text) = opening.get("bytes").and_then(Value::as_str) {
-        return Opening::FirstBytes(text.as_bytes().to_vec());
-    }
-    let sni = opening.get("clientHello").and_then(Value::as_str);
-    let mut extra = Vec::new();
-    if opening.get("hidesServerName").and_then(Value::as_bool) == Some(true) {
-        extra.push((0xfe0d, vec![0; 32]));
-    }
-    Opening::FirstBytes(crate::core::tls::client_hello_records(
-        sni,
-        &extra,
-        16 * 1024,
-    ))
-}
-
 impl Host for FakeHost {
     fn now_micros(&self) -> Option<i64> {
         Some(self.now.get())
@@ -423,53 +318,4 @@ impl RootHost for FakeHost {
             .insert(key.to_owned(), (value.to_vec(), version));
         Ok(true)
     }
-}
-
-/// Builds a canonical request from `{"host", "path", "method", "namespace", "serviceAccount",
-/// "labels", "headers"}` for the core's own tests; missing keys stay absent.
-pub fn request_from_json(value: &Value) -> Request {
-    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
-    let pairs = |key: &str| -> Vec<(String, String)> {
-        value
-            .get(key)
-            .and_then(Value::as_object)
-            .map(|map| {
-                map.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut request = Request::default();
-    request.method = text("method");
-    request.headers = pairs("headers");
-    if let Some(path) = text("path") {
-        let _ = request.set_path(path.as_bytes());
-    }
-    if let Some(host) = text("host") {
-        request.set_host(&host);
-    }
-    request.source.namespace = text("namespace");
-    request.source.service_account = text("serviceAccount");
-    request.source.labels = pairs("labels");
-    request.source.ip = text("ip");
-    request.reporter_uid = text("reporterUid");
-    request.requested_server_name = text("sni");
-    if value.get("protocol").and_then(Value::as_str) == Some("tcp") {
-        request.protocol = crate::core::request::Protocol::Tcp;
-    }
-    request
-}
-
-/// A canonical request for `path` (raw, decoded as the filter would).
-pub fn request_with_path(path: &str) -> Request {
-    let mut request = Request::default();
-    let _ = request.set_path(path.as_bytes());
-    request
-}
-
-/// The strings of a JSON array in a table file (`errors`, `args`); `None` when it is something
-/// else.
-pub fn json_strings(value: &Value) -> Option<Vec<&str>> {
-    value.as_array()?.iter().map(Value::as_str).collect()
 }

@@ -3,7 +3,7 @@
 //! different hello.
 #![no_main]
 
-use egress_policy::core::tls::{Scan, scan};
+use egress_policy_core::tls::{Scan, scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

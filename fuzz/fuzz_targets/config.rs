@@ -2,9 +2,9 @@
 //! wrong; a configuration that loads decides a request.
 #![no_main]
 
-use egress_policy::core::policy::Policy;
-use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::RequestFacts;
+use egress_policy_core::policy::Policy;
+use egress_policy_core::policy::provider::RemoteLists;
+use egress_policy_core::request::RequestFacts;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

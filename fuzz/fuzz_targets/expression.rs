@@ -2,8 +2,8 @@
 //! must evaluate against a request with nothing known, without failing.
 #![no_main]
 
-use egress_policy::core::expr::{Env, Use, compile_value};
-use egress_policy::core::request::Request;
+use egress_policy_core::expr::{Env, Use, compile_value};
+use egress_policy_core::request::Request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|source: &str| {

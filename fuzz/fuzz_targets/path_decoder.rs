@@ -3,8 +3,8 @@
 //! control character in the decoded path, and the query kept as received.
 #![no_main]
 
-use egress_policy::core::lookalikes::is_lookalike_delimiter;
-use egress_policy::core::request::canonical_path;
+use egress_policy_core::lookalikes::is_lookalike_delimiter;
+use egress_policy_core::request::canonical_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|raw: &[u8]| {

@@ -5,10 +5,10 @@
 
 use std::sync::OnceLock;
 
-use egress_policy::core::headers::HeaderMap;
-use egress_policy::core::policy::Policy;
-use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::RequestFacts;
+use egress_policy_core::headers::HeaderMap;
+use egress_policy_core::policy::Policy;
+use egress_policy_core::policy::provider::RemoteLists;
+use egress_policy_core::request::RequestFacts;
 use libfuzzer_sys::fuzz_target;
 
 fn policy() -> &'static Policy {

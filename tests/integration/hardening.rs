@@ -127,7 +127,7 @@ fn get_bodies_reach_only_the_hosts_the_configuration_allows() {
     assert_eq!(received[0]["body"], query);
 }
 
-/// Every look-alike of a delimiter in `src/core/lookalikes.tsv` (Unicode compatibility forms and
+/// Every look-alike of a delimiter in `crates/egress-policy-core/src/lookalikes.tsv` (Unicode compatibility forms and
 /// Windows best-fit mappings of `/`, `\\`, `.`, `%`, `;`, `?`, `#`, `:`), percent-encoded behind
 /// an allowed prefix, over HTTP/1.1 and HTTP/2: refused with 400 and an `error` entry naming
 /// why, never let through as `/sport/...` to an origin that would normalise it into
@@ -135,7 +135,9 @@ fn get_bodies_reach_only_the_hosts_the_configuration_allows() {
 #[test]
 fn lookalike_delimiters_behind_an_allowed_prefix_are_refused_over_http1_and_http2() {
     let gateway = Gateway::start(&repo().join("tests/data/configs/path-prefixes.json"));
-    let table = std::fs::read_to_string(repo().join("src/core/lookalikes.tsv")).unwrap();
+    let table =
+        std::fs::read_to_string(repo().join("crates/egress-policy-core/src/lookalikes.tsv"))
+            .unwrap();
     let paths: Vec<String> = table
         .lines()
         .filter(|line| line.starts_with("U+"))

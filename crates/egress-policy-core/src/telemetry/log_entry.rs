@@ -6,10 +6,10 @@
 
 use std::fmt::Write;
 
-use crate::core::decision::Decision;
-use crate::core::expr::{Env, Value};
-use crate::core::policy::Policy;
-use crate::core::request::{Request, Response};
+use crate::decision::Decision;
+use crate::expr::{Env, Value};
+use crate::policy::Policy;
+use crate::request::{Request, Response};
 use crate::telemetry::time::push_rfc3339_micros;
 
 /// Whether the request has any entry to write; lets the adapter skip reading the response.
@@ -251,7 +251,7 @@ fn needs_attention(x: u64) -> bool {
 }
 
 /// Writes an integer in decimal without the formatting machinery (a response code, a size).
-pub(crate) fn push_int(out: &mut String, value: i64) {
+pub fn push_int(out: &mut String, value: i64) {
     let mut digits = [0u8; 20];
     let mut n = value.unsigned_abs();
     let mut start = digits.len();

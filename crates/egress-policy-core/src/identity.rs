@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(id.namespace, "default");
         assert_eq!(id.service_account, "sleep");
         assert_eq!(id.principal, "spiffe://cluster.local/ns/default/sa/sleep");
-        let mut source = crate::core::request::Source::default();
+        let mut source = crate::request::Source::default();
         source.set_identity(&id);
         assert_eq!(source.user(), Some("cluster.local/ns/default/sa/sleep"));
     }

@@ -8,11 +8,11 @@ pub mod matchers;
 pub mod provider;
 pub mod route;
 
-use crate::core::config::{EntryType, LogLevel, OnError, PluginConfig};
-use crate::core::decision::{Decision, DenyReason, ListFailure};
-use crate::core::error::ConfigErrors;
-use crate::core::expr::{Env, Expr, Needs, Value};
-use crate::core::request::{Protocol, Rejection, Request};
+use crate::config::{EntryType, LogLevel, OnError, PluginConfig};
+use crate::decision::{Decision, DenyReason, ListFailure};
+use crate::error::ConfigErrors;
+use crate::expr::{Env, Expr, Needs, Value};
+use crate::request::{Protocol, Rejection, Request};
 use list::EntryIndex;
 use provider::{Provider, RemoteLists};
 use route::RouteTable;

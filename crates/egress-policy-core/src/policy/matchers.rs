@@ -9,7 +9,7 @@
 //!   ignored: `/sport` and `/sport/` are the same prefix and match `/sport`, `/sport/` and
 //!   `/sport/football`, never `/sports`. `/` matches every path.
 
-use crate::core::hash::{FastMap, FastSet};
+use crate::hash::{FastMap, FastSet};
 use std::cmp::Ordering;
 use std::fmt;
 

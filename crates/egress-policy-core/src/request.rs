@@ -6,9 +6,9 @@
 //! or the request is refused. Other bytes that are not UTF-8 are replaced (`U+FFFD`) by [`lossy`]
 //! so that no list entry or literal can match them by accident and nothing panics.
 
-use crate::core::attributes::Attr;
-use crate::core::headers::HeaderMap;
-use crate::core::lookalikes::is_lookalike_delimiter;
+use crate::attributes::Attr;
+use crate::headers::HeaderMap;
+use crate::lookalikes::is_lookalike_delimiter;
 
 /// What is being decided: an HTTP request (the HTTP filter) or a TCP connection, TLS as far as
 /// its SNI (the network filter). `context.protocol`.
@@ -29,7 +29,7 @@ impl Protocol {
 }
 
 /// What the proxy knows about one request, as raw bytes: nothing here is decoded or trusted yet.
-/// [`crate::core::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
+/// [`crate::policy::Policy::decide`] turns it into a canonical [`Request`], or refuses it. The
 /// filter fills it from host calls, the CLI's `explain` from its arguments, so both decide the
 /// same request the same way.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +47,7 @@ pub struct RequestFacts {
     /// Istio peer metadata of the caller, by label key: used only for mTLS callers.
     pub peer_labels: Vec<(String, Vec<u8>)>,
     /// The attributes whose source is a property or peer metadata (see
-    /// [`crate::core::attributes::Source`]), as the proxy gave them: `source.ip` is the downstream
+    /// [`crate::attributes::Source`]), as the proxy gave them: `source.ip` is the downstream
     /// address with or without port (`10.1.2.3:5555`, `[::1]:80`).
     pub properties: Vec<(Attr, Vec<u8>)>,
     /// When the request arrived, in microseconds since the Unix epoch.
@@ -64,7 +64,7 @@ pub enum Opening {
     #[default]
     Unseen,
     /// The caller's first bytes: a whole ClientHello, or all that came before the connection
-    /// ended or the gateway stopped reading ([`crate::core::tls::MAX_FIRST_BYTES`]).
+    /// ended or the gateway stopped reading ([`crate::tls::MAX_FIRST_BYTES`]).
     FirstBytes(Vec<u8>),
     /// The TLS handshake with the gateway failed.
     HandshakeFailed,
@@ -88,7 +88,7 @@ pub fn int_property(bytes: &[u8]) -> Option<i64> {
 }
 
 /// Request and source attributes available to decisions and log entries, canonical: built by
-/// [`crate::core::policy::Policy::decide`] from [`RequestFacts`].
+/// [`crate::policy::Policy::decide`] from [`RequestFacts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// `context.protocol`.
@@ -121,7 +121,7 @@ pub struct Request {
     /// When the request arrived, in microseconds since the Unix epoch (the log entry's `time`).
     pub time_micros: Option<i64>,
     /// Why a presented identity was not accepted (logged), if it was not.
-    pub identity_error: Option<crate::core::identity::IdentityError>,
+    pub identity_error: Option<crate::identity::IdentityError>,
 }
 
 /// Identity of the caller. Filled only from trusted sources (see the README's Security section).
@@ -210,7 +210,7 @@ impl Request {
 
 impl Source {
     /// Fills the identity attributes from a verified identity.
-    pub fn set_identity(&mut self, identity: &crate::core::identity::Identity<'_>) {
+    pub fn set_identity(&mut self, identity: &crate::identity::Identity<'_>) {
         self.principal = Some(identity.principal.to_owned());
         self.namespace = Some(identity.namespace.to_owned());
         self.service_account = Some(identity.service_account.to_owned());
@@ -383,7 +383,7 @@ pub enum Rejection {
     /// A character that is not a delimiter but that a server normalising Unicode (NFKC) or
     /// converting to a Windows code page (best fit) reads as one: `／` (U+FF0F) as `/`, `．`
     /// (U+FF0E) as `.`, `∕` (U+2215) as `/`, `∖` (U+2216) as `\`; the table is
-    /// `src/core/lookalikes.tsv`.
+    /// `crates/egress-policy-core/src/lookalikes.tsv`.
     LookalikeDelimiter,
     /// Escapes that decode to bytes that are not shortest-form UTF-8 (`%c0%ae` is an overlong
     /// `.`, `%ff` is no UTF-8 at all).
@@ -405,7 +405,7 @@ pub enum Rejection {
     /// TLS whose server name it has read.
     NotClientHello,
     /// The caller's ClientHello is larger than the gateway reads
-    /// ([`crate::core::tls::MAX_CLIENT_HELLO_BYTES`]).
+    /// ([`crate::tls::MAX_CLIENT_HELLO_BYTES`]).
     ClientHelloTooLarge,
     /// The caller's ClientHello names no server, or another one than the connection's SNI, which
     /// decided and routed it: the destination would serve the name the policy did not see.
@@ -540,7 +540,7 @@ pub struct CanonicalPath {
 /// will understand. The path part (before the first `?`) must be origin-form, printable ASCII,
 /// without `#`, `\`, `;`, `.` or `..` segments; its escapes must be well-formed, may not encode
 /// `/`, `\`, `.`, `%`, `?`, `#`, `;` or a control character, and must decode to shortest-form UTF-8 without a
-/// look-alike of a delimiter ([`crate::core::lookalikes`]). The query
+/// look-alike of a delimiter ([`crate::lookalikes`]). The query
 /// is kept as received (its escapes are data); it may hold no control, non-ASCII or `#` bytes.
 pub fn canonical_path(raw: &[u8]) -> Result<CanonicalPath, Rejection> {
     if raw.first() != Some(&b'/') {
@@ -783,7 +783,8 @@ mod path_tests {
     #[test]
     fn the_readme_lists_what_is_stripped_and_what_is_refused() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
         let rows = |heading: &str| -> Vec<String> {
             let section = readme.split(heading).nth(1).unwrap();
             section

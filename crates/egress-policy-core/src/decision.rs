@@ -1,8 +1,8 @@
 //! The outcome of deciding a request: what became of it, what decided, and which rules fired.
 //!
-//! A decision holds indices into the [`crate::core::policy::Policy`] that made it; the policy turns
-//! them into words ([`crate::core::policy::Policy::explain`]) and into the local reply's response code
-//! details ([`crate::core::policy::Policy::details`]), so the log, the reply and the CLI say the same.
+//! A decision holds indices into the [`crate::policy::Policy`] that made it; the policy turns
+//! them into words ([`crate::policy::Policy::explain`]) and into the local reply's response code
+//! details ([`crate::policy::Policy::details`]), so the log, the reply and the CLI say the same.
 
 /// What became of a request: the one vocabulary of the log's `policy.decision`, the metrics'
 /// `decision` label and `egress-policy audit`.
@@ -73,7 +73,7 @@ pub enum ListFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     /// Set when the request was refused before any policy ran, because it is ambiguous.
-    pub rejected: Option<crate::core::request::Rejection>,
+    pub rejected: Option<crate::request::Rejection>,
     /// The first denial (routes first, then rules in order); `None` means allowed.
     pub denied: Option<DenyReason>,
     /// Indices of the rules whose `match` held, in order.

@@ -1,7 +1,7 @@
 //! Wire types of the plugin configuration (README: Configuration reference).
 //!
 //! These types only describe the JSON shape; every semantic check (expressions, regexes, list
-//! names, host patterns) happens in [`crate::core::policy::Policy::compile`], which reports each problem
+//! names, host patterns) happens in [`crate::policy::Policy::compile`], which reports each problem
 //! with the path of the field that holds it. Unknown fields are rejected everywhere so that a typo
 //! (`blackList`, `mach`) cannot silently turn a rule off.
 
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::core::error::{ConfigError, ConfigErrors};
+use crate::error::{ConfigError, ConfigErrors};
 
 /// The plugin configuration: the object in Envoy's `configuration` or the WasmPlugin's
 /// `pluginConfig`. Every field is optional (`Default`).

@@ -1,9 +1,9 @@
 //! Analyses of compiled expressions for other parts of the product.
 
 use super::{Expr, Value};
-use crate::core::attributes::Attr;
-use crate::core::attributes::Phase;
-use crate::core::request::Protocol;
+use crate::attributes::Attr;
+use crate::attributes::Phase;
+use crate::request::Protocol;
 
 /// Host names and host suffixes an expression names, for bounded destination metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,16 +165,16 @@ impl Expr {
 }
 
 fn is_request_attribute(attr: Attr) -> bool {
-    crate::core::attributes::of(attr).is_some_and(|a| a.phase == Phase::Request)
+    crate::attributes::of(attr).is_some_and(|a| a.phase == Phase::Request)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::expr::Use;
+    use crate::expr::Use;
 
     fn condition(text: &str) -> Expr {
-        crate::core::expr::compile_condition(text, Use::Decision)
+        crate::expr::compile_condition(text, Use::Decision)
             .unwrap()
             .0
     }

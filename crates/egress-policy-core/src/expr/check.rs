@@ -5,7 +5,7 @@ use regex::Regex;
 
 use super::parser::{Ast, BinaryOp, parse};
 use super::{Expr, Needs, SyntaxError, Use, one_line};
-use crate::core::attributes::{self, Kind, MapAttr, Type};
+use crate::attributes::{self, Kind, MapAttr, Type};
 
 /// Compiles an expression that must yield a bool (a rule's `match`).
 pub fn compile_condition(source: &str, usage: Use) -> Result<(Expr, Needs), SyntaxError> {

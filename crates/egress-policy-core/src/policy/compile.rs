@@ -10,11 +10,11 @@ use super::matchers::{HostPattern, HostTable};
 use super::provider::Provider;
 use super::route::RouteTable;
 use super::{DenyReply, List, LogField, Policy, Rule, check_name};
-use crate::core::attributes::Attr;
-use crate::core::config::{self, PluginConfig};
-use crate::core::error::{ConfigError, ConfigErrors};
-use crate::core::expr::{self, Expr, Needs, Type, Use};
-use crate::core::request::is_stripped_header;
+use crate::attributes::Attr;
+use crate::config::{self, PluginConfig};
+use crate::error::{ConfigError, ConfigErrors};
+use crate::expr::{self, Expr, Needs, Type, Use};
+use crate::request::is_stripped_header;
 
 /// What the steps share: the problems found so far and what the compiled expressions read.
 #[derive(Default)]

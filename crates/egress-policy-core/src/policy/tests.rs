@@ -4,12 +4,14 @@ use serde_json::Value;
 
 use super::decide::strip_port;
 use super::*;
-use crate::core::request::{Protocol, Response};
+use crate::cases::{facts_from_case, request_with_path};
+use crate::request::{Protocol, Response};
 use crate::telemetry::log_entry::render;
-use crate::testing::{facts_from_case, request_with_path};
 
 fn repo_file(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 /// An example of `envoy/examples/`, or a file the repository root names (`tests/data/...`).
@@ -106,7 +108,7 @@ fn config_error_table_cases_are_refused_with_their_paths() {
     for case in table("config_errors.json") {
         let name = case["name"].as_str().unwrap();
         let config = case["config"].as_str().unwrap();
-        let expected = crate::testing::json_strings(&case["errors"]).unwrap();
+        let expected = crate::cases::json_strings(&case["errors"]).unwrap();
         match Policy::from_json(config.as_bytes()) {
             Ok(_) => failures.push(format!("{name}: accepted")),
             Err(errors) => {

@@ -17,8 +17,8 @@ use std::fmt;
 
 use regex::Regex;
 
-pub use crate::core::attributes::{Attr, MapAttr, Type};
-use crate::core::request::{Request, Response};
+pub use crate::attributes::{Attr, MapAttr, Type};
+use crate::request::{Request, Response};
 pub use analysis::HostLiterals;
 pub use check::{compile_condition, compile_value};
 
@@ -59,7 +59,7 @@ impl Needs {
         self.attrs.contains(&attr)
     }
 
-    pub(crate) fn add(&mut self, attr: Attr) {
+    pub fn add(&mut self, attr: Attr) {
         if !self.attrs.contains(&attr) {
             self.attrs.push(attr);
         }
@@ -75,7 +75,7 @@ impl Needs {
 }
 
 /// Where an expression is used: decisions see only what exists before they are made
-/// ([`crate::core::attributes::Phase::before_decision`]); log fields see everything.
+/// ([`crate::attributes::Phase::before_decision`]); log fields see everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Use {
     Decision,

@@ -2,8 +2,8 @@
 //! the config, and cannot fail.
 
 use super::{Env, Expr, Value};
-use crate::core::attributes::Attr;
-use crate::core::request::{Protocol, Response};
+use crate::attributes::Attr;
+use crate::request::{Protocol, Response};
 
 impl Expr {
     /// Evaluates the expression; `None` means "absent".

@@ -4,9 +4,9 @@
 //! Parsing is all or nothing: a body with one bad entry, too many entries or too many bytes is
 //! refused whole and the previous list stays in force, so a list is never half applied.
 
-use crate::core::config::{EntryType, OnError, ProviderConfig};
-use crate::core::duration::parse_micros;
-use crate::core::error::ConfigError;
+use crate::config::{EntryType, OnError, ProviderConfig};
+use crate::duration::parse_micros;
+use crate::error::ConfigError;
 
 use super::list::EntryIndex;
 
@@ -176,7 +176,7 @@ impl RemoteLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::ProviderConfig;
+    use crate::config::ProviderConfig;
 
     fn provider(max_entries: u32, max_bytes: u32) -> Provider {
         let config = ProviderConfig {

@@ -1,7 +1,7 @@
 use serde_json::Value as Json;
 
 use super::*;
-use crate::testing::request_from_json;
+use crate::cases::request_from_json;
 
 fn use_of(case: &Json) -> Use {
     match case.get("phase").and_then(Json::as_str) {
@@ -16,7 +16,7 @@ fn use_of(case: &Json) -> Use {
 fn expression_table_cases_hold() {
     let cases: Vec<Json> = serde_json::from_str(include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/expressions.json"
+        "/../../tests/data/expressions.json"
     )))
     .unwrap();
     assert!(cases.len() > 30);

@@ -1,7 +1,7 @@
 //! Characters a server may read as a path delimiter though they are not one: the table in
 //! `lookalikes.tsv` (Unicode compatibility forms and Windows best-fit mappings of `/`, `\`, `.`,
 //! `%`, `;`, `?`, `#`, `:`). A decoded path holding one is refused
-//! ([`crate::core::request::Rejection::LookalikeDelimiter`]).
+//! ([`crate::request::Rejection::LookalikeDelimiter`]).
 //!
 //! The table is data, read when the crate is compiled: a row that does not parse, or rows out of
 //! order, fail the build, never a request.

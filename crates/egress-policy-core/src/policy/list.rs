@@ -2,14 +2,14 @@
 //! host-suffix walks for `*.domain` globs, one compiled regex set, and per-prefix-length hash
 //! sets for CIDR ranges.
 
-use crate::core::hash::FastSet;
+use crate::hash::FastSet;
 use std::net::IpAddr;
 
 use regex::RegexSet;
 
 use super::matchers::{HostPattern, HostTable, PathPrefix, PathPrefixSet};
-use crate::core::config::EntryType;
-use crate::core::expr::one_line;
+use crate::config::EntryType;
+use crate::expr::one_line;
 
 /// Compiled entries of one list.
 #[derive(Debug)]
@@ -376,7 +376,7 @@ mod tests {
         ] {
             assert!(list.contains(allowed), "{allowed}");
         }
-        let not_listed = crate::core::policy::matchers::tests::NOT_UNDER_SPORT;
+        let not_listed = crate::policy::matchers::tests::NOT_UNDER_SPORT;
         for refused in not_listed.into_iter().chain(["/healthy"]) {
             assert!(!list.contains(refused), "{refused}");
         }

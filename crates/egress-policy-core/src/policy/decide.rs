@@ -4,15 +4,15 @@
 use super::Policy;
 use super::provider::RemoteLists;
 use super::route::RouteOutcome;
-use crate::core::attributes::Attr;
-use crate::core::decision::{Decision, DenyReason};
-use crate::core::expr::Env;
-use crate::core::identity::{self, IdentityError};
-use crate::core::request::{
+use crate::attributes::Attr;
+use crate::decision::{Decision, DenyReason};
+use crate::expr::Env;
+use crate::identity::{self, IdentityError};
+use crate::request::{
     BODILESS_METHODS, Opening, Protocol, Rejection, Request, RequestFacts, canonical_host,
     int_property, is_stripped_header, lossy, lossy_text,
 };
-use crate::core::tls::{self, Scan};
+use crate::tls::{self, Scan};
 
 impl Policy {
     /// The one decision pipeline, run by the filter for every request and by `egress-policy

@@ -7,10 +7,10 @@
 use regex::Regex;
 
 use super::matchers::{HostPattern, HostTable, PathPrefix};
-use crate::core::config::{HttpMatchConfig, RouteConfig, StringMatchConfig};
-use crate::core::error::ConfigError;
-use crate::core::expr::one_line;
-use crate::core::request::Request;
+use crate::config::{HttpMatchConfig, RouteConfig, StringMatchConfig};
+use crate::error::ConfigError;
+use crate::expr::one_line;
+use crate::request::Request;
 
 #[derive(Debug)]
 pub enum StringMatch {

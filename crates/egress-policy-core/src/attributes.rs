@@ -312,7 +312,8 @@ mod tests {
     #[test]
     fn readme_attribute_table_is_this_table() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
         assert!(
             readme.contains(&readme_table()),
             "README's attribute table differs; it should read:\n{}",

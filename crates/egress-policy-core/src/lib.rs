@@ -1,0 +1,25 @@
+//! egress-policy's core: configuration, attributes, expressions, lists, routes, the one decision
+//! pipeline, log entries. No host types: every adapter (the proxy-wasm filter, the CLI, a native
+//! Envoy module) turns its host's wire formats into [`request::RequestFacts`] and calls
+//! [`policy::Policy::decide`]. Tested natively (`cargo test -p egress-policy-core`) and compiled
+//! to wasm32-wasip1.
+
+pub mod attributes;
+pub mod config;
+pub mod decision;
+pub mod duration;
+pub mod error;
+pub mod expr;
+pub mod hash;
+pub mod headers;
+pub mod identity;
+pub mod lookalikes;
+pub mod policy;
+pub mod request;
+pub mod telemetry;
+pub mod tls;
+
+/// Requests and connections described as JSON, as the test tables (`tests/data/*.json`) write
+/// them: the one builder of facts for the core's tests, the fake host and the fuzz seeds.
+#[cfg(any(test, feature = "cases"))]
+pub mod cases;
