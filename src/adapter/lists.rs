@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::{Host, PropertyReads};
 use crate::core::attributes::Attr;
 use crate::core::policy::Policy;
-use crate::core::policy::provider::{Provider, RemoteEntries, RemoteLists};
+use crate::core::policy::provider::{FetchError, Provider, RemoteEntries, RemoteLists};
 use crate::telemetry::log_entry::LogTemplate;
 use crate::telemetry::metrics::Metrics;
 
@@ -138,7 +138,10 @@ impl ListRefresher {
                     &active,
                     &FetchOutcome::Failed {
                         list,
-                        reason: format!("cannot call cluster {}: {why}", provider.cluster),
+                        reason: FetchError::Dispatch {
+                            cluster: provider.cluster.clone(),
+                            why,
+                        },
                     },
                     &config.name,
                 ),
@@ -211,18 +214,19 @@ impl ListRefresher {
         let Some((config, provider)) = active.policy.provider(list) else {
             return;
         };
-        let failed = |reason: String| FetchOutcome::Failed { list, reason };
+        let failed = |reason: FetchError| FetchOutcome::Failed { list, reason };
         let status = if num_headers == 0 {
             None
         } else {
             host.http_call_response_status()
         };
         let outcome = match status.as_deref() {
-            None => failed("no response (connection failure, reset or timeout)".into()),
-            Some(b"200") if body_size > provider.max_bytes => failed(format!(
-                "body of {body_size} bytes is over maxBytes {}; not read",
-                provider.max_bytes
-            )),
+            None => failed(FetchError::NoResponse),
+            Some(b"200") if body_size > provider.max_bytes => failed(FetchError::TooLarge {
+                bytes: body_size,
+                max_bytes: provider.max_bytes,
+                read: false,
+            }),
             Some(b"200") => {
                 let body = if body_size == 0 {
                     Some(Vec::new())
@@ -230,7 +234,7 @@ impl ListRefresher {
                     host.http_call_response_body(body_size)
                 };
                 match body {
-                    None => failed("the body could not be read".into()),
+                    None => failed(FetchError::BodyUnreadable),
                     Some(body) => {
                         let now = host.now_micros().unwrap_or(0);
                         let outcome = provider
@@ -246,7 +250,9 @@ impl ListRefresher {
                     }
                 }
             }
-            Some(other) => failed(format!("status {}", String::from_utf8_lossy(other))),
+            Some(other) => failed(FetchError::Status(
+                String::from_utf8_lossy(other).into_owned(),
+            )),
         };
         report(host, &active, &outcome, &config.name);
     }
@@ -258,12 +264,12 @@ fn put_in_force(
     list: usize,
     index: crate::core::policy::list::EntryIndex,
     fetched_at_micros: i64,
-) -> Result<usize, String> {
+) -> Result<usize, FetchError> {
     let entries = index.len();
     let mut remote = active
         .remote
         .try_borrow_mut()
-        .map_err(|_| "the list is in use".to_owned())?;
+        .map_err(|_| FetchError::InUse)?;
     remote.set(
         list,
         RemoteEntries {
@@ -319,7 +325,7 @@ pub enum FetchOutcome {
     /// The list now in force has this many remote entries.
     Updated { list: usize, entries: usize },
     /// Nothing changed; the reason says why.
-    Failed { list: usize, reason: String },
+    Failed { list: usize, reason: FetchError },
 }
 
 /// Schedules and bookkeeping of the fetches of one configuration.

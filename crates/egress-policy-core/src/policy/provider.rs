@@ -103,18 +103,17 @@ impl Provider {
 
     /// Parses a fetched body: a JSON array of strings when it starts with `[`, otherwise one
     /// entry per line (blank lines and `#` comments skipped).
-    pub fn parse(&self, entry_type: EntryType, body: &[u8]) -> Result<EntryIndex, String> {
+    pub fn parse(&self, entry_type: EntryType, body: &[u8]) -> Result<EntryIndex, FetchError> {
         if body.len() > self.max_bytes {
-            return Err(format!(
-                "body of {} bytes is over maxBytes {}",
-                body.len(),
-                self.max_bytes
-            ));
+            return Err(FetchError::TooLarge {
+                bytes: body.len(),
+                max_bytes: self.max_bytes,
+                read: true,
+            });
         }
-        let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+        let text = std::str::from_utf8(body).map_err(|e| FetchError::NotUtf8(e.to_string()))?;
         let entries: Vec<String> = if text.trim_start().starts_with('[') {
-            serde_json::from_str(text)
-                .map_err(|e| format!("body is not a JSON array of strings: {e}"))?
+            serde_json::from_str(text).map_err(|e| FetchError::NotJsonStrings(e.to_string()))?
         } else {
             text.lines()
                 .map(str::trim)
@@ -123,25 +122,93 @@ impl Provider {
                 .collect()
         };
         if entries.is_empty() && !self.allow_empty {
-            return Err(
-                "the body has no entries (an empty list is refused unless allowEmpty is true)"
-                    .into(),
-            );
+            return Err(FetchError::Empty);
         }
         if entries.len() > self.max_entries {
-            return Err(format!(
-                "{} entries is over maxEntries {}",
-                entries.len(),
-                self.max_entries
-            ));
+            return Err(FetchError::TooManyEntries {
+                entries: entries.len(),
+                max_entries: self.max_entries,
+            });
         }
-        EntryIndex::build(entry_type, &entries).map_err(|errors| {
-            let first = errors.first().map_or(String::new(), |e| match e.index {
+        EntryIndex::build(entry_type, &entries).map_err(|errors| FetchError::BadEntries {
+            count: errors.len(),
+            first: errors.first().map_or(String::new(), |e| match e.index {
                 Some(index) => format!("entry {index}: {}", e.message),
                 None => e.message.clone(),
-            });
-            format!("{} bad entries; {first}", errors.len())
+            }),
         })
+    }
+}
+
+/// Why a fetch of a remote list changed nothing: the list in force stays (README: Remote lists).
+/// Its text is the reason in the proxy's warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The proxy refused to call the list's cluster (an unknown cluster, a bad header).
+    Dispatch {
+        cluster: String,
+        why: String,
+    },
+    /// No answer: connection failure, reset or timeout.
+    NoResponse,
+    /// An answer other than 200.
+    Status(String),
+    /// A body over `maxBytes`; `read` says whether it was read (a 200 that announced it was
+    /// not).
+    TooLarge {
+        bytes: usize,
+        max_bytes: usize,
+        read: bool,
+    },
+    /// The proxy could not hand the body over.
+    BodyUnreadable,
+    NotUtf8(String),
+    NotJsonStrings(String),
+    /// No entries, and `allowEmpty` is false.
+    Empty,
+    TooManyEntries {
+        entries: usize,
+        max_entries: usize,
+    },
+    /// Entries the list's type refuses: how many, and the first with its index.
+    BadEntries {
+        count: usize,
+        first: String,
+    },
+    /// The VM was using the list when the answer came (never expected: one thread per VM).
+    InUse,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dispatch { cluster, why } => write!(f, "cannot call cluster {cluster}: {why}"),
+            Self::NoResponse => f.write_str("no response (connection failure, reset or timeout)"),
+            Self::Status(status) => write!(f, "status {status}"),
+            Self::TooLarge {
+                bytes,
+                max_bytes,
+                read: true,
+            } => write!(f, "body of {bytes} bytes is over maxBytes {max_bytes}"),
+            Self::TooLarge {
+                bytes, max_bytes, ..
+            } => write!(
+                f,
+                "body of {bytes} bytes is over maxBytes {max_bytes}; not read"
+            ),
+            Self::BodyUnreadable => f.write_str("the body could not be read"),
+            Self::NotUtf8(why) => write!(f, "body is not UTF-8: {why}"),
+            Self::NotJsonStrings(why) => write!(f, "body is not a JSON array of strings: {why}"),
+            Self::Empty => f.write_str(
+                "the body has no entries (an empty list is refused unless allowEmpty is true)",
+            ),
+            Self::TooManyEntries {
+                entries,
+                max_entries,
+            } => write!(f, "{entries} entries is over maxEntries {max_entries}"),
+            Self::BadEntries { count, first } => write!(f, "{count} bad entries; {first}"),
+            Self::InUse => f.write_str("the list is in use"),
+        }
     }
 }
 
@@ -211,22 +278,39 @@ mod tests {
     fn bad_bodies_are_refused_whole_with_a_reason() {
         let p = provider(2, 40);
         let too_many: &[u8] = b"/a\n/b\n/c\n";
-        let cases: [(EntryType, &[u8], &str); 5] = [
-            (EntryType::Strings, too_many, "over maxEntries 2"),
-            (EntryType::Strings, &[b'a'; 41], "over maxBytes 40"),
-            (EntryType::Strings, b"/a\xff", "not UTF-8"),
-            (EntryType::Strings, b"[\"/a\", 3]", "JSON array of strings"),
-            (EntryType::Regex, b"/ok\n/bad(\n", "entry 1: invalid regex"),
-        ];
-        for (entry_type, body, reason) in cases {
-            let error = p.parse(entry_type, body).unwrap_err();
-            assert!(error.contains(reason), "{body:?}: {error}");
-        }
+        let refusal = |entry_type: EntryType, body: &[u8]| p.parse(entry_type, body).unwrap_err();
+        assert_eq!(
+            refusal(EntryType::Strings, too_many),
+            FetchError::TooManyEntries {
+                entries: 3,
+                max_entries: 2
+            }
+        );
+        assert_eq!(
+            refusal(EntryType::Strings, &[b'a'; 41]),
+            FetchError::TooLarge {
+                bytes: 41,
+                max_bytes: 40,
+                read: true
+            }
+        );
+        assert!(matches!(
+            refusal(EntryType::Strings, b"/a\xff"),
+            FetchError::NotUtf8(_)
+        ));
+        assert!(matches!(
+            refusal(EntryType::Strings, b"[\"/a\", 3]"),
+            FetchError::NotJsonStrings(_)
+        ));
+        let bad_regex = refusal(EntryType::Regex, b"/ok\n/bad(\n");
+        assert!(
+            matches!(&bad_regex, FetchError::BadEntries { count: 1, first } if first.starts_with("entry 1: invalid regex")),
+            "{bad_regex:?}"
+        );
         for empty in [&b""[..], b"\n\n", b"# nothing yet\n", b"[]"] {
-            assert!(
-                p.parse(EntryType::Strings, empty)
-                    .unwrap_err()
-                    .contains("no entries"),
+            assert_eq!(
+                refusal(EntryType::Strings, empty),
+                FetchError::Empty,
                 "{empty:?}"
             );
         }
