@@ -14,8 +14,11 @@ pub mod hash;
 pub mod headers;
 pub mod identity;
 pub mod lookalikes;
+pub mod path;
 pub mod policy;
+pub mod rejection;
 pub mod request;
+pub mod stripped;
 pub mod telemetry;
 pub mod tls;
 
