@@ -2,6 +2,11 @@
 //! multiply-rotate hash over eight bytes at a time, several times cheaper per lookup than the
 //! standard library's SipHash.
 //!
+//! Not a library's: rustc-hash 2 and foldhash were measured in its place (issue 21). Both cut
+//! the native instructions per request by ≈ 2% but grew the wasm module by 7 KB and 10 KB,
+//! because their string hashing multiplies 64 by 64 bits into 128, which wasm32 emulates; this
+//! one multiplies within 64 bits.
+//!
 //! SipHash defends a table whose keys an attacker chooses. These tables are filled only from the
 //! configuration and the list provider; a request only looks its value up and inserts nothing, so
 //! no request can make entries collide. (A provider that served entries crafted to collide would

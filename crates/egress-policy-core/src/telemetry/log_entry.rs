@@ -250,28 +250,10 @@ fn needs_attention(x: u64) -> bool {
     (below_space | equal(b'"') | equal(b'\\') | equal(0x7f) | equal(0xe2)) != 0
 }
 
-/// Writes an integer in decimal without the formatting machinery (a response code, a size).
+/// Writes an integer in decimal without the formatting machinery (a response code, a size):
+/// itoa, whose buffer lives on the stack.
 pub fn push_int(out: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut n = value.unsigned_abs();
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(d) = digits.get_mut(start) {
-            // n % 10 < 10: the cast cannot truncate.
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        out.push('-');
-    }
-    for &d in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(d));
-    }
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 #[cfg(test)]
