@@ -14,10 +14,12 @@ use crate::error::{ConfigError, ConfigErrors};
 /// The plugin configuration: the object in Envoy's `configuration` or the WasmPlugin's
 /// `pluginConfig`. Every field is optional (`Default`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
     /// HTTP status of the local reply sent for a denied request. Default 404, as the source
     /// documents' VirtualService and listchecker produced. Must be 200..=599.
+    #[cfg_attr(test, schemars(range(min = 200, max = 599)))]
     pub deny_status: u16,
     /// Body of the local reply to a denied request. Default: empty.
     pub deny_body: Option<String>,
@@ -63,17 +65,20 @@ impl Default for PluginConfig {
 
 /// Sources of `source.namespace`, `source.serviceAccount`, `source.principal`, `source.user`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityConfig {
     /// Trust domain of the mesh: a peer certificate's SPIFFE ID from any other trust domain gives
     /// no identity. Default `cluster.local` (Istio's default).
     #[serde(default = "default_trust_domain")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub trust_domain: String,
     /// Name of a request header whose value is trusted as the caller's SPIFFE ID when the
     /// connection has no client certificate: only for setups without a mesh, where something
     /// in front of the gateway sets the header and strips it from clients. Default: none (no
     /// header is ever identity); `egress-policy check` warns when it is set.
     #[serde(default)]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub trusted_header: Option<String>,
 }
 
@@ -98,10 +103,12 @@ fn default_deny_status() -> u16 {
 
 /// The log entry every logging rule writes (Mixer `logentry` + `stdio` with `outputAsJson`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogConfig {
     /// Value of the `instance` field of every entry. Default `egress-access`.
     #[serde(default = "default_instance")]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub instance: String,
     /// Output field name -> expression (Mixer `variables`). Fields are written in name order
     /// after `level`, `time` and `instance`. May use `response.*`. Default: `destination`,
@@ -144,6 +151,7 @@ fn default_log_fields() -> BTreeMap<String, String> {
 
 /// A list the rules can check a value against (Mixer `listchecker` with `overrides`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListConfig {
     /// Expression whose value is looked up (Mixer `listentry.value`), e.g. `request.url_path`.
@@ -172,24 +180,30 @@ pub struct ListConfig {
 /// of strings, fetched through an Envoy cluster when the plugin starts and every
 /// `refreshInterval`. `entries` (the static overrides) always apply as well.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProviderConfig {
     /// Envoy cluster that serves the list. Required.
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub cluster: String,
     /// Path to GET, starting with `/`. Required.
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub path: String,
     /// `:authority` of the request. Default: the cluster name.
     #[serde(default)]
     pub authority: Option<String>,
     /// How often to fetch (`500ms`, `30s`, `5m`, `1h`). Default `60s`.
     #[serde(default = "default_refresh_interval")]
+    #[cfg_attr(test, schemars(length(min = 2)))]
     pub refresh_interval: String,
     /// How long the last good list is used when fetches fail; at least `refreshInterval`.
     /// Default `300s`.
     #[serde(default = "default_ttl")]
+    #[cfg_attr(test, schemars(length(min = 2)))]
     pub ttl: String,
     /// Timeout of one fetch. Default `5s`.
     #[serde(default = "default_fetch_timeout")]
+    #[cfg_attr(test, schemars(length(min = 2)))]
     pub timeout: String,
     /// What a check does while no good list is available (before the first successful fetch,
     /// and after `ttl` without one) and the static entries do not decide: `deny` (default) or
@@ -198,10 +212,12 @@ pub struct ProviderConfig {
     pub on_error: OnError,
     /// Largest accepted list, in entries. Default 100000.
     #[serde(default = "default_max_entries")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub max_entries: u32,
     /// Largest accepted response body, in bytes: a larger one is refused without being read.
     /// Default 4194304 (4 MiB).
     #[serde(default = "default_max_bytes")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub max_bytes: u32,
     /// `true`: a fetched list with no entries replaces the list in force (a whitelist then admits
     /// only the static entries, a blacklist refuses only them). `false` (default): an empty body,
@@ -213,6 +229,7 @@ pub struct ProviderConfig {
 
 /// What a list check does without a usable remote list.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Fail closed: the check fails.
@@ -244,9 +261,11 @@ fn default_max_bytes() -> u32 {
 
 /// A rule's own local reply, overriding `denyStatus`, `denyBody` and `denyHeaders` field by field.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct DenyReplyConfig {
     /// Status (200..=599). Default: `denyStatus`.
+    #[cfg_attr(test, schemars(range(min = 200, max = 599)))]
     pub status: Option<u16>,
     /// Headers, added to `denyHeaders` (a name given here wins). Default: none.
     pub headers: BTreeMap<String, String>,
@@ -256,6 +275,7 @@ pub struct DenyReplyConfig {
 
 /// How list entries are compared with the looked-up value.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EntryType {
     /// Exact, case-sensitive string equality.
@@ -278,6 +298,7 @@ pub enum EntryType {
 
 /// Log level of a rule's entries (Mixer `stdio` `severity_levels`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Routine access.
@@ -301,9 +322,11 @@ impl LogLevel {
 
 /// A Mixer-style rule: when `match` holds, write a log entry and/or check lists.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleConfig {
     /// Unique name: letters, digits, `.`, `_`, `-`. Required. Appears in deny details.
+    #[cfg_attr(test, schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$")))]
     pub name: String,
     /// Boolean expression over request and source attributes. Default `true` (always fires).
     #[serde(default, rename = "match")]
@@ -326,12 +349,15 @@ pub struct RuleConfig {
 
 /// A VirtualService-style route: requests for `hosts` must match one of `match`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteConfig {
     /// Name used in deny details. Default `routes[<index>]`.
     #[serde(default)]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$")))]
     pub name: Option<String>,
     /// Host names (`edition.cnn.com`) or wildcards (`*.cnn.com`). Required, non-empty.
+    #[cfg_attr(test, schemars(length(min = 1), inner(length(min = 1))))]
     pub hosts: Vec<String>,
     /// Allowed requests; any one matching allows. Default: empty, which allows every request
     /// to these hosts.
@@ -341,6 +367,7 @@ pub struct RouteConfig {
 
 /// One VirtualService `HTTPMatchRequest`: all conditions given must hold.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpMatchConfig {
     /// Condition on the path without the query string. Default: any.
@@ -354,6 +381,7 @@ pub struct HttpMatchConfig {
 
 /// Exactly one of `exact`, `prefix`, `rawPrefix`, `regex` (VirtualService `StringMatch`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct StringMatchConfig {
     /// The value must equal this string.
@@ -442,5 +470,41 @@ mod tests {
         assert_eq!(fingerprint(b""), 0x811c_9dc5);
         assert_eq!(fingerprint(b"a"), 0xe40c_292c);
         assert_eq!(fingerprint(b"foobar"), 0xbf9c_f968);
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    const CHECKED_IN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/plugin-config.schema.json"
+    );
+
+    /// The JSON Schema users validate against, generated from these types and their doc
+    /// comments (one source of truth): `EGRESS_WRITE_SCHEMA=1 cargo test -p egress-policy-core
+    /// schema` writes it.
+    fn generated() -> String {
+        let mut schema = schemars::schema_for!(PluginConfig);
+        schema.insert(
+            "$id".into(),
+            "https://egress-policy.dev/plugin-config.schema.json".into(),
+        );
+        schema.insert("title".into(), "egress-policy plugin configuration".into());
+        serde_json::to_string_pretty(&schema).unwrap() + "\n"
+    }
+
+    #[test]
+    fn the_checked_in_schema_is_generated_from_the_config_types() {
+        let generated = generated();
+        if std::env::var_os("EGRESS_WRITE_SCHEMA").is_some() {
+            std::fs::write(CHECKED_IN, &generated).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(CHECKED_IN).unwrap(),
+            generated,
+            "regenerate: EGRESS_WRITE_SCHEMA=1 cargo test -p egress-policy-core schema"
+        );
     }
 }
