@@ -26,3 +26,14 @@ pub mod tls;
 /// them: the one builder of facts for the core's tests, the fake host and the fuzz seeds.
 #[cfg(any(test, feature = "cases"))]
 pub mod cases;
+
+// What every worker thread of a native host reads at once: a compiled policy, its remote lists,
+// its log template. Checked when the crate compiles.
+const _: () = {
+    const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<policy::Policy>();
+    shared_across_threads::<policy::provider::RemoteLists>();
+    shared_across_threads::<telemetry::log_entry::LogTemplate>();
+    shared_across_threads::<decision::Decision>();
+    shared_across_threads::<request::Request>();
+};
