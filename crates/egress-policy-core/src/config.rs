@@ -17,33 +17,31 @@ use crate::error::{ConfigError, ConfigErrors};
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
-    /// HTTP status of the local reply sent for a denied request. Default 404, as the source
-    /// documents' VirtualService and listchecker produced. Must be 200..=599.
+    /// Status of the local reply to a denied request (200–599); the reply carries the deciding rule,
+    /// list or route in Envoy's response code details, as the source documents' VirtualService and
+    /// listchecker answered. Default: `404`.
     #[cfg_attr(test, schemars(range(min = 200, max = 599)))]
     pub deny_status: u16,
-    /// Body of the local reply to a denied request. Default: empty.
+    /// Body of that reply. Default: empty.
     pub deny_body: Option<String>,
-    /// Headers added to the local reply to a denied request. Default: none.
+    /// Headers added to that reply (`{"x-egress-policy": "denied"}`). Default: none.
     pub deny_headers: BTreeMap<String, String>,
-    /// How log entries are written. Default: instance `egress-access` with the seven fields of
-    /// the source documents' `logentry`.
+    /// How log entries are written (Mixer `logentry` and `stdio`). Default: the source documents'
+    /// entry.
     pub log: LogConfig,
-    /// Named lists (Mixer `listchecker` + `listentry` in one), referenced by `rules[].check`.
-    /// Default: none.
+    /// A list (Mixer `listchecker` + `listentry`), referenced by `rules[].check`; NAME: letters,
+    /// digits, `.`, `_`, `-`. Default: none.
     pub lists: BTreeMap<String, ListConfig>,
-    /// Rules, evaluated in order; every rule whose `match` holds fires (Mixer semantics).
-    /// Default: none.
+    /// Evaluated in order; every rule whose `match` holds fires (Mixer semantics). Default: `[]`.
     pub rules: Vec<RuleConfig>,
-    /// VirtualService-style routes: a host named here reaches only the URIs its routes allow.
-    /// Default: none.
+    /// VirtualService-style: a host named here reaches only what its routes allow. Default: `[]`.
     pub routes: Vec<RouteConfig>,
-    /// Where the caller's identity comes from. Default: the mTLS peer certificate only, trust
-    /// domain `cluster.local`.
+    /// Where the caller's identity comes from. Default: the mTLS peer certificate, in `cluster.local`.
     pub identity: IdentityConfig,
-    /// Hosts (`search.example.com`, `*.es.example.com`, `*`) to which GET, HEAD, OPTIONS and TRACE
-    /// requests may carry a body, as Elasticsearch's `GET _search` does. To every other host such
-    /// a request is refused (400): a destination that ignores the body would read it as a second
-    /// request the policy never saw. Default: none.
+    /// Host names or wildcards (`*.es.example.com`) to which GET, HEAD, OPTIONS and TRACE may carry a
+    /// body (Elasticsearch's `GET _search` needs it); to every other host such a request is refused
+    /// with 400 (see [Security](#security)): a destination that ignores the body would read it as a
+    /// second request the policy never saw. Default: none.
     pub allow_safe_method_bodies: Vec<String>,
 }
 
@@ -68,15 +66,14 @@ impl Default for PluginConfig {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityConfig {
-    /// Trust domain of the mesh: a peer certificate's SPIFFE ID from any other trust domain gives
-    /// no identity. Default `cluster.local` (Istio's default).
+    /// The mesh's trust domain: a certificate's SPIFFE ID from another gives no identity. Default:
+    /// `cluster.local`.
     #[serde(default = "default_trust_domain")]
     #[cfg_attr(test, schemars(length(min = 1)))]
     pub trust_domain: String,
-    /// Name of a request header whose value is trusted as the caller's SPIFFE ID when the
-    /// connection has no client certificate: only for setups without a mesh, where something
-    /// in front of the gateway sets the header and strips it from clients. Default: none (no
-    /// header is ever identity); `egress-policy check` warns when it is set.
+    /// A header trusted as the caller's SPIFFE ID when there is no client certificate; only for setups
+    /// without a mesh, where a proxy in front sets it and strips it from clients; `egress-policy check`
+    /// warns. Default: none.
     #[serde(default)]
     #[cfg_attr(test, schemars(length(min = 1)))]
     pub trusted_header: Option<String>,
@@ -106,14 +103,13 @@ fn default_deny_status() -> u16 {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogConfig {
-    /// Value of the `instance` field of every entry. Default `egress-access`.
+    /// Value of every entry's `instance` field. Default: `egress-access`.
     #[serde(default = "default_instance")]
     #[cfg_attr(test, schemars(length(min = 1)))]
     pub instance: String,
-    /// Output field name -> expression (Mixer `variables`). Fields are written in name order
-    /// after `level`, `time` and `instance`. May use `response.*`. Default: `destination`,
-    /// `path`, `source`, `sourceNamespace`, `user`, `responseCode`, `responseSize` as in the
-    /// source documents.
+    /// Output field → expression (Mixer `variables`); written after `level`, `time`, `instance`, in
+    /// name order; may use `response.*`; an absent value without a default is written as `null`.
+    /// Default: the seven fields of the source documents (below).
     #[serde(default = "default_log_fields")]
     pub fields: BTreeMap<String, String>,
 }
@@ -154,24 +150,27 @@ fn default_log_fields() -> BTreeMap<String, String> {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListConfig {
-    /// Expression whose value is looked up (Mixer `listentry.value`), e.g. `request.url_path`.
-    /// Required. Must not use `response.*`.
+    /// String expression looked up in the list (Mixer `listentry.value`); must not use `response.*`.
+    /// Required.
     pub value: String,
-    /// The entries (Mixer `overrides`). Default: empty.
+    /// The entries (Mixer `overrides`). Default: `[]`.
     #[serde(default)]
     pub entries: Vec<String>,
-    /// `false` (default): a whitelist, the value must be listed. `true`: a blacklist, the value
-    /// must not be listed.
+    /// `false`: the value must be listed; `true`: it must not be. Default: `false`.
     #[serde(default)]
     pub blacklist: bool,
-    /// How entries are compared with the value. Default `STRINGS`.
+    /// `STRINGS` (exact), `CASE_INSENSITIVE_STRINGS`, `REGEX` (must match the whole value), `GLOB` (`*`
+    /// any run, `?` one character; `*.example.com` matches any subdomain, at least one label deep, as a
+    /// route host does; `/sport*` is a raw string prefix), `IP_ADDRESSES` (addresses and CIDR ranges,
+    /// IPv4 and IPv6), `PATH_PREFIXES` (whole segments: `/sport` matches `/sport` and `/sport/x`, not
+    /// `/sports`; a trailing `/` changes nothing). Default: `STRINGS`.
     #[serde(default)]
     pub entry_type: EntryType,
-    /// Where to fetch more entries from (Mixer `providerUrl`). Default: none, `entries` only.
+    /// Remote entries (Mixer `providerUrl`), see [Remote lists](#remote-lists). Default: none.
     #[serde(default)]
     pub provider: Option<ProviderConfig>,
-    /// `true`: a failed check of this list is logged (a `warning` entry with `wouldDeny`) and
-    /// counted but does not deny. Default `false`.
+    /// A failed check of this list is logged and counted, not enforced (see [Rolling out a
+    /// rule](#rolling-out-a-rule-dry-run-first)). Default: `false`.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -183,46 +182,45 @@ pub struct ListConfig {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProviderConfig {
-    /// Envoy cluster that serves the list. Required.
+    /// The Envoy cluster that serves the list (`envoy/gateway.yaml` has `egress_policy_lists`, pointed
+    /// at the local `scripts/list-server`). Required.
     #[cfg_attr(test, schemars(length(min = 1)))]
     pub cluster: String,
-    /// Path to GET, starting with `/`. Required.
+    /// The path to GET. Required.
     #[cfg_attr(test, schemars(length(min = 1)))]
     pub path: String,
-    /// `:authority` of the request. Default: the cluster name.
+    /// The request's `:authority`. Default: the cluster name.
     #[serde(default)]
     pub authority: Option<String>,
-    /// How often to fetch (`500ms`, `30s`, `5m`, `1h`). Default `60s`.
+    /// How often to fetch (`500ms`, `30s`, `5m`, `1h`, `1m30s`, `1.5s`). Default: `60s`.
     #[serde(default = "default_refresh_interval")]
     #[cfg_attr(test, schemars(length(min = 2)))]
     pub refresh_interval: String,
-    /// How long the last good list is used when fetches fail; at least `refreshInterval`.
-    /// Default `300s`.
+    /// How long the last good list serves when fetches fail; at least `refreshInterval`. Default:
+    /// `300s`.
     #[serde(default = "default_ttl")]
     #[cfg_attr(test, schemars(length(min = 2)))]
     pub ttl: String,
-    /// Timeout of one fetch. Default `5s`.
+    /// Timeout of one fetch. Default: `5s`.
     #[serde(default = "default_fetch_timeout")]
     #[cfg_attr(test, schemars(length(min = 2)))]
     pub timeout: String,
-    /// What a check does while no good list is available (before the first successful fetch,
-    /// and after `ttl` without one) and the static entries do not decide: `deny` (default) or
-    /// `allow`.
+    /// While no good list is available (before the first successful fetch, and after `ttl` without one)
+    /// and the static entries do not decide: `deny` fails the check, `allow` passes it. Default:
+    /// `deny`.
     #[serde(default)]
     pub on_error: OnError,
-    /// Largest accepted list, in entries. Default 100000.
+    /// Larger lists are refused. Default: `100000`.
     #[serde(default = "default_max_entries")]
     #[cfg_attr(test, schemars(range(min = 1)))]
     pub max_entries: u32,
-    /// Largest accepted response body, in bytes: a larger one is refused without being read.
-    /// Default 4194304 (4 MiB).
+    /// Larger bodies are refused without being read. Default: `4194304`.
     #[serde(default = "default_max_bytes")]
     #[cfg_attr(test, schemars(range(min = 1)))]
     pub max_bytes: u32,
-    /// `true`: a fetched list with no entries replaces the list in force (a whitelist then admits
-    /// only the static entries, a blacklist refuses only them). `false` (default): an empty body,
-    /// or one with nothing but comments, is a failed fetch, because a provider that answers
-    /// nothing is more likely broken than deliberate.
+    /// `false`: a body with no entries (empty, or only comments) is a failed fetch, since a provider
+    /// that answers nothing is more likely broken than deliberate; `true`: it empties the remote part
+    /// of the list. Default: `false`.
     #[serde(default)]
     pub allow_empty: bool,
 }
@@ -325,24 +323,23 @@ impl LogLevel {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleConfig {
-    /// Unique name: letters, digits, `.`, `_`, `-`. Required. Appears in deny details.
+    /// Unique; letters, digits, `.`, `_`, `-`; appears in the deny details. Required.
     #[cfg_attr(test, schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$")))]
     pub name: String,
-    /// Boolean expression over request and source attributes. Default `true` (always fires).
+    /// Boolean expression over request and source attributes. Default: always.
     #[serde(default, rename = "match")]
     pub match_: Option<String>,
-    /// Level of the log entry written when the rule fires. Default: no entry.
+    /// `info`, `warning` or `error`: write an entry at that level. Default: none.
     #[serde(default)]
     pub log: Option<LogLevel>,
-    /// Names of lists to check when the rule fires; the first failing check denies.
-    /// Default: none.
+    /// Lists to check; the first failing check denies. Default: `[]`.
     #[serde(default)]
     pub check: Vec<String>,
-    /// `true`: failed checks are logged (a `warning` entry with `wouldDeny`) and counted but do
-    /// not deny: "monitor first". Default `false`.
+    /// The rule's failed checks are logged (`wouldDeny`) and counted, not enforced. Default: `false`.
     #[serde(default)]
     pub dry_run: bool,
-    /// The local reply when this rule's check denies. Default: the global one.
+    /// `{"status", "body", "headers"}`: this rule's local reply, each field overriding `denyStatus`,
+    /// `denyBody`, `denyHeaders` (headers are merged). Default: the global reply.
     #[serde(default)]
     pub deny: Option<DenyReplyConfig>,
 }
@@ -352,15 +349,14 @@ pub struct RuleConfig {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteConfig {
-    /// Name used in deny details. Default `routes[<index>]`.
+    /// Used in the deny details. Default: `routes[N]`.
     #[serde(default)]
     #[cfg_attr(test, schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$")))]
     pub name: Option<String>,
-    /// Host names (`edition.cnn.com`) or wildcards (`*.cnn.com`). Required, non-empty.
+    /// Host names or wildcards (`*.cnn.com`, `*`); no ports. Required.
     #[cfg_attr(test, schemars(length(min = 1), inner(length(min = 1))))]
     pub hosts: Vec<String>,
-    /// Allowed requests; any one matching allows. Default: empty, which allows every request
-    /// to these hosts.
+    /// Any one matching admits; within one, all conditions must hold. Default: `[]` (allow all).
     #[serde(default, rename = "match")]
     pub match_: Vec<HttpMatchConfig>,
 }
@@ -370,12 +366,14 @@ pub struct RouteConfig {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpMatchConfig {
-    /// Condition on the path without the query string. Default: any.
+    /// `{"exact"\|"prefix"\|"rawPrefix"\|"regex": "..."}` on the decoded path without query; `prefix`
+    /// matches whole segments (`/sport` admits `/sport/x`, not `/sports`) with the meaning of a
+    /// `PATH_PREFIXES` entry, `rawPrefix` any string prefix; `regex` must match the whole path, as
+    /// Envoy's `safe_regex`. Default: any.
     pub uri: Option<StringMatchConfig>,
-    /// Condition on the method. Default: any.
+    /// The same, on the method (`prefix` = `rawPrefix` there). Default: any.
     pub method: Option<StringMatchConfig>,
-    /// Conditions on request headers (names are case-insensitive); an absent header fails.
-    /// Default: none.
+    /// The same, on a request header (name case-insensitive); an absent header fails. Default: none.
     pub headers: BTreeMap<String, StringMatchConfig>,
 }
 
@@ -506,5 +504,113 @@ mod schema_tests {
             generated,
             "regenerate: EGRESS_WRITE_SCHEMA=1 cargo test -p egress-policy-core schema"
         );
+    }
+
+    /// The rows of a README reference table (`| field | default | meaning |`) for the type at
+    /// `schema`, each field's row from its doc comment: the meaning, then `Default: X.` or
+    /// `Required.` as its last sentence. Types in `leaves` are one row, not their fields.
+    fn reference_rows(
+        root: &serde_json::Value,
+        schema: &serde_json::Value,
+        prefix: &str,
+        leaves: &[&str],
+        rows: &mut Vec<String>,
+    ) {
+        let resolve = |node: &serde_json::Value| -> (serde_json::Value, Option<String>) {
+            match node.get("$ref").and_then(serde_json::Value::as_str) {
+                Some(reference) => {
+                    let name = reference.rsplit('/').next().unwrap_or_default().to_owned();
+                    (root["$defs"][&name].clone(), Some(name))
+                }
+                None => (node.clone(), None),
+            }
+        };
+        let Some(properties) = schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object)
+        else {
+            return;
+        };
+        for (name, field) in properties {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let description = field["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} has no doc comment"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let (meaning, default) = if let Some(meaning) = description.strip_suffix(" Required.") {
+                (meaning.to_owned(), "required".to_owned())
+            } else {
+                let at = description.rfind(" Default: ").unwrap_or_else(|| {
+                    panic!("{path}: no `Default: X.` at the end: {description}")
+                });
+                let default = description[at + 10..].strip_suffix('.').unwrap_or_else(|| {
+                    panic!("{path}: the default does not end with a period: {description}")
+                });
+                (description[..at].to_owned(), default.to_owned())
+            };
+            let meaning = meaning.strip_suffix('.').unwrap_or(&meaning).to_owned();
+            // What the field holds: an object of its own, a map or a list of objects, or a leaf.
+            let (inner, inner_name) = resolve(field);
+            let (child, child_path) = if let Some(items) = inner.get("items") {
+                (resolve(items), format!("{path}[]"))
+            } else if let Some(values) = inner.get("additionalProperties").filter(|v| v.is_object())
+            {
+                (resolve(values), format!("{path}.NAME"))
+            } else {
+                ((inner.clone(), inner_name.clone()), path.clone())
+            };
+            let descend = child.0.get("properties").is_some()
+                && !child
+                    .1
+                    .as_deref()
+                    .is_some_and(|name| leaves.contains(&name));
+            // A list or map of objects is named by its elements (`rules[]`, `lists.NAME`), and so
+            // is a map of leaf objects (`headers.NAME`).
+            let named_elements = child.1.is_some() && child_path != path;
+            let shown = if named_elements {
+                child_path.clone()
+            } else {
+                path.clone()
+            };
+            rows.push(format!("| `{shown}` | {default} | {meaning} |"));
+            if descend {
+                reference_rows(root, &child.0, &child_path, leaves, rows);
+            }
+        }
+    }
+
+    /// The README's configuration reference and its remote-list table are the doc comments of
+    /// these types: a test fails until the README says what the types say.
+    #[test]
+    fn the_readme_reference_is_the_doc_comments_of_the_config_types() {
+        let schema = serde_json::to_value(schemars::schema_for!(PluginConfig)).unwrap();
+        let mut main = Vec::new();
+        reference_rows(
+            &schema,
+            &schema,
+            "",
+            &["StringMatchConfig", "DenyReplyConfig", "ProviderConfig"],
+            &mut main,
+        );
+        let mut provider = Vec::new();
+        reference_rows(
+            &schema,
+            &schema["$defs"]["ProviderConfig"],
+            "provider",
+            &[],
+            &mut provider,
+        );
+        let readme_rows = |heading: &str| crate::stripped::readme_table_rows(heading);
+        if std::env::var_os("EGRESS_PRINT_REFERENCE").is_some() {
+            println!("{}\n\n{}", main.join("\n"), provider.join("\n"));
+        }
+        assert_eq!(readme_rows("## Configuration reference"), main);
+        assert_eq!(readme_rows("## Remote lists"), provider);
     }
 }
