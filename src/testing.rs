@@ -14,7 +14,7 @@ use crate::core::attributes::{self, Source};
 use crate::core::headers::HeaderMap;
 use crate::core::policy::LocalReply;
 use crate::core::policy::provider::Provider;
-use crate::core::request::Opening;
+use crate::core::request::{Fact, Opening};
 
 pub use crate::core::cases::{
     FAKE_NOW_MICROS, facts_from_case, json_strings, request_from_json, request_with_path,
@@ -173,7 +173,12 @@ impl FakeHost {
         // A connection's SNI and port, where the attribute table says the proxy has them.
         for (attr, value) in facts.properties {
             if let Some(Source::Property(path)) = attributes::of(attr).map(|a| a.source) {
-                fake.properties.insert(path.join("."), value);
+                // Served as Envoy serializes it.
+                let bytes = match value {
+                    Fact::Text(bytes) => bytes,
+                    Fact::Int(int) => int.to_le_bytes().to_vec(),
+                };
+                fake.properties.insert(path.join("."), bytes);
             }
         }
         match facts.opening {

@@ -9,12 +9,12 @@
 
 use std::rc::Rc;
 
-use super::{Active, Flow, StreamHost, read_facts};
+use super::{Active, Flow, StreamHost, int_property, read_facts};
 use crate::core::attributes::{self, Attr, Source, UPSTREAM_LOCAL_ADDRESS};
 use crate::core::decision::Decision;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::RemoteLists;
-use crate::core::request::{Opening, Protocol, Request, Response, int_property};
+use crate::core::request::{Opening, Protocol, Request, Response};
 use crate::core::tls::{self, MAX_FIRST_BYTES, Scan};
 use crate::telemetry::log_entry;
 

@@ -15,14 +15,14 @@ pub mod lists;
 
 use std::rc::Rc;
 
-use crate::core::attributes::{self, Attr, MapAttr, Source};
+use crate::core::attributes::{self, Attr, MapAttr, Source, Type};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
 use crate::core::headers::HeaderMap;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{
-    Opening, Protocol, Request, RequestFacts, Response, int_property, is_stripped_header,
+    Fact, Opening, Protocol, Request, RequestFacts, Response, is_stripped_header,
 };
 use crate::telemetry::log_entry;
 
@@ -206,13 +206,18 @@ fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool 
     true
 }
 
+/// An integer property as proxy-wasm serializes it: 8 little-endian bytes.
+pub fn int_property(bytes: &[u8]) -> Option<i64> {
+    <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes)
+}
+
 /// The properties a configuration reads, besides the headers, with where the attribute table
 /// says each one is: resolved when the configuration loads, so a request only makes the calls.
 #[derive(Debug, Default)]
 pub struct PropertyReads {
-    /// Attribute, property path, and whether it is Istio peer metadata (read only for verified
-    /// mTLS callers).
-    properties: Vec<(Attr, &'static [&'static str], bool)>,
+    /// Attribute, property path, whether it is an integer (eight little-endian bytes in
+    /// proxy-wasm), and whether it is Istio peer metadata (read only for verified mTLS callers).
+    properties: Vec<(Attr, &'static [&'static str], bool, bool)>,
     /// Where Istio's peer labels are, and the keys read.
     labels: Option<(&'static [&'static str], Vec<String>)>,
 }
@@ -224,10 +229,14 @@ impl PropertyReads {
             .iter()
             // Read for every request (identity and metrics).
             .filter(|&&attr| attr != Attr::ConnectionMtls)
-            .filter_map(|&attr| match attributes::of(attr)?.source {
-                Source::Property(path) => Some((attr, path, false)),
-                Source::PeerMetadata(path) => Some((attr, path, true)),
-                _ => None,
+            .filter_map(|&attr| {
+                let row = attributes::of(attr)?;
+                let int = row.ty == Type::Int;
+                match row.source {
+                    Source::Property(path) => Some((attr, path, int, false)),
+                    Source::PeerMetadata(path) => Some((attr, path, int, true)),
+                    _ => None,
+                }
             })
             .collect();
         let labels = match attributes::of_map(MapAttr::SourceLabels).map(|a| a.source) {
@@ -285,8 +294,19 @@ fn read_facts(
     let properties = reads
         .properties
         .iter()
-        .filter(|(_, _, peer_metadata)| verified || !peer_metadata)
-        .filter_map(|&(attr, path, _)| Some((attr, host.property(path)?)))
+        .filter(|(_, _, _, peer_metadata)| verified || !peer_metadata)
+        .filter_map(|&(attr, path, int, _)| {
+            let bytes = host.property(path)?;
+            // proxy-wasm's wire format stops here: the core gets typed facts.
+            Some((
+                attr,
+                if int {
+                    Fact::Int(int_property(&bytes)?)
+                } else {
+                    Fact::Text(bytes)
+                },
+            ))
+        })
         .collect();
     RequestFacts {
         protocol,

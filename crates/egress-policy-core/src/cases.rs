@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::attributes::Attr;
 use crate::headers::HeaderMap;
-use crate::request::{Opening, Protocol, Request, RequestFacts};
+use crate::request::{Fact, Opening, Protocol, Request, RequestFacts};
 
 /// The fixed "now" of every table case: the source documents' log line time,
 /// 2018-06-18T13:22:58.317448Z.
@@ -70,10 +70,13 @@ pub fn facts_from_case(case: &Value) -> RequestFacts {
     let tcp = text("protocol") == Some("tcp");
     let mut properties = Vec::new();
     if let Some(sni) = text("sni") {
-        properties.push((Attr::ConnectionRequestedServerName, sni.as_bytes().to_vec()));
+        properties.push((
+            Attr::ConnectionRequestedServerName,
+            Fact::Text(sni.as_bytes().to_vec()),
+        ));
     }
     if let Some(port) = case.get("port").and_then(Value::as_i64) {
-        properties.push((Attr::DestinationPort, port.to_le_bytes().to_vec()));
+        properties.push((Attr::DestinationPort, Fact::Int(port)));
     }
     RequestFacts {
         protocol: if tcp { Protocol::Tcp } else { Protocol::Http },

@@ -51,9 +51,9 @@ pub struct RequestFacts {
     /// Istio peer metadata of the caller, by label key: used only for mTLS callers.
     pub peer_labels: Vec<(String, Vec<u8>)>,
     /// The attributes whose source is a property or peer metadata (see
-    /// [`crate::attributes::Source`]), as the proxy gave them: `source.ip` is the downstream
-    /// address with or without port (`10.1.2.3:5555`, `[::1]:80`).
-    pub properties: Vec<(Attr, Vec<u8>)>,
+    /// [`crate::attributes::Source`]), typed by the adapter that read them: `source.ip` is the
+    /// downstream address with or without port (`10.1.2.3:5555`, `[::1]:80`).
+    pub properties: Vec<(Attr, Fact)>,
     /// When the request arrived, in microseconds since the Unix epoch.
     pub time_micros: Option<i64>,
     /// How a connection began (connections only).
@@ -76,19 +76,32 @@ pub enum Opening {
     ClosedEarly,
 }
 
-impl RequestFacts {
-    /// The raw value of a property-sourced attribute, if the proxy gave one.
-    pub fn property(&self, attr: Attr) -> Option<&[u8]> {
-        self.properties
-            .iter()
-            .find(|(a, _)| *a == attr)
-            .map(|(_, value)| value.as_slice())
-    }
+/// One attribute's value as a host gave it, in the type of the attribute table
+/// ([`crate::attributes::Type`]): each adapter decodes its host's wire format (proxy-wasm's
+/// eight little-endian bytes for an integer, say) before the core sees it. Text stays bytes: it
+/// is untrusted, and the core decides how to read bytes that are not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Text(Vec<u8>),
+    Int(i64),
 }
 
-/// An integer property as Envoy serializes it: 8 little-endian bytes.
-pub fn int_property(bytes: &[u8]) -> Option<i64> {
-    <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes)
+impl RequestFacts {
+    /// The text of a property-sourced attribute, if the host gave one.
+    pub fn text(&self, attr: Attr) -> Option<&[u8]> {
+        self.properties.iter().find_map(|(a, value)| match value {
+            Fact::Text(bytes) if *a == attr => Some(bytes.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The integer of a property-sourced attribute, if the host gave one.
+    pub fn int(&self, attr: Attr) -> Option<i64> {
+        self.properties.iter().find_map(|(a, value)| match value {
+            Fact::Int(int) if *a == attr => Some(*int),
+            _ => None,
+        })
+    }
 }
 
 /// Request and source attributes available to decisions and log entries, canonical: built by

@@ -7,7 +7,7 @@ use egress_policy::core::attributes::Attr;
 use egress_policy::core::headers::HeaderMap;
 use egress_policy::core::policy::Policy;
 use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::{Opening, Protocol, RequestFacts, Response};
+use egress_policy::core::request::{Fact, Opening, Protocol, RequestFacts, Response};
 use egress_policy::telemetry::log_entry;
 
 use crate::load::load;
@@ -86,19 +86,16 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
             )
         })
     });
-    let mut properties: Vec<(Attr, Vec<u8>)> = [
+    let mut properties: Vec<(Attr, Fact)> = [
         (Attr::SourceIp, &args.source_ip),
         (Attr::SourceWorkload, &args.workload),
         (Attr::ConnectionRequestedServerName, &args.sni),
     ]
     .into_iter()
-    .filter_map(|(attr, value)| Some((attr, value.clone()?.into_bytes())))
+    .filter_map(|(attr, value)| Some((attr, Fact::Text(value.clone()?.into_bytes()))))
     .collect();
     if let Some(port) = args.port {
-        properties.push((
-            Attr::DestinationPort,
-            i64::from(port).to_le_bytes().to_vec(),
-        ));
+        properties.push((Attr::DestinationPort, Fact::Int(i64::from(port))));
     }
     let (protocol, headers) = match (&args.sni, &args.host, &args.path) {
         (None, Some(host), Some(path)) => {

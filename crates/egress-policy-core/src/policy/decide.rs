@@ -10,7 +10,7 @@ use crate::expr::Env;
 use crate::identity::{self, IdentityError};
 use crate::request::{
     BODILESS_METHODS, Opening, Protocol, Rejection, Request, RequestFacts, canonical_host,
-    int_property, is_stripped_header, lossy, lossy_text,
+    is_stripped_header, lossy, lossy_text,
 };
 use crate::tls::{self, Scan};
 
@@ -46,7 +46,7 @@ impl Policy {
             _ => None,
         };
         request.requested_server_name = match facts
-            .property(Attr::ConnectionRequestedServerName)
+            .text(Attr::ConnectionRequestedServerName)
             .filter(|sni| !sni.is_empty())
         {
             Some(sni) => canonical_host(&lossy(sni)),
@@ -62,10 +62,10 @@ impl Policy {
             },
             None => None,
         };
-        request.destination_port = facts.property(Attr::DestinationPort).and_then(int_property);
-        request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
+        request.destination_port = facts.int(Attr::DestinationPort);
+        request.reporter_uid = facts.text(Attr::ContextReporterUid).map(reporter_uid);
         request.source.ip = facts
-            .property(Attr::SourceIp)
+            .text(Attr::SourceIp)
             .map(|address| strip_port(&lossy_text(address)).to_owned());
         // A connection that ended before its first bytes may have ended in its handshake, whose
         // certificate Envoy then presents unverified: no identity is read from it.
@@ -137,13 +137,13 @@ impl Policy {
             rejected = rejected.or(Some(Rejection::BodyOnSafeMethod));
         }
         request.source.ip = facts
-            .property(Attr::SourceIp)
+            .text(Attr::SourceIp)
             .map(|address| strip_port(&lossy_text(address)).to_owned());
         request.requested_server_name = facts
-            .property(Attr::ConnectionRequestedServerName)
+            .text(Attr::ConnectionRequestedServerName)
             .filter(|sni| !sni.is_empty())
             .map(lossy);
-        request.reporter_uid = facts.property(Attr::ContextReporterUid).map(reporter_uid);
+        request.reporter_uid = facts.text(Attr::ContextReporterUid).map(reporter_uid);
         self.read_identity(facts, &mut request);
         (request, rejected)
     }
@@ -158,7 +158,7 @@ impl Policy {
             for (key, value) in &facts.peer_labels {
                 request.source.labels.push((key.clone(), lossy(value)));
             }
-            request.source.workload = facts.property(Attr::SourceWorkload).map(lossy);
+            request.source.workload = facts.text(Attr::SourceWorkload).map(lossy);
             let sans = facts
                 .peer_uri_sans
                 .as_deref()
