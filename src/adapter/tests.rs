@@ -540,17 +540,21 @@ fn counts_gathered_between_flushes_are_handed_over_once_each() {
     );
 }
 
+/// A new connection under `active` whose waiting first bytes are handed to the filter: the
+/// filter and what it said to them.
+fn opened(host: &FakeHost, active: Rc<Active>) -> (ConnectionFilter, Flow) {
+    let mut filter = ConnectionFilter::new(Some(active));
+    filter.on_new_connection(host);
+    let first_bytes = host.downstream.borrow().len();
+    let flow = filter.on_downstream_data(host, first_bytes, false);
+    (filter, flow)
+}
+
 #[test]
 fn an_allowed_connection_is_routed_to_the_canonical_name_it_was_decided_on() {
     let host = FakeHost::from_case(&serde_json::json!({"protocol": "tcp",
         "sni": "API.ibm.com.", "port": 10444, "namespace": "default", "serviceAccount": "app-a"}));
-    let mut filter = ConnectionFilter::new(Some(s6()));
-    filter.on_new_connection(&host);
-    let first_bytes = host.downstream.borrow().len();
-    assert_eq!(
-        filter.on_downstream_data(&host, first_bytes, false),
-        Flow::Continue
-    );
+    assert_eq!(opened(&host, s6()).1, Flow::Continue);
     assert_eq!(*host.routed_to.borrow(), ["api.ibm.com"]);
 }
 
@@ -575,10 +579,7 @@ fn without_tls_of_its_own_a_connection_is_decided_on_its_client_hellos_server_na
     ] {
         let host = FakeHost::from_case(&serde_json::json!({"protocol": "tcp", "port": 10445,
             "opening": {"clientHello": hello}}));
-        let mut filter = ConnectionFilter::new(Some(api_ibm_com_only()));
-        filter.on_new_connection(&host);
-        let first_bytes = host.downstream.borrow().len();
-        filter.on_downstream_data(&host, first_bytes, false);
+        let (mut filter, _) = opened(&host, api_ibm_com_only());
         assert_eq!(*host.routed_to.borrow(), routed, "{hello}");
         assert_eq!(host.closed.get(), routed.is_empty(), "{hello}");
         filter.on_downstream_close(&host);
@@ -607,13 +608,7 @@ fn a_client_hello_larger_than_the_gateway_reads_is_refused_as_too_large() {
         &[(16, padding), (21, vec![0; 400])],
         16 * 1024,
     );
-    let mut filter = ConnectionFilter::new(Some(api_ibm_com_only()));
-    filter.on_new_connection(&host);
-    let first_bytes = host.downstream.borrow().len();
-    assert_eq!(
-        filter.on_downstream_data(&host, first_bytes, false),
-        Flow::Stop
-    );
+    assert_eq!(opened(&host, api_ibm_com_only()).1, Flow::Stop);
     assert!(host.closed.get());
     assert!(
         host.entries.borrow()[0].contains("the caller's ClientHello is larger than 64 KiB"),
