@@ -15,7 +15,6 @@
     reason = "only serde_json::Value is indexed here, by key: a missing key reads as Null, never a panic"
 )]
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use egress_policy::core::config::PluginConfig;
@@ -24,6 +23,9 @@ use serde_json::{Map, Value, json};
 
 use crate::EXIT_INVALID;
 use crate::load::read;
+
+mod resources;
+use resources::{Component, Resource, Resources, Role, components, find};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -87,149 +89,6 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
-/// One Mixer or Istio resource, where it came from.
-#[derive(Clone)]
-struct Resource {
-    file: String,
-    kind: String,
-    name: String,
-    spec: Value,
-}
-
-impl Resource {
-    fn at(&self) -> String {
-        format!("{}: {} {}", self.file, self.kind, self.name)
-    }
-}
-
-/// The resources in force, by kind and name, in the order they were first applied.
-#[derive(Default)]
-struct Resources {
-    order: Vec<(String, String)>,
-    by_key: BTreeMap<(String, String), Resource>,
-}
-
-impl Resources {
-    fn add(&mut self, file: &str, text: &str) -> Result<(), String> {
-        for document in serde_yaml_ng::Deserializer::from_str(text) {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .map_err(|e| format!("invalid YAML: {e}"))?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value["kind"]
-                .as_str()
-                .ok_or("a document without kind")?
-                .to_owned();
-            let name = value["metadata"]["name"]
-                .as_str()
-                .ok_or_else(|| format!("a {kind} without metadata.name"))?
-                .to_owned();
-            let key = (kind.clone(), name.clone());
-            if !self.by_key.contains_key(&key) {
-                self.order.push(key.clone());
-            }
-            let spec = value.get("spec").cloned().unwrap_or(Value::Null);
-            self.by_key.insert(
-                key,
-                Resource {
-                    file: file.to_owned(),
-                    kind,
-                    name,
-                    spec,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn all(&self) -> impl Iterator<Item = &Resource> {
-        self.order.iter().filter_map(|key| self.by_key.get(key))
-    }
-}
-
-/// A Mixer instance or handler, whichever way it was declared: `kind: logentry` with its
-/// parameters as spec, or `kind: instance` with `compiledTemplate` (or `template`) and `params`;
-/// likewise handlers and their adapter.
-struct Component<'a> {
-    resource: &'a Resource,
-    /// The template (`logentry`, `listentry`) or adapter (`stdio`, `listchecker`).
-    of: String,
-    params: &'a Value,
-}
-
-/// What a Mixer resource is to a rule: an instance (what is sent) or a handler (where to).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Instance,
-    Handler,
-}
-
-impl Role {
-    /// The generic kind of the role, and the spec keys that name its template or adapter.
-    fn generic(self) -> (&'static str, [&'static str; 2]) {
-        match self {
-            Role::Instance => ("instance", ["compiledTemplate", "template"]),
-            Role::Handler => ("handler", ["compiledAdapter", "adapter"]),
-        }
-    }
-
-    /// The role of a Mixer kind of its own (`logentry`, `stdio`...), if it is one.
-    fn of_kind(kind: &str) -> Option<Role> {
-        if MIXER_TEMPLATES.contains(&kind) {
-            Some(Role::Instance)
-        } else if MIXER_ADAPTERS.contains(&kind) {
-            Some(Role::Handler)
-        } else {
-            None
-        }
-    }
-}
-
-fn components(resources: &Resources, role: Role) -> Vec<Component<'_>> {
-    let (generic, keys) = role.generic();
-    resources
-        .all()
-        .filter_map(|resource| {
-            if resource.kind == generic {
-                let of = keys
-                    .iter()
-                    .find_map(|k| resource.spec[*k].as_str())?
-                    .to_owned();
-                Some(Component {
-                    resource,
-                    of,
-                    params: &resource.spec["params"],
-                })
-            } else if Role::of_kind(&resource.kind) == Some(role) {
-                Some(Component {
-                    resource,
-                    of: resource.kind.clone(),
-                    params: &resource.spec,
-                })
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-/// Mixer's instance kinds (templates) and handler kinds (adapters) that this reads.
-const MIXER_TEMPLATES: &[&str] = &["logentry", "listentry", "metric", "quota", "checknothing"];
-const MIXER_ADAPTERS: &[&str] = &["stdio", "listchecker", "prometheus", "denier", "memquota"];
-
-/// A reference from a rule's action (`egress-access.logentry`, `path-checker.listchecker`,
-/// `name.kind.namespace`, or a plain name) to the component of that name.
-fn find<'a>(components: &'a [Component<'a>], reference: &str) -> Option<&'a Component<'a>> {
-    components
-        .iter()
-        .find(|c| c.resource.name == reference)
-        .or_else(|| {
-            let name = reference.split('.').next()?;
-            components.iter().find(|c| c.resource.name == name)
-        })
-}
-
 /// What a conversion says besides the configuration. A note is something translated
 /// differently, or left out, that does not let through anything Mixer refused; an error is
 /// something that would (a check that cannot be translated, a reference to nothing): with one,
@@ -250,137 +109,21 @@ struct Converted {
 const CHECK_TEMPLATES: &[&str] = &["listentry", "checknothing", "authorization", "quota"];
 
 fn convert(resources: &Resources) -> Converted {
-    let mut report = Report::default();
     let instances = components(resources, Role::Instance);
     let handlers = components(resources, Role::Handler);
-    let mut log: Option<(&Component, Value)> = None;
-    let mut lists = Map::new();
-    let mut rules = Vec::new();
-
-    for rule in resources.all().filter(|r| r.kind == "rule") {
-        let at = rule.at();
-        let condition = match rule.spec.get("match").and_then(Value::as_str) {
-            Some(m) if !m.trim().is_empty() => m.to_owned(),
-            // Mixer: an absent or empty match is every request.
-            _ => "true".to_owned(),
-        };
-        let mut level: Option<&str> = None;
-        let mut checks = Vec::new();
-        let mut deny_status: Option<u16> = None;
-        for action in rule.spec["actions"].as_array().into_iter().flatten() {
-            let handler_ref = action["handler"].as_str().unwrap_or_default();
-            let Some(handler) = find(&handlers, handler_ref) else {
-                report.errors.push(format!(
-                    "{at}: handler {handler_ref} is in none of the files (Mixer refused such a rule): add it"
-                ));
-                continue;
-            };
-            for instance_ref in action["instances"].as_array().into_iter().flatten() {
-                let instance_ref = instance_ref.as_str().unwrap_or_default();
-                let Some(instance) = find(&instances, instance_ref) else {
-                    report.errors.push(format!(
-                        "{at}: instance {instance_ref} is in none of the files (Mixer refused such a rule): add it"
-                    ));
-                    continue;
-                };
-                match (handler.of.as_str(), instance.of.as_str()) {
-                    ("stdio", "logentry") => {
-                        level = Some(stdio_level(handler, instance, &mut report));
-                        match &log {
-                            None => log = Some((instance, log_config(instance, &mut report))),
-                            Some((first, _)) if first.resource.name != instance.resource.name => {
-                                report.notes.push(format!(
-                                    "{at}: logentry {} is not translated: a configuration has one log instance ({}), whose fields this rule's entries get",
-                                    instance.resource.name, first.resource.name
-                                ));
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    ("listchecker", "listentry") => {
-                        let name = handler.resource.name.clone();
-                        let value = listentry_value(instance);
-                        match lists.get(&name) {
-                            Some(existing) if existing["value"] != json!(value) => {
-                                report.errors.push(format!(
-                                    "{at}: listchecker {name} is checked with {value} here and with {} elsewhere; a list has one value: give each a listchecker of its own",
-                                    existing["value"]
-                                ));
-                            }
-                            Some(_) => {}
-                            None => {
-                                let list = list_config(handler, instance, &mut report);
-                                lists.insert(name.clone(), list);
-                            }
-                        }
-                        checks.push(json!(name));
-                    }
-                    ("denier", "checknothing") => {
-                        // Every request the rule matches is refused: a check against an empty
-                        // whitelist fails for every value, and for a connection, which has no host.
-                        let name = handler.resource.name.clone();
-                        lists.insert(
-                            name.clone(),
-                            json!({"value": "request.host", "entries": [], "blacklist": false}),
-                        );
-                        checks.push(json!(name));
-                        deny_status = Some(denier_status(handler));
-                        report.notes.push(format!(
-                            "{at}: denier {name} is a check against the empty whitelist {name}, so every matching request is refused"
-                        ));
-                    }
-                    (adapter, template) if CHECK_TEMPLATES.contains(&template) => {
-                        report.errors.push(format!(
-                            "{at}: the {adapter} handler with {template} instances decides requests and is not translated: without it, what it refused would be let through; express it as a list check (listchecker + listentry) or a denier"
-                        ));
-                    }
-                    (adapter, template) => report.notes.push(format!(
-                        "{at}: the {adapter} handler with {template} instances is not translated: it only reports (the filter logs with stdio + logentry; metrics: README, Metrics and the dashboard)"
-                    )),
-                }
-            }
-        }
-        if level.is_none() && checks.is_empty() {
-            report.notes.push(format!(
-                "{at}: nothing to translate (no stdio, listchecker or denier action): skipped"
-            ));
-            continue;
-        }
-        let mut converted = Map::new();
-        converted.insert("name".into(), json!(rule.name));
-        converted.insert("match".into(), json!(condition));
-        if let Some(level) = level {
-            converted.insert("log".into(), json!(level));
-        }
-        if !checks.is_empty() {
-            converted.insert("check".into(), Value::Array(checks));
-        }
-        if let Some(status) = deny_status {
-            converted.insert("deny".into(), json!({"status": status}));
-        }
-        rules.push(Value::Object(converted));
-    }
-
+    let mut converter = Converter::default();
+    let rules: Vec<Value> = resources
+        .all()
+        .filter(|r| r.kind == "rule")
+        .filter_map(|rule| converter.rule(rule, &instances, &handlers))
+        .collect();
+    let Converter {
+        mut report,
+        log,
+        lists,
+    } = converter;
     let routes = virtual_service_routes(resources, &mut report);
-    for resource in resources.all() {
-        let kind = resource.kind.as_str();
-        if matches!(
-            kind,
-            "Gateway" | "DestinationRule" | "ServiceEntry" | "Sidecar"
-        ) {
-            report.notes.push(format!(
-                "{}: routing, not policy: apply it unchanged (README: Deploying on Istio)",
-                resource.at()
-            ));
-        } else if Role::of_kind(kind).is_none()
-            && !matches!(kind, "rule" | "instance" | "handler" | "VirtualService")
-        {
-            report.notes.push(format!(
-                "{}: not a Mixer or routing resource: ignored",
-                resource.at()
-            ));
-        }
-    }
+    note_other_resources(resources, &mut report);
     if rules.is_empty() && routes.is_empty() && report.errors.is_empty() {
         report.errors.push("nothing to write: no rule with a stdio, listchecker or denier action, and no VirtualService URI route for a gateway".to_owned());
     }
@@ -406,6 +149,173 @@ fn convert(resources: &Resources) -> Converted {
     Converted {
         config: Some(Value::Object(config)),
         report,
+    }
+}
+
+/// What the rules translate into, gathered rule by rule: the one log instance (its name and
+/// configuration), the lists, and the report.
+#[derive(Default)]
+struct Converter {
+    report: Report,
+    log: Option<(String, Value)>,
+    lists: Map<String, Value>,
+}
+
+/// What one rule's actions translate into.
+#[derive(Default)]
+struct RuleParts {
+    level: Option<&'static str>,
+    checks: Vec<Value>,
+    deny_status: Option<u16>,
+}
+
+impl Converter {
+    /// One Mixer rule as a rule of the configuration, or `None` when nothing of it translates.
+    fn rule(
+        &mut self,
+        rule: &Resource,
+        instances: &[Component<'_>],
+        handlers: &[Component<'_>],
+    ) -> Option<Value> {
+        let at = rule.at();
+        let condition = match rule.spec.get("match").and_then(Value::as_str) {
+            Some(m) if !m.trim().is_empty() => m.to_owned(),
+            // Mixer: an absent or empty match is every request.
+            _ => "true".to_owned(),
+        };
+        let mut parts = RuleParts::default();
+        for action in rule.spec["actions"].as_array().into_iter().flatten() {
+            let handler_ref = action["handler"].as_str().unwrap_or_default();
+            let Some(handler) = find(handlers, handler_ref) else {
+                self.report.errors.push(format!(
+                    "{at}: handler {handler_ref} is in none of the files (Mixer refused such a rule): add it"
+                ));
+                continue;
+            };
+            for instance_ref in action["instances"].as_array().into_iter().flatten() {
+                let instance_ref = instance_ref.as_str().unwrap_or_default();
+                let Some(instance) = find(instances, instance_ref) else {
+                    self.report.errors.push(format!(
+                        "{at}: instance {instance_ref} is in none of the files (Mixer refused such a rule): add it"
+                    ));
+                    continue;
+                };
+                self.action(&at, handler, instance, &mut parts);
+            }
+        }
+        if parts.level.is_none() && parts.checks.is_empty() {
+            self.report.notes.push(format!(
+                "{at}: nothing to translate (no stdio, listchecker or denier action): skipped"
+            ));
+            return None;
+        }
+        let mut converted = Map::new();
+        converted.insert("name".into(), json!(rule.name));
+        converted.insert("match".into(), json!(condition));
+        if let Some(level) = parts.level {
+            converted.insert("log".into(), json!(level));
+        }
+        if !parts.checks.is_empty() {
+            converted.insert("check".into(), Value::Array(parts.checks));
+        }
+        if let Some(status) = parts.deny_status {
+            converted.insert("deny".into(), json!({"status": status}));
+        }
+        Some(Value::Object(converted))
+    }
+
+    /// One handler and instance of a rule's action, by adapter and template.
+    fn action(
+        &mut self,
+        at: &str,
+        handler: &Component<'_>,
+        instance: &Component<'_>,
+        parts: &mut RuleParts,
+    ) {
+        let report = &mut self.report;
+        match (handler.of.as_str(), instance.of.as_str()) {
+            ("stdio", "logentry") => {
+                parts.level = Some(stdio_level(handler, instance, report));
+                match &self.log {
+                    None => {
+                        self.log = Some((
+                            instance.resource.name.clone(),
+                            log_config(instance, report),
+                        ));
+                    }
+                    Some((first, _)) if *first != instance.resource.name => {
+                        report.notes.push(format!(
+                            "{at}: logentry {} is not translated: a configuration has one log instance ({first}), whose fields this rule's entries get",
+                            instance.resource.name
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            ("listchecker", "listentry") => {
+                let name = handler.resource.name.clone();
+                let value = listentry_value(instance);
+                match self.lists.get(&name) {
+                    Some(existing) if existing["value"] != json!(value) => {
+                        report.errors.push(format!(
+                            "{at}: listchecker {name} is checked with {value} here and with {} elsewhere; a list has one value: give each a listchecker of its own",
+                            existing["value"]
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let list = list_config(handler, instance, report);
+                        self.lists.insert(name.clone(), list);
+                    }
+                }
+                parts.checks.push(json!(name));
+            }
+            ("denier", "checknothing") => {
+                // Every request the rule matches is refused: a check against an empty
+                // whitelist fails for every value, and for a connection, which has no host.
+                let name = handler.resource.name.clone();
+                self.lists.insert(
+                    name.clone(),
+                    json!({"value": "request.host", "entries": [], "blacklist": false}),
+                );
+                parts.checks.push(json!(name));
+                parts.deny_status = Some(denier_status(handler));
+                report.notes.push(format!(
+                    "{at}: denier {name} is a check against the empty whitelist {name}, so every matching request is refused"
+                ));
+            }
+            (adapter, template) if CHECK_TEMPLATES.contains(&template) => {
+                report.errors.push(format!(
+                    "{at}: the {adapter} handler with {template} instances decides requests and is not translated: without it, what it refused would be let through; express it as a list check (listchecker + listentry) or a denier"
+                ));
+            }
+            (adapter, template) => report.notes.push(format!(
+                "{at}: the {adapter} handler with {template} instances is not translated: it only reports (the filter logs with stdio + logentry; metrics: README, Metrics and the dashboard)"
+            )),
+        }
+    }
+}
+
+/// Notes for the resources that are neither Mixer's nor a VirtualService.
+fn note_other_resources(resources: &Resources, report: &mut Report) {
+    for resource in resources.all() {
+        let kind = resource.kind.as_str();
+        if matches!(
+            kind,
+            "Gateway" | "DestinationRule" | "ServiceEntry" | "Sidecar"
+        ) {
+            report.notes.push(format!(
+                "{}: routing, not policy: apply it unchanged (README: Deploying on Istio)",
+                resource.at()
+            ));
+        } else if Role::of_kind(kind).is_none()
+            && !matches!(kind, "rule" | "instance" | "handler" | "VirtualService")
+        {
+            report.notes.push(format!(
+                "{}: not a Mixer or routing resource: ignored",
+                resource.at()
+            ));
+        }
     }
 }
 
