@@ -594,18 +594,10 @@ fn without_tls_of_its_own_a_connection_is_decided_on_its_client_hellos_server_na
 
 #[test]
 fn a_client_hello_larger_than_the_gateway_reads_is_refused_as_too_large() {
-    let padding: Vec<u8> = {
-        let names: Vec<u8> = (0..327)
-            .flat_map(|_| std::iter::once(199u8).chain([b'x'; 199]))
-            .collect();
-        let mut data = (names.len() as u16).to_be_bytes().to_vec();
-        data.extend_from_slice(&names);
-        data
-    };
     let host = FakeHost::default();
     *host.downstream.borrow_mut() = crate::core::tls::client_hello_records(
         Some("api.ibm.com"),
-        &[(16, padding), (21, vec![0; 400])],
+        &[crate::core::tls::alpn_padding(65_400), (21, vec![0; 400])],
         16 * 1024,
     );
     assert_eq!(opened(&host, api_ibm_com_only()).1, Flow::Stop);

@@ -61,16 +61,13 @@ pub fn scan(bytes: &[u8]) -> Scan {
             Err(why) => Scan::Malformed(why),
         },
         Ok(None) => Scan::Incomplete,
-        Err(TOO_LARGE) => Scan::TooLarge,
-        Err(why) => Scan::Malformed(why),
+        Err(unreadable) => unreadable,
     }
 }
 
-const TOO_LARGE: &str = "the ClientHello is larger than the gateway reads";
-
 /// The ClientHello handshake message's body, joined from as many handshake records as it
-/// spans; `None` while it is incomplete.
-fn reassemble(bytes: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+/// spans; `None` while it is incomplete; what makes it unreadable (`Malformed`, `TooLarge`).
+fn reassemble(bytes: &[u8]) -> Result<Option<Vec<u8>>, Scan> {
     let mut handshake = Vec::new();
     let mut rest = bytes;
     loop {
@@ -78,14 +75,18 @@ fn reassemble(bytes: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
             return Ok(None);
         };
         if kind != RECORD_HANDSHAKE {
-            return Err("the first bytes are not a TLS handshake record");
+            return Err(Scan::Malformed(
+                "the first bytes are not a TLS handshake record",
+            ));
         }
         if major != 3 || minor > 4 {
-            return Err("the first record has no TLS version");
+            return Err(Scan::Malformed("the first record has no TLS version"));
         }
         let length = usize::from(u16::from_be_bytes([high, low]));
         if length == 0 || length > 16 * 1024 + 256 {
-            return Err("the first record's length is not a TLS record's");
+            return Err(Scan::Malformed(
+                "the first record's length is not a TLS record's",
+            ));
         }
         let Some((fragment, after)) = rest.get(5..).and_then(|r| r.split_at_checked(length)) else {
             return Ok(None);
@@ -96,14 +97,18 @@ fn reassemble(bytes: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
             continue;
         };
         if message != HANDSHAKE_CLIENT_HELLO {
-            return Err("the first handshake message is not a ClientHello");
+            return Err(Scan::Malformed(
+                "the first handshake message is not a ClientHello",
+            ));
         }
         let whole = (usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c)) + 4;
         if whole > MAX_CLIENT_HELLO_BYTES + 4 {
-            return Err(TOO_LARGE);
+            return Err(Scan::TooLarge);
         }
         if handshake.len() > whole {
-            return Err("the ClientHello's records carry more than the ClientHello");
+            return Err(Scan::Malformed(
+                "the ClientHello's records carry more than the ClientHello",
+            ));
         }
         if handshake.len() == whole {
             handshake.drain(..4);
@@ -226,6 +231,18 @@ fn server_name(mut data: Reader<'_>) -> Result<Vec<u8>, &'static str> {
     name.ok_or("the server_name extension is empty")
 }
 
+/// An ALPN extension (type 16) of about `bytes` bytes of 200-byte names, as a long ALPN list
+/// or post-quantum key shares make a ClientHello larger than one record: for tests.
+#[cfg(any(test, not(target_arch = "wasm32")))]
+pub fn alpn_padding(bytes: usize) -> (u16, Vec<u8>) {
+    let names: Vec<u8> = (0..bytes / 200)
+        .flat_map(|_| std::iter::once(199u8).chain([b'x'; 199]))
+        .collect();
+    let mut data = (names.len() as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(&names);
+    (16, data)
+}
+
 /// Builds ClientHello records for tests (here and in the adapter's): the SNI, extra extensions
 /// as (type, data), split into records of at most `record_size` bytes.
 #[cfg(any(test, not(target_arch = "wasm32")))]
@@ -303,20 +320,12 @@ mod tests {
     #[test]
     fn a_client_hello_of_up_to_64_kib_over_several_records_is_read_and_a_larger_one_refused() {
         // An ALPN list pads the hello: about 20 KiB (two records), then just over the limit.
-        let padding = |bytes: usize| -> Vec<u8> {
-            let names: Vec<u8> = (0..bytes / 200)
-                .flat_map(|_| std::iter::once(199u8).chain([b'x'; 199]))
-                .collect();
-            let mut data = (names.len() as u16).to_be_bytes().to_vec();
-            data.extend_from_slice(&names);
-            data
-        };
-        let large = client_hello_records(Some("api.ibm.com"), &[(16, padding(20_000))], 16 * 1024);
+        let large = client_hello_records(Some("api.ibm.com"), &[alpn_padding(20_000)], 16 * 1024);
         assert!(large.len() > 16 * 1024 + 5);
         assert_eq!(scan(&large), Scan::Hello(hello("api.ibm.com")));
         let too_large = client_hello_records(
             Some("api.ibm.com"),
-            &[(16, padding(65_400)), (21, vec![0; 400])],
+            &[alpn_padding(65_400), (21, vec![0; 400])],
             16 * 1024,
         );
         assert!(too_large.len() <= MAX_FIRST_BYTES, "{}", too_large.len());
