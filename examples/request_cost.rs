@@ -23,11 +23,13 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::rc::Rc;
 
+use egress_policy::adapter::header_map;
 use egress_policy::adapter::{
     Active, Host, HttpHost, PEER_URI_SANS, PendingCounters, RequestFilter, StreamHost,
 };
-use egress_policy::core::headers::HeaderMap;
+use egress_policy::core::headers::Headers;
 use egress_policy::core::policy::{LocalReply, Policy};
+use egress_policy::telemetry::metrics::{CounterEvent, GaugeEvent};
 
 /// A proxy that answers from memory and keeps nothing: what is left is the filter's own work
 /// (and the copies a real host call makes into the module's memory). Its own lookups are as
@@ -58,13 +60,13 @@ impl Host for MemoryHost {
     fn log_warning(&self, message: &str) {
         panic!("unexpected warning: {message}");
     }
-    fn increment(&self, counter: &str) {
+    fn increment(&self, event: &CounterEvent<'_>) {
         self.call("increment");
-        self.pending.borrow_mut().increment(counter);
+        self.pending.borrow_mut().count(event);
     }
-    fn set_gauge(&self, gauge: &str, value: u64) {
+    fn set_gauge(&self, event: &GaugeEvent<'_>) {
         self.call("set_gauge");
-        black_box((gauge, value));
+        black_box(event);
     }
 }
 
@@ -84,9 +86,9 @@ impl StreamHost for MemoryHost {
 }
 
 impl HttpHost for MemoryHost {
-    fn request_headers(&self) -> Option<HeaderMap> {
+    fn request_headers(&self) -> Option<Headers> {
         self.call("request_headers");
-        Some(HeaderMap::from_serialized(self.headers.clone()))
+        Some(header_map::decode(self.headers.clone()))
     }
     fn remove_request_header(&self, _: &[u8]) -> bool {
         self.call("remove_request_header");
@@ -109,7 +111,7 @@ fn host(request: &str) -> MemoryHost {
     } else {
         "/sport"
     };
-    let headers = HeaderMap::from_pairs(&[
+    let headers = header_map::serialize(&[
         (":authority", "edition.cnn.com"),
         (":path", path),
         (":method", "GET"),
@@ -132,7 +134,7 @@ fn host(request: &str) -> MemoryHost {
         properties.push((vec!["connection", "mtls"], vec![0]));
     }
     MemoryHost {
-        headers: headers.as_bytes().to_vec(),
+        headers,
         properties,
         calls: RefCell::default(),
         counting: Cell::new(false),
@@ -198,8 +200,8 @@ fn main() {
             }
             "count" => active
                 .metrics
-                .count_request(&decision, &canonical, Some(200), |name| {
-                    black_box(name);
+                .count_request(&decision, &canonical, Some(200), |event| {
+                    black_box(event);
                 }),
             "log" => {
                 black_box(

@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use crate::adapter::{ConnectionHost, Host, HttpHost, NoSharedData, RootHost, StreamHost};
 use crate::core::attributes::{self, Source};
-use crate::core::headers::HeaderMap;
+use crate::core::headers::Headers;
 use crate::core::policy::LocalReply;
 use crate::core::policy::provider::Provider;
 use crate::core::request::{Fact, Opening};
+use crate::telemetry::metrics::{self, CounterEvent, GaugeEvent};
 
 pub use crate::core::cases::{
     FAKE_NOW_MICROS, facts_from_case, json_strings, request_from_json, request_with_path,
@@ -208,23 +209,27 @@ impl Host for FakeHost {
     fn log_warning(&self, message: &str) {
         self.warnings.borrow_mut().push(message.to_owned());
     }
-    fn increment(&self, counter: &str) {
-        self.counters.borrow_mut().push(counter.to_owned());
+    fn increment(&self, event: &CounterEvent<'_>) {
+        self.counters
+            .borrow_mut()
+            .push(metrics::counter_name(event));
     }
-    fn set_gauge(&self, gauge: &str, value: u64) {
-        self.gauges.borrow_mut().insert(gauge.to_owned(), value);
+    fn set_gauge(&self, event: &GaugeEvent<'_>) {
+        self.gauges
+            .borrow_mut()
+            .insert(metrics::gauge_name(event), event.value);
     }
 }
 
 impl HttpHost for FakeHost {
-    fn request_headers(&self) -> Option<HeaderMap> {
+    fn request_headers(&self) -> Option<Headers> {
         self.headers_readable.then(|| {
             let pairs: Vec<(&[u8], &[u8])> = self
                 .headers
                 .iter()
                 .map(|(n, v)| (n.as_bytes(), v.as_slice()))
                 .collect();
-            HeaderMap::from_pairs(&pairs)
+            Headers::from_pairs(&pairs)
         })
     }
     fn remove_request_header(&self, name: &[u8]) -> bool {

@@ -1,11 +1,12 @@
-//! A whole request as the proxy hands it over, decided by the source documents' list policy:
-//! the header map as proxy-wasm serializes it (first byte odd), or headers as `name\0value\n`
-//! lines. Every header the policy reads comes from an attacker.
+//! A whole request as the proxy hands it over, decided by the list policy of
+//! `envoy/examples/s4-exemption.json`: the header map as proxy-wasm serializes it, decoded by
+//! the wasm adapter (first byte odd), or headers as `name\0value\n` lines. Every header the
+//! policy reads comes from an attacker.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use egress_policy_core::headers::HeaderMap;
+use egress_policy_core::headers::Headers;
 use egress_policy_core::policy::Policy;
 use egress_policy_core::policy::provider::RemoteLists;
 use egress_policy_core::request::RequestFacts;
@@ -24,7 +25,7 @@ fuzz_target!(|input: &[u8]| {
     };
     if mode % 2 == 1 {
         let facts = RequestFacts {
-            headers: HeaderMap::from_serialized(bytes.to_vec()),
+            headers: egress_policy::adapter::header_map::decode(bytes.to_vec()),
             ..RequestFacts::default()
         };
         let _ = policy().decide(&facts, &RemoteLists::default());
@@ -38,7 +39,7 @@ fuzz_target!(|input: &[u8]| {
         })
         .collect();
     let facts = RequestFacts {
-        headers: HeaderMap::from_pairs(&pairs),
+        headers: Headers::from_pairs(&pairs),
         ..RequestFacts::default()
     };
     let _ = policy().decide(&facts, &RemoteLists::default());

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use super::{Active, Flow, StreamHost, int_property, read_facts};
 use crate::core::attributes::{self, Attr, Source, UPSTREAM_LOCAL_ADDRESS};
 use crate::core::decision::Decision;
-use crate::core::headers::HeaderMap;
+use crate::core::headers::Headers;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::request::{Opening, Protocol, Request, Response};
 use crate::core::tls::{self, MAX_FIRST_BYTES, Scan};
@@ -153,7 +153,7 @@ impl ConnectionFilter {
             &active.connection_reads,
             host,
             Protocol::Tcp,
-            HeaderMap::default(),
+            Headers::default(),
             false,
         );
         facts.opening = opening;
@@ -164,7 +164,7 @@ impl ConnectionFilter {
         };
         active
             .metrics
-            .count_request(&decision, &request, None, |counter| host.increment(counter));
+            .count_request(&decision, &request, None, |event| host.increment(&event));
         let forwarded = decision.outcome().forwarded();
         // Relayed where it was decided, or not at all: a proxy that cannot be told the
         // destination would route on bytes the policy did not decide on.

@@ -12,7 +12,7 @@ use crate::core::attributes::Attr;
 use crate::core::policy::Policy;
 use crate::core::policy::provider::{FetchError, Provider, RemoteEntries, RemoteLists};
 use crate::telemetry::log_entry::LogTemplate;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Gauge, Metrics};
 
 /// What fetching lists needs from the proxy, beyond [`Host`].
 pub trait RootHost: Host {
@@ -166,9 +166,8 @@ impl ListRefresher {
             self.fetcher.adopted(list, fetched_at);
             match outcome {
                 Ok(entries) => {
-                    if let Some(names) = active.metrics.list(list) {
-                        host.set_gauge(&names.entries, u64::try_from(entries).unwrap_or(u64::MAX));
-                    }
+                    let entries = u64::try_from(entries).unwrap_or(u64::MAX);
+                    host.set_gauge(&active.metrics.list_gauge(Gauge::ListEntries, list, entries));
                 }
                 Err(reason) => {
                     host.log_warning(&format!(
@@ -189,9 +188,10 @@ impl ListRefresher {
             return;
         };
         for (index, _, _) in active.policy.providers() {
-            if let (Some(entries), Some(names)) = (remote.get(index), active.metrics.list(index)) {
+            if let Some(entries) = remote.get(index) {
                 let age = now.saturating_sub(entries.fetched_at_micros) / 1_000_000;
-                host.set_gauge(&names.age_seconds, u64::try_from(age).unwrap_or(0));
+                let age = u64::try_from(age).unwrap_or(0);
+                host.set_gauge(&active.metrics.list_gauge(Gauge::ListAgeSeconds, index, age));
             }
         }
     }
@@ -285,19 +285,16 @@ fn report(host: &impl Host, active: &Active, outcome: &FetchOutcome, list_name: 
     let list = match outcome {
         FetchOutcome::Updated { list, .. } | FetchOutcome::Failed { list, .. } => *list,
     };
-    let names = active.metrics.list(list);
+    let metrics = &active.metrics;
     match outcome {
         FetchOutcome::Updated { entries, .. } => {
-            if let Some(names) = names {
-                host.increment(&names.fetch_success);
-                host.set_gauge(&names.entries, u64::try_from(*entries).unwrap_or(u64::MAX));
-                host.set_gauge(&names.age_seconds, 0);
-            }
+            let entries = u64::try_from(*entries).unwrap_or(u64::MAX);
+            host.increment(&metrics.list_fetch(list, true));
+            host.set_gauge(&metrics.list_gauge(Gauge::ListEntries, list, entries));
+            host.set_gauge(&metrics.list_gauge(Gauge::ListAgeSeconds, list, 0));
         }
         FetchOutcome::Failed { reason, .. } => {
-            if let Some(names) = names {
-                host.increment(&names.fetch_failure);
-            }
+            host.increment(&metrics.list_fetch(list, false));
             let ttl = active
                 .policy
                 .provider(list)

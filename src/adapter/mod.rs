@@ -11,6 +11,7 @@
 mod wasm;
 
 pub mod connection;
+pub mod header_map;
 pub mod lists;
 
 use std::rc::Rc;
@@ -18,13 +19,14 @@ use std::rc::Rc;
 use crate::core::attributes::{self, Attr, MapAttr, Source, Type};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
-use crate::core::headers::HeaderMap;
+use crate::core::headers::Headers;
 use crate::core::policy::provider::RemoteLists;
 use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, is_stripped_header,
 };
 use crate::telemetry::log_entry;
+use crate::telemetry::metrics::{self, CounterEvent, GaugeEvent};
 
 pub use connection::{ConnectionFilter, ConnectionHost};
 pub use lists::{Active, ListRefresher, NoSharedData, RootHost};
@@ -38,9 +40,9 @@ pub trait Host {
     /// Reports a problem of the filter itself in the proxy's log.
     fn log_warning(&self, message: &str);
     /// Adds one to a counter (created on first use).
-    fn increment(&self, counter: &str);
+    fn increment(&self, event: &CounterEvent<'_>);
     /// Sets a gauge (created on first use).
-    fn set_gauge(&self, gauge: &str, value: u64);
+    fn set_gauge(&self, event: &GaugeEvent<'_>);
 }
 
 /// What both filters need from the proxy for the request or connection at hand.
@@ -54,7 +56,7 @@ pub trait StreamHost: Host {
 /// What the per-request flow needs from the proxy.
 pub trait HttpHost: StreamHost {
     /// Every request header, pseudo-headers included, with one host call.
-    fn request_headers(&self) -> Option<HeaderMap>;
+    fn request_headers(&self) -> Option<Headers>;
     /// Removes every value of a request header before the request is forwarded.
     fn remove_request_header(&self, name: &[u8]) -> bool;
     /// A response header (or `:status`) as raw bytes.
@@ -176,8 +178,8 @@ impl RequestFilter {
         response.size = response.size.or(self.body_bytes);
         active
             .metrics
-            .count_request(decision, &self.request, response.code, |counter| {
-                host.increment(counter)
+            .count_request(decision, &self.request, response.code, |event| {
+                host.increment(&event)
             });
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
@@ -193,7 +195,7 @@ impl RequestFilter {
 
 /// Removes the headers no destination may act on (see [`crate::core::request::STRIPPED_HEADERS`]);
 /// `false` when the proxy refused a removal.
-fn strip_forwarding_controls(host: &impl HttpHost, headers: &HeaderMap) -> bool {
+fn strip_forwarding_controls(host: &impl HttpHost, headers: &Headers) -> bool {
     let mut removed: Vec<&[u8]> = Vec::new();
     for (name, _) in headers.iter() {
         if is_stripped_header(name) && !removed.contains(&name) {
@@ -256,7 +258,7 @@ fn read_facts(
     reads: &PropertyReads,
     host: &impl StreamHost,
     protocol: Protocol,
-    headers: HeaderMap,
+    headers: Headers,
     has_body: bool,
 ) -> RequestFacts {
     let mtls = host
@@ -324,27 +326,58 @@ fn read_facts(
 }
 
 /// Counts gathered in the VM between two flushes to the proxy (one host call per counter and
-/// flush instead of one per request and counter). Keyed with the standard library's SipHash: the
-/// names carry caller-chosen label values (a workload's `app` label), so a cheaper hash could be
-/// made to collide.
+/// flush instead of one per request and counter). Keyed by the event, compactly (the counter,
+/// then each label value and a NUL, which no value holds): the metric's name in Istio's tag
+/// encoding is three times longer, and is only written at a flush. Hashed with the standard
+/// library's SipHash: the label values are caller-chosen (a workload's `app` label), so a
+/// cheaper hash could be made to collide.
 #[derive(Debug, Default)]
-pub struct PendingCounters(std::collections::HashMap<String, u64>);
+pub struct PendingCounters {
+    counts: std::collections::HashMap<String, u64>,
+    /// Where each event's key is written, kept across requests.
+    key: String,
+    names: metrics::CounterNames,
+}
 
 impl PendingCounters {
-    pub fn increment(&mut self, counter: &str) {
-        match self.0.get_mut(counter) {
+    pub fn count(&mut self, event: &CounterEvent<'_>) {
+        let key = &mut self.key;
+        key.clear();
+        key.push(char::from(b'a' + event.counter as u8));
+        for value in event.values() {
+            key.push_str(value);
+            key.push('\0');
+        }
+        match self.counts.get_mut(key.as_str()) {
             Some(count) => *count += 1,
             None => {
-                self.0.insert(counter.to_owned(), 1);
+                self.counts.insert(key.clone(), 1);
             }
         }
     }
 
-    /// Hands every count gathered since the last flush to `add` and starts again from zero
-    /// (names stay, so the next count allocates nothing).
+    /// Hands every count gathered since the last flush to `add`, by metric name, and starts
+    /// again from zero (keys stay, so the next count allocates nothing).
     pub fn flush(&mut self, mut add: impl FnMut(&str, u64)) {
-        for (name, count) in self.0.iter_mut().filter(|(_, count)| **count > 0) {
-            add(name, *count);
+        let mut name = String::new();
+        for (key, count) in self.counts.iter_mut().filter(|(_, count)| **count > 0) {
+            let Some(counter) = key
+                .bytes()
+                .next()
+                .and_then(|first| metrics::Counter::ALL.get(usize::from(first.wrapping_sub(b'a'))))
+            else {
+                continue;
+            };
+            let mut values = [""; metrics::MAX_LABELS];
+            for (slot, value) in values
+                .iter_mut()
+                .zip(key.get(1..).unwrap_or_default().split_terminator('\0'))
+            {
+                *slot = value;
+            }
+            self.names
+                .encode(&CounterEvent::new(*counter, &values), &mut name);
+            add(&name, *count);
             *count = 0;
         }
     }

@@ -522,20 +522,28 @@ fn property_paths_are_joined_by_nul_or_refused_when_they_do_not_fit() {
 
 #[test]
 fn counts_gathered_between_flushes_are_handed_over_once_each() {
+    use crate::telemetry::metrics::{Counter, CounterEvent, counter_name};
     let mut pending = crate::adapter::PendingCounters::default();
-    for name in ["a", "b", "a"] {
-        pending.increment(name);
+    let a = CounterEvent::new(Counter::RuleMatches, &["r", "allow"]);
+    let b = CounterEvent::new(
+        Counter::Requests,
+        &["deny", "*.cnn.com", "default", "sleep", "unknown", "404"],
+    );
+    for event in [a, b, a] {
+        pending.count(&event);
     }
     let mut flushed = Vec::new();
     pending.flush(|name, count| flushed.push((name.to_owned(), count)));
     flushed.sort();
-    assert_eq!(flushed, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
-    pending.increment("b");
+    let mut expected = [(counter_name(&a), 2), (counter_name(&b), 1)];
+    expected.sort();
+    assert_eq!(flushed, expected);
+    pending.count(&b);
     let mut again = Vec::new();
     pending.flush(|name, count| again.push((name.to_owned(), count)));
     assert_eq!(
         again,
-        [("b".to_owned(), 1)],
+        [(counter_name(&b), 1)],
         "nothing twice, nothing at zero"
     );
 }

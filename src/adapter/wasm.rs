@@ -16,10 +16,10 @@ use super::{
     ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, NoSharedData,
     PendingCounters, RequestFilter, RootHost, StreamHost,
 };
-use crate::core::headers::HeaderMap;
+use crate::core::headers::Headers;
 use crate::core::policy::provider::Provider;
 use crate::core::policy::{LocalReply, Policy};
-use crate::telemetry::metrics;
+use crate::telemetry::metrics::{self, CounterEvent, Gauge, GaugeEvent};
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the rendered entries for the access log:
 /// `%FILTER_STATE(wasm.egress_policy_log:PLAIN)%`.
@@ -74,13 +74,16 @@ impl RootContext for Root {
             return false;
         };
         let compiled = Policy::from_json(&bytes);
-        increment_now(metrics::config_load_counter(compiled.is_ok()));
+        increment_now(&metrics::counter_name(&metrics::config_load(
+            compiled.is_ok(),
+        )));
         match compiled {
             Ok(policy) => {
-                WasmHost.set_gauge(
-                    metrics::CONFIG_FINGERPRINT_GAUGE,
+                WasmHost.set_gauge(&GaugeEvent::new(
+                    Gauge::ConfigFingerprint,
+                    &[],
                     u64::from(crate::core::config::fingerprint(&bytes)),
-                );
+                ));
                 let tick = self.lists.configure(&WasmHost, policy);
                 let millis = u32::try_from(tick / 1_000).unwrap_or(200);
                 if !abi::set_tick_period_millis(millis) {
@@ -212,24 +215,24 @@ impl Host for WasmHost {
 
     /// Counted in the VM and flushed to Envoy on the root context's tick ([`flush_counters`]):
     /// one host call per counter and tick instead of several per request.
-    fn increment(&self, counter: &str) {
+    fn increment(&self, event: &CounterEvent<'_>) {
         PENDING.with(|pending| {
             if let Ok(mut pending) = pending.try_borrow_mut() {
-                pending.increment(counter);
+                pending.count(event);
             }
         });
     }
 
-    fn set_gauge(&self, gauge: &str, value: u64) {
-        if let Some(id) = metric(abi::METRIC_GAUGE, gauge) {
-            abi::record_metric(id, value);
+    fn set_gauge(&self, event: &GaugeEvent<'_>) {
+        if let Some(id) = metric(abi::METRIC_GAUGE, &metrics::gauge_name(event)) {
+            abi::record_metric(id, event.value);
         }
     }
 }
 
 impl HttpHost for WasmHost {
-    fn request_headers(&self) -> Option<HeaderMap> {
-        abi::map_pairs(abi::MAP_REQUEST_HEADERS).map(HeaderMap::from_serialized)
+    fn request_headers(&self) -> Option<Headers> {
+        abi::map_pairs(abi::MAP_REQUEST_HEADERS).map(super::header_map::decode)
     }
 
     fn remove_request_header(&self, name: &[u8]) -> bool {
@@ -245,7 +248,7 @@ impl HttpHost for WasmHost {
             reply.status,
             &reply.details,
             reply.body.as_bytes(),
-            &crate::core::headers::serialize(reply.headers),
+            &super::header_map::serialize(reply.headers),
         )
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::attributes::Attr;
-use crate::headers::HeaderMap;
+use crate::headers::Headers;
 use crate::request::{Fact, Opening, Protocol, Request, RequestFacts};
 
 /// The fixed "now" of every table case: the source documents' log line time,
@@ -81,9 +81,9 @@ pub fn facts_from_case(case: &Value) -> RequestFacts {
     RequestFacts {
         protocol: if tcp { Protocol::Tcp } else { Protocol::Http },
         headers: if tcp {
-            HeaderMap::default()
+            Headers::default()
         } else {
-            HeaderMap::from_pairs(&headers)
+            Headers::from_pairs(&headers)
         },
         has_body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
         mtls: Some(principal.is_some()),

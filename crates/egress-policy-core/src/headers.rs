@@ -1,46 +1,70 @@
-//! Header maps in the proxy-wasm encoding: a little-endian `u32` count, then each name's and
-//! value's length as `u32`s, then the bytes, every name and value followed by a NUL.
+//! Request headers as the core takes them: name/value pairs of bytes, in the order the proxy
+//! gave them, pseudo-headers (`:path`, `:authority`) included and repeats kept.
 //!
-//! The filter reads all request headers with one host call and decides on this map; the same
-//! encoding carries the headers of a local reply. Decoding never panics: a malformed map ends
-//! where it stops making sense, and what was not decoded is not there for the policy.
+//! One buffer holds every name and value and a list of spans points into it, so that an adapter
+//! whose host hands over all headers in one buffer (proxy-wasm does) keeps that buffer and only
+//! adds the spans ([`Headers::from_spans`]), and every lookup is a walk over spans rather than a
+//! decoding. Names are lower case, as HTTP/2 and Envoy keep them.
 
-/// A serialized header map, as the proxy hands it over.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderMap {
+use std::ops::Range;
+
+/// Request header pairs. Equal when their pairs are, however they are laid out.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
     bytes: Vec<u8>,
+    pairs: Vec<Span>,
 }
 
-impl HeaderMap {
-    /// Wraps bytes in the proxy-wasm encoding.
-    pub fn from_serialized(bytes: Vec<u8>) -> Self {
-        Self { bytes }
-    }
+/// Where one header's name and value are in the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
 
-    /// Encodes `pairs` (for tests, the CLI and local replies).
+impl Headers {
+    /// Copies `pairs`, in order.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
-        Self {
-            bytes: serialize(pairs),
+        let mut headers = Headers::default();
+        for (name, value) in pairs {
+            headers.push(name.as_ref(), value.as_ref());
         }
+        headers
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    /// Adds a header after the others.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let name_start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let value_start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.pairs.push(Span {
+            name: name_start..value_start,
+            value: value_start..self.bytes.len(),
+        });
+    }
+
+    /// Headers whose bytes are already in one buffer: `None` when a span is outside it or
+    /// backwards, so that nothing the host sent can be misread later.
+    pub fn from_spans(bytes: Vec<u8>, pairs: Vec<Span>) -> Option<Self> {
+        let within = |range: &Range<usize>| range.start <= range.end && range.end <= bytes.len();
+        pairs
+            .iter()
+            .all(|pair| within(&pair.name) && within(&pair.value))
+            .then_some(Headers { bytes, pairs })
     }
 
     /// Every (name, value) pair in order.
-    pub fn iter(&self) -> Pairs<'_> {
-        let count = read_u32(&self.bytes, 0).unwrap_or(0);
-        Pairs {
-            bytes: &self.bytes,
-            remaining: count,
-            index: 0,
-            // Lengths come first: 4 bytes of count, then 8 bytes per pair.
-            data: count.saturating_mul(8).saturating_add(4),
-        }
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pairs.iter().map(|pair| {
+            (
+                self.bytes.get(pair.name.clone()).unwrap_or_default(),
+                self.bytes.get(pair.value.clone()).unwrap_or_default(),
+            )
+        })
     }
 
-    /// The value of the first header called `name` (lower case, as the proxy stores names).
+    /// The value of the first header called `name` (lower case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
             .find(|(n, _)| *n == name.as_bytes())
@@ -51,95 +75,52 @@ impl HeaderMap {
     pub fn count(&self, name: &str) -> usize {
         self.iter().filter(|(n, _)| *n == name.as_bytes()).count()
     }
-}
 
-/// Iterator over the pairs of a [`HeaderMap`].
-pub struct Pairs<'a> {
-    bytes: &'a [u8],
-    remaining: usize,
-    index: usize,
-    data: usize,
-}
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
 
-impl<'a> Iterator for Pairs<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let lengths = 4 + self.index * 8;
-        let name_len = read_u32(self.bytes, lengths)?;
-        let value_len = read_u32(self.bytes, lengths + 4)?;
-        let name_end = self.data.checked_add(name_len)?;
-        let name = self.bytes.get(self.data..name_end)?;
-        let value_start = name_end.checked_add(1)?;
-        let value_end = value_start.checked_add(value_len)?;
-        let value = self.bytes.get(value_start..value_end)?;
-        // Each string is NUL-terminated; a map without its terminators is cut short.
-        if self.bytes.get(name_end) != Some(&0) || self.bytes.get(value_end) != Some(&0) {
-            return None;
-        }
-        self.data = value_end.checked_add(1)?;
-        self.index += 1;
-        self.remaining -= 1;
-        Some((name, value))
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
     }
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
-    let word: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    usize::try_from(u32::from_le_bytes(word)).ok()
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
 }
 
-/// Encodes pairs in the proxy-wasm header map encoding.
-pub fn serialize<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
-    let length = |bytes: &[u8]| u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
-    let mut out = Vec::new();
-    out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(0).to_le_bytes());
-    for (name, value) in pairs {
-        out.extend_from_slice(&length(name.as_ref()));
-        out.extend_from_slice(&length(value.as_ref()));
-    }
-    for (name, value) in pairs {
-        out.extend_from_slice(name.as_ref());
-        out.push(0);
-        out.extend_from_slice(value.as_ref());
-        out.push(0);
-    }
-    out
-}
+impl Eq for Headers {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pairs_round_trip_in_order_with_repeats_and_empty_values() {
+    fn pairs_keep_their_order_repeats_empty_values_and_any_bytes() {
         let pairs: [(&[u8], &[u8]); 4] = [
             (b":path", b"/sport"),
             (b"x-a", b"1"),
             (b"x-a", b""),
             (b"x-bin", b"\xff\x00"),
         ];
-        let map = HeaderMap::from_pairs(&pairs);
-        let decoded: Vec<(&[u8], &[u8])> = map.iter().collect();
-        assert_eq!(decoded, pairs);
-        assert_eq!(map.get(":path"), Some(&b"/sport"[..]));
-        assert_eq!(map.get("x-a"), Some(&b"1"[..]));
-        assert_eq!(map.count("x-a"), 2);
-        assert_eq!(map.get("missing"), None);
+        let headers = Headers::from_pairs(&pairs);
+        assert_eq!(headers.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(headers.get(":path"), Some(&b"/sport"[..]));
+        assert_eq!(headers.get("x-a"), Some(&b"1"[..]));
+        assert_eq!(headers.count("x-a"), 2);
+        assert_eq!(headers.get("missing"), None);
+        assert_eq!(headers.len(), 4);
     }
 
     #[test]
-    fn malformed_maps_decode_what_is_whole_and_never_panic() {
-        assert_eq!(HeaderMap::default().iter().count(), 0);
-        let whole = HeaderMap::from_pairs(&[("a", "1"), ("b", "2")]);
-        for cut in 0..whole.as_bytes().len() {
-            let truncated = HeaderMap::from_serialized(whole.as_bytes()[..cut].to_vec());
-            assert!(truncated.iter().count() < 2, "cut at {cut}");
-        }
-        let lying = HeaderMap::from_serialized(vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
-        assert_eq!(lying.iter().count(), 0);
+    fn spans_outside_the_buffer_are_refused() {
+        let span = |name: Range<usize>, value: Range<usize>| Span { name, value };
+        assert!(Headers::from_spans(b"ab".to_vec(), vec![span(0..1, 1..2)]).is_some());
+        assert!(Headers::from_spans(b"ab".to_vec(), vec![span(0..1, 1..3)]).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = span(1..0, 1..2);
+        assert!(Headers::from_spans(b"ab".to_vec(), vec![backwards]).is_none());
     }
 }

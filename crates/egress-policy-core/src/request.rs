@@ -7,7 +7,7 @@
 //! so that no list entry or literal can match them by accident and nothing panics.
 
 use crate::attributes::Attr;
-use crate::headers::HeaderMap;
+use crate::headers::Headers;
 
 // Each concern in its own module; their items keep their paths here.
 pub use crate::path::{CanonicalPath, canonical_path};
@@ -41,7 +41,7 @@ pub struct RequestFacts {
     /// An HTTP request, or a connection (no headers then; the SNI decides).
     pub protocol: Protocol,
     /// All request headers, pseudo-headers (`:path`, `:authority`, `:method`, `:scheme`) included.
-    pub headers: HeaderMap,
+    pub headers: Headers,
     /// A body follows the headers (they did not end the stream).
     pub has_body: bool,
     /// The connection presented a client certificate that Envoy verified (`connection.mtls`).

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use egress_policy::core::attributes::Attr;
-use egress_policy::core::headers::HeaderMap;
+use egress_policy::core::headers::Headers;
 use egress_policy::core::policy::Policy;
 use egress_policy::core::policy::provider::RemoteLists;
 use egress_policy::core::request::{Fact, Opening, Protocol, RequestFacts, Response};
@@ -120,7 +120,7 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
     };
     RequestFacts {
         protocol,
-        headers: HeaderMap::from_pairs(&headers),
+        headers: Headers::from_pairs(&headers),
         has_body: args.body,
         mtls: Some(principal.is_some()),
         peer_uri_sans: principal.map(String::into_bytes),

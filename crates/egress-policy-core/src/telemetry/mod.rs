@@ -1,4 +1,6 @@
-//! What a decision leaves behind, without a host: the JSON log lines, and the time they carry.
+//! What a decision leaves behind, without a host: the JSON log lines, the time they carry, and
+//! the metric events.
 
 pub mod log_entry;
+pub mod metrics;
 pub mod time;
