@@ -182,7 +182,7 @@ fn main() {
         "namespace": "default",
         "serviceAccount": "sleep",
     }));
-    let remote = active.remote.borrow();
+    let remote = active.remote.load();
     let (canonical, decision) = active.policy.decide(&facts, &remote);
     let response = egress_policy::core::request::Response {
         code: Some(200),

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::adapter::{ConnectionHost, Host, HttpHost, NoSharedData, RootHost, StreamHost};
+use crate::adapter::{ConnectionHost, Host, HttpHost, ListHost, NoSharedData, StreamHost};
 use crate::core::attributes::{self, Source};
 use crate::core::headers::Headers;
 use crate::core::policy::LocalReply;
@@ -279,7 +279,7 @@ impl ConnectionHost for FakeHost {
     }
 }
 
-impl RootHost for FakeHost {
+impl ListHost for FakeHost {
     fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String> {
         if let Some(error) = &self.dispatch_error {
             return Err(error.clone());

@@ -13,7 +13,6 @@ use super::{Active, Flow, StreamHost, int_property, read_facts};
 use crate::core::attributes::{self, Attr, Source, UPSTREAM_LOCAL_ADDRESS};
 use crate::core::decision::Decision;
 use crate::core::headers::Headers;
-use crate::core::policy::provider::RemoteLists;
 use crate::core::request::{Opening, Protocol, Request, Response};
 use crate::core::tls::{self, MAX_FIRST_BYTES, Scan};
 use crate::telemetry::log_entry;
@@ -158,10 +157,7 @@ impl ConnectionFilter {
         );
         facts.opening = opening;
         let policy = &active.policy;
-        let (request, decision) = match active.remote.try_borrow() {
-            Ok(remote) => policy.decide(&facts, &remote),
-            Err(_) => policy.decide(&facts, &RemoteLists::default()),
-        };
+        let (request, decision) = policy.decide(&facts, &active.remote.load());
         active
             .metrics
             .count_request(&decision, &request, None, |event| host.increment(&event));

@@ -1,5 +1,5 @@
 //! The per-request flow of the filter, written against small host traits ([`HttpHost`],
-//! [`RootHost`]) so that it runs natively in tests with a fake host; `wasm` implements them
+//! [`ListHost`]) so that it runs natively in tests with a fake host; `wasm` implements them
 //! with proxy-wasm host calls.
 //!
 //! Per request the filter reads the headers with one host call and only the properties the
@@ -20,30 +20,22 @@ use crate::core::attributes::{self, Attr, MapAttr, Source, Type};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
 use crate::core::headers::Headers;
-use crate::core::policy::provider::RemoteLists;
 use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, is_stripped_header,
 };
 use crate::telemetry::log_entry;
-use crate::telemetry::metrics::{self, CounterEvent, GaugeEvent};
+use crate::telemetry::metrics::{self, CounterEvent};
 
 pub use connection::{ConnectionFilter, ConnectionHost};
-pub use lists::{Active, ListRefresher, NoSharedData, RootHost};
+pub use lists::{Active, ListRefresher, NoSharedData};
 
-/// What every part of the filter needs from the proxy. A host error is an absent value or
-/// `false`, and the caller fails closed. `wasm.rs` implements every method with raw ABI calls that
-/// cannot panic, except [`RootHost::dispatch_http_call`] (see there).
-pub trait Host {
-    /// Current time in microseconds since the Unix epoch.
-    fn now_micros(&self) -> Option<i64>;
-    /// Reports a problem of the filter itself in the proxy's log.
-    fn log_warning(&self, message: &str);
-    /// Adds one to a counter (created on first use).
-    fn increment(&self, event: &CounterEvent<'_>);
-    /// Sets a gauge (created on first use).
-    fn set_gauge(&self, event: &GaugeEvent<'_>);
-}
+/// What every part of the filter needs from the proxy: the core's host (a clock, the proxy's
+/// log, metrics). A host error is an absent value or `false`, and the caller fails closed.
+/// `wasm.rs` implements every method with raw ABI calls that cannot panic, except
+/// [`ListHost::dispatch_http_call`] (see there).
+pub use crate::core::host::Host;
+pub use crate::core::refresh::ListHost;
 
 /// What both filters need from the proxy for the request or connection at hand.
 pub trait StreamHost: Host {
@@ -128,11 +120,7 @@ impl RequestFilter {
         }
         let policy = &active.policy;
         let facts = read_facts(&active.reads, host, Protocol::Http, headers, !end_of_stream);
-        // A list being replaced right now (never, in one thread) reads as unavailable: onError.
-        let (request, decision) = match active.remote.try_borrow() {
-            Ok(remote) => policy.decide(&facts, &remote),
-            Err(_) => policy.decide(&facts, &RemoteLists::default()),
-        };
+        let (request, decision) = policy.decide(&facts, &active.remote.load());
         self.request = request;
         let flow = match policy.reply(&decision) {
             Some(reply) => {

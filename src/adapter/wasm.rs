@@ -13,8 +13,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
 
 use super::{
-    ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListRefresher, NoSharedData,
-    PendingCounters, RequestFilter, RootHost, StreamHost,
+    ConnectionFilter, ConnectionHost, Flow, Host, HttpHost, ListHost, ListRefresher, NoSharedData,
+    PendingCounters, RequestFilter, StreamHost,
 };
 use crate::core::headers::Headers;
 use crate::core::policy::provider::Provider;
@@ -277,10 +277,12 @@ impl ConnectionHost for WasmHost {
     }
 }
 
-impl RootHost for WasmHost {
+impl ListHost for WasmHost {
     fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String> {
-        // Through the SDK, whose dispatcher must learn the token to route the answer back here;
-        // it returns an error for the statuses Envoy gives a call it cannot make.
+        // The one host call through the SDK: its dispatcher must learn the token to route the
+        // answer back to the root context, and it offers no other way to tell it. It returns an
+        // error for the statuses Envoy gives a call it cannot make; it would panic (trapping the
+        // VM, which `FAIL_RELOAD` reloads) only on statuses Envoy's `httpCall` does not return.
         proxy_wasm::hostcalls::dispatch_http_call(
             &provider.cluster,
             provider.request_headers().to_vec(),

@@ -12,10 +12,12 @@ pub mod error;
 pub mod expr;
 pub mod hash;
 pub mod headers;
+pub mod host;
 pub mod identity;
 pub mod lookalikes;
 pub mod path;
 pub mod policy;
+pub mod refresh;
 pub mod rejection;
 pub mod request;
 pub mod stripped;
@@ -27,10 +29,11 @@ pub mod tls;
 #[cfg(any(test, feature = "cases"))]
 pub mod cases;
 
-// What every worker thread of a native host reads at once: a compiled policy, its remote lists,
-// its log template. Checked when the crate compiles.
+// What every worker thread of a native host reads at once: a loaded configuration (compiled
+// policy, metrics' labels, log template, remote lists). Checked when the crate compiles.
 const _: () = {
     const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<refresh::Loaded>();
     shared_across_threads::<policy::Policy>();
     shared_across_threads::<policy::provider::RemoteLists>();
     shared_across_threads::<telemetry::log_entry::LogTemplate>();

@@ -1,7 +1,10 @@
 //! The list fetches of `lists.rs`, natively, with the fake host: schedules, answers of every
 //! kind, and several VMs of one gateway sharing one fetch.
 
+use std::cell::RefCell;
+
 use super::*;
+use crate::core::refresh::SharedKeys;
 use crate::testing::{FAKE_NOW_MICROS, FakeHost, request_with_path};
 
 const SECOND: i64 = 1_000_000;
@@ -32,7 +35,7 @@ fn allowed(lists: &ListRefresher, path: &str, now: i64) -> bool {
     let active = lists.active().unwrap();
     let mut request = request_with_path(path);
     request.time_micros = Some(now);
-    let remote = active.remote.borrow();
+    let remote = active.remote.load();
     active
         .policy
         .evaluate_with(&request, &remote)

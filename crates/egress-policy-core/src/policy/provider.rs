@@ -4,6 +4,8 @@
 //! Parsing is all or nothing: a body with one bad entry, too many entries or too many bytes is
 //! refused whole and the previous list stays in force, so a list is never half applied.
 
+use std::sync::Arc;
+
 use crate::config::{EntryType, OnError, ProviderConfig};
 use crate::duration::parse_micros;
 use crate::error::ConfigError;
@@ -175,8 +177,6 @@ pub enum FetchError {
         count: usize,
         first: String,
     },
-    /// The VM was using the list when the answer came (never expected: one thread per VM).
-    InUse,
 }
 
 impl std::fmt::Display for FetchError {
@@ -207,7 +207,6 @@ impl std::fmt::Display for FetchError {
                 max_entries,
             } => write!(f, "{entries} entries is over maxEntries {max_entries}"),
             Self::BadEntries { count, first } => write!(f, "{count} bad entries; {first}"),
-            Self::InUse => f.write_str("the list is in use"),
         }
     }
 }
@@ -219,15 +218,16 @@ pub struct RemoteEntries {
     pub fetched_at_micros: i64,
 }
 
-/// Remote entries by list index, owned by the adapter and replaced whole on each good fetch.
-#[derive(Debug, Default)]
+/// Remote entries by list index, replaced whole on each good fetch ([`crate::refresh::Loaded`]).
+#[derive(Debug, Clone, Default)]
 pub struct RemoteLists {
-    lists: Vec<Option<RemoteEntries>>,
+    /// Shared between the versions of the lists: replacing one list copies the others' pointers.
+    lists: Vec<Option<Arc<RemoteEntries>>>,
 }
 
 impl RemoteLists {
     pub fn get(&self, list: usize) -> Option<&RemoteEntries> {
-        self.lists.get(list).and_then(Option::as_ref)
+        self.lists.get(list)?.as_deref()
     }
 
     pub fn set(&mut self, list: usize, entries: RemoteEntries) {
@@ -235,7 +235,7 @@ impl RemoteLists {
             self.lists.resize_with(list + 1, || None);
         }
         if let Some(slot) = self.lists.get_mut(list) {
-            *slot = Some(entries);
+            *slot = Some(Arc::new(entries));
         }
     }
 }
