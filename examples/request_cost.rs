@@ -176,7 +176,7 @@ fn main() {
     }
     // The state each part starts from, made once.
     let filter = request(&active, &host);
-    let facts = egress_policy::testing::facts_from_case(&serde_json::json!({
+    let facts = egress_policy_testkit::fake_host::facts_from_case(&serde_json::json!({
         "host": "edition.cnn.com",
         "path": if which == "politics" { "/politics" } else { "/sport" },
         "namespace": "default",

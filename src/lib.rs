@@ -12,7 +12,3 @@ pub mod telemetry;
 
 /// The core crate, under the name this crate's modules have always used for it.
 pub use egress_policy_core as core;
-
-// A fake proxy for native tests (the crate's and tests/integration/parity.rs); never in the module Envoy loads.
-#[cfg(any(test, not(target_arch = "wasm32")))]
-pub mod testing;

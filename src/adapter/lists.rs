@@ -101,6 +101,3 @@ impl ListRefresher {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

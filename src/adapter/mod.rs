@@ -411,6 +411,3 @@ fn read_response(
         ..Response::default()
     }
 }
-
-#[cfg(test)]
-mod tests;

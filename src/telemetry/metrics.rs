@@ -150,7 +150,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let mut request = crate::testing::request_with_path("/politics");
+        let mut request = crate::core::cases::request_with_path("/politics");
         request.set_host("edition.cnn.com");
         request.source.namespace = Some("default".into());
         request.source.service_account = Some("sleep".into());

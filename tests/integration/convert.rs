@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use egress_policy::adapter::{Active, RequestFilter};
 use egress_policy::core::policy::Policy;
-use egress_policy::testing::FakeHost;
+use egress_policy_testkit::fake_host::FakeHost;
 use serde_json::{Value, json};
 
 use crate::support::{Gateway, TempDir, cli, cli_stdin, repo, without_time};

@@ -225,7 +225,7 @@ fn audit_finds_the_politics_request_s1_let_through_and_clears_s3() {
         let gateway = Gateway::example(example);
         let [politics, _, _] = politics_sport_health(&gateway);
         gateway.settle(3);
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+        let output = crate::support::cli_command()
             .arg("audit")
             .arg(gateway.dir.path("egress.log"))
             .output()

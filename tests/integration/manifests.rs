@@ -4,11 +4,10 @@
 //! manifests promise against the bundled gateway that the other tests run.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, envoy_command, repo};
+use crate::support::{TempDir, cli_command, envoy_command, repo};
 
 /// The documents of every Istio manifest (the Helm values file is not a resource).
 fn manifests() -> Vec<(PathBuf, Value)> {
@@ -275,7 +274,7 @@ fn traffic_extensions_carry_the_wasm_plugins_policies() {
         assert_eq!(extension["spec"]["phase"], "AUTHZ");
         assert_eq!(wasm["pluginConfig"], example(config), "{root_id}");
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
+    let output = cli_command()
         .current_dir(repo())
         .args(["check", "manifests/trafficextension.yaml"])
         .output()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::manifests::{violations, yaml_documents};
-use crate::support::{Gateway, Guard, TempDir, http_get, repo, wait_until, wasm_path};
+use crate::support::{Gateway, Guard, TempDir, cli_command, http_get, repo, wait_until, wasm_path};
 
 /// A registry on a free loopback port, its storage in `dir`.
 fn start_registry(dir: &TempDir) -> (Guard, u16) {
@@ -96,11 +96,7 @@ fn the_packaged_module_round_trips_through_a_registry_into_envoy() {
             assert_eq!(module["sha256"], hex, "{manifest}");
             pinned += 1;
         }
-        let check = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-            .arg("check")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let check = cli_command().arg("check").arg(&path).output().unwrap();
         assert!(check.status.success(), "{manifest}: {:?}", check);
     }
     assert_eq!(pinned, 4);

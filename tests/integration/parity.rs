@@ -4,13 +4,12 @@
 //! filter's request flow on a fake proxy, and both must answer with the same status and the
 //! same response code details (or both forward the request).
 use std::path::PathBuf;
-use std::process::Command;
 use std::rc::Rc;
 
-use crate::support::repo;
+use crate::support::{cli_command, repo};
 use egress_policy::adapter::{Active, RequestFilter};
 use egress_policy::core::policy::Policy;
-use egress_policy::testing::{FakeHost, facts_from_case, json_strings};
+use egress_policy_testkit::fake_host::{FakeHost, facts_from_case, json_strings};
 use serde_json::{Value, json};
 
 fn config_path(name: &str) -> PathBuf {
@@ -26,7 +25,7 @@ type Answer = Option<(u16, String)>;
 
 fn cli_answer(config: &str, request: &Value) -> Answer {
     let text = |key: &str| request.get(key).and_then(Value::as_str);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_egress-policy"));
+    let mut command = cli_command();
     command
         .arg("explain")
         .arg(config_path(config))

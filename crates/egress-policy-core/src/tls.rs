@@ -245,7 +245,7 @@ pub fn alpn_padding(bytes: usize) -> (u16, Vec<u8>) {
 
 /// Builds ClientHello records for tests (here and in the adapter's): the SNI, extra extensions
 /// as (type, data), split into records of at most `record_size` bytes.
-#[cfg(any(test, not(target_arch = "wasm32")))]
+#[cfg(any(test, feature = "cases"))]
 pub fn client_hello_records(
     sni: Option<&str>,
     extra: &[(u16, Vec<u8>)],

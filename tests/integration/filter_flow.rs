@@ -1,5 +1,11 @@
-use super::*;
-use crate::testing::FakeHost;
+//! The filter's flow (`egress_policy::adapter`) on the test kit's fake proxy: requests and
+//! connections, the headers stripped, the replies, counters and log entries, natively.
+
+use std::rc::Rc;
+
+use egress_policy::adapter::*;
+use egress_policy::core::policy::Policy;
+use egress_policy_testkit::fake_host::FakeHost;
 
 /// Status and details of every local reply.
 fn replied(host: &FakeHost) -> Vec<(u16, String)> {
@@ -504,7 +510,7 @@ fn property_paths_are_joined_by_nul_or_refused_when_they_do_not_fit() {
         &["", "a", ""],
     ] {
         assert_eq!(
-            crate::adapter::encode_property_path(path, &mut buffer),
+            egress_policy::adapter::encode_property_path(path, &mut buffer),
             Some(path.join("\0").as_bytes()),
             "{path:?}"
         );
@@ -515,15 +521,15 @@ fn property_paths_are_joined_by_nul_or_refused_when_they_do_not_fit() {
         "a-label-key-long-enough-not-to-fit-64-bytes",
     ];
     assert_eq!(
-        crate::adapter::encode_property_path(&long, &mut buffer),
+        egress_policy::adapter::encode_property_path(&long, &mut buffer),
         None
     );
 }
 
 #[test]
 fn counts_gathered_between_flushes_are_handed_over_once_each() {
-    use crate::telemetry::metrics::{Counter, CounterEvent, counter_name};
-    let mut pending = crate::adapter::PendingCounters::default();
+    use egress_policy::telemetry::metrics::{Counter, CounterEvent, counter_name};
+    let mut pending = egress_policy::adapter::PendingCounters::default();
     let a = CounterEvent::new(Counter::RuleMatches, &["r", "allow"]);
     let b = CounterEvent::new(
         Counter::Requests,
@@ -603,9 +609,12 @@ fn without_tls_of_its_own_a_connection_is_decided_on_its_client_hellos_server_na
 #[test]
 fn a_client_hello_larger_than_the_gateway_reads_is_refused_as_too_large() {
     let host = FakeHost::default();
-    *host.downstream.borrow_mut() = crate::core::tls::client_hello_records(
+    *host.downstream.borrow_mut() = egress_policy::core::tls::client_hello_records(
         Some("api.ibm.com"),
-        &[crate::core::tls::alpn_padding(65_400), (21, vec![0; 400])],
+        &[
+            egress_policy::core::tls::alpn_padding(65_400),
+            (21, vec![0; 400]),
+        ],
         16 * 1024,
     );
     assert_eq!(opened(&host, api_ibm_com_only()).1, Flow::Stop);

@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
-use egress_policy::core::attributes::Attr;
-use egress_policy::core::headers::Headers;
-use egress_policy::core::policy::Policy;
-use egress_policy::core::policy::provider::RemoteLists;
-use egress_policy::core::request::{Fact, Opening, Protocol, RequestFacts, Response};
-use egress_policy::telemetry::log_entry;
+use egress_policy_core::attributes::Attr;
+use egress_policy_core::headers::Headers;
+use egress_policy_core::policy::Policy;
+use egress_policy_core::policy::provider::RemoteLists;
+use egress_policy_core::request::{Fact, Opening, Protocol, RequestFacts, Response};
+use egress_policy_core::telemetry::log_entry;
 
 use crate::load::load;
 use crate::{EXIT_DENIED, EXIT_INVALID};

@@ -4,9 +4,9 @@
 
 use std::io::Read;
 
-use egress_policy::core::config::PluginConfig;
-use egress_policy::core::error::{ConfigError, ConfigErrors};
-use egress_policy::core::policy::Policy;
+use egress_policy_core::config::PluginConfig;
+use egress_policy_core::error::{ConfigError, ConfigErrors};
+use egress_policy_core::policy::Policy;
 
 /// One plugin configuration found in a file: where it is (empty for a bare configuration, else
 /// `WasmPlugin/NAME`), and what compiling it gave.

@@ -3,9 +3,12 @@
 
 use std::cell::RefCell;
 
-use super::*;
-use crate::core::refresh::SharedKeys;
-use crate::testing::{FAKE_NOW_MICROS, FakeHost, request_with_path};
+use std::rc::Rc;
+
+use egress_policy::adapter::*;
+use egress_policy::core::policy::Policy;
+use egress_policy::core::refresh::SharedKeys;
+use egress_policy_testkit::fake_host::{FAKE_NOW_MICROS, FakeHost, request_with_path};
 
 const SECOND: i64 = 1_000_000;
 
@@ -345,7 +348,7 @@ fn garbage_in_shared_data_is_ignored_and_the_list_is_fetched() {
 
 #[test]
 fn without_shared_data_every_vm_fetches_for_itself() {
-    let store: Rc<RefCell<crate::testing::SharedStore>> = Rc::default();
+    let store: Rc<RefCell<egress_policy_testkit::fake_host::SharedStore>> = Rc::default();
     store.borrow_mut().unavailable = true;
     for _ in 0..2 {
         let mut host = FakeHost::default();

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use egress_policy::core::decision::Outcome;
+use egress_policy_core::decision::Outcome;
 
 use crate::load::read;
 use crate::{EXIT_DENIED, EXIT_INVALID};

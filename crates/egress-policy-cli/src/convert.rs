@@ -17,8 +17,8 @@
 
 use std::process::ExitCode;
 
-use egress_policy::core::config::PluginConfig;
-use egress_policy::core::policy::Policy;
+use egress_policy_core::config::PluginConfig;
+use egress_policy_core::policy::Policy;
 use serde_json::{Map, Value, json};
 
 use crate::EXIT_INVALID;

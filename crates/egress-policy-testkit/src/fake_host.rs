@@ -9,15 +9,15 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::adapter::{ConnectionHost, Host, HttpHost, ListHost, NoSharedData, StreamHost};
-use crate::core::attributes::{self, Source};
-use crate::core::headers::Headers;
-use crate::core::policy::LocalReply;
-use crate::core::policy::provider::Provider;
-use crate::core::request::{Fact, Opening};
-use crate::telemetry::metrics::{self, CounterEvent, GaugeEvent};
+use egress_policy::adapter::{ConnectionHost, Host, HttpHost, ListHost, NoSharedData, StreamHost};
+use egress_policy::core::attributes::{self, Source};
+use egress_policy::core::headers::Headers;
+use egress_policy::core::policy::LocalReply;
+use egress_policy::core::policy::provider::Provider;
+use egress_policy::core::request::{Fact, Opening};
+use egress_policy::telemetry::metrics::{self, CounterEvent, GaugeEvent};
 
-pub use crate::core::cases::{
+pub use egress_policy::core::cases::{
     FAKE_NOW_MICROS, facts_from_case, json_strings, request_from_json, request_with_path,
 };
 
@@ -143,7 +143,7 @@ impl FakeHost {
     pub fn with_peer(mut self, uri_sans: &str) -> Self {
         self.properties.insert("connection.mtls".into(), vec![1]);
         self.properties.insert(
-            format!("filter_state.{}", crate::adapter::PEER_URI_SANS),
+            format!("filter_state.{}", egress_policy::adapter::PEER_URI_SANS),
             uri_sans.as_bytes().to_vec(),
         );
         // Envoy's own property has only the first URI SAN.
@@ -187,7 +187,7 @@ impl FakeHost {
             Opening::Unseen => {
                 let sni = case.get("sni").and_then(Value::as_str);
                 *fake.downstream.borrow_mut() =
-                    crate::core::tls::client_hello_records(sni, &[], 16 * 1024);
+                    egress_policy::core::tls::client_hello_records(sni, &[], 16 * 1024);
             }
             Opening::FirstBytes(bytes) => *fake.downstream.borrow_mut() = bytes,
             Opening::HandshakeFailed => {
