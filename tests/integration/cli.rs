@@ -35,10 +35,7 @@ fn wasmplugin_manifest_passes_check_and_carries_the_s3_policy() {
     assert!(stdout(&output).contains("valid (2 rules, 1 lists, 0 routes)"));
 
     let text = std::fs::read_to_string(repo().join("manifests/wasmplugin.yaml")).unwrap();
-    let manifest: serde_json::Value = serde::Deserialize::deserialize(
-        serde_yaml_ng::Deserializer::from_str(&text).next().unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value = serde_saphyr::from_multiple(&text).unwrap().remove(0);
     let s3: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("envoy/examples/s3-listcheck.json")).unwrap(),
     )
@@ -196,7 +193,7 @@ fn the_gateway_extracts_every_label_the_filter_encodes() {
     let rendered = regex::Regex::new(r"\$\{[A-Z_]+(:-[^}]*)?\}")
         .unwrap()
         .replace_all(&template, "0");
-    let gateway: serde_json::Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    let gateway: serde_json::Value = serde_saphyr::from_str(&rendered).unwrap();
     let tags: Vec<(String, String)> = gateway["stats_config"]["stats_tags"]
         .as_array()
         .unwrap()
@@ -280,9 +277,7 @@ fn tls_egress_manifests_route_each_host_through_the_gateway_under_the_s6_policy(
     let text = std::fs::read_to_string(repo().join("manifests/tls-egress.yaml")).unwrap()
         + "\n---\n"
         + &std::fs::read_to_string(repo().join("manifests/wasmplugin.yaml")).unwrap();
-    let documents: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     let of_kind = |kind: &str| -> Vec<&serde_json::Value> {
         documents.iter().filter(|d| d["kind"] == kind).collect()
     };
@@ -359,9 +354,7 @@ fn pin_sets_every_plugins_image_and_refuses_what_istio_would_not_pull() {
         &sha,
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let pinned: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&stdout(&output))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let pinned: Vec<serde_json::Value> = serde_saphyr::from_multiple(&stdout(&output)).unwrap();
     assert_eq!(pinned.len(), 2);
     for document in &pinned {
         assert_eq!(document["spec"]["wasm"]["sha256"], sha.as_str());

@@ -17,7 +17,7 @@ use crate::support::{TempDir, curl, http_get, listener_port, repo, start_envoy};
 const COMPOSE_SPEC: &str = "/usr/lib/python3/dist-packages/compose/config/compose_spec.json";
 
 fn compose() -> Value {
-    serde_yaml_ng::from_str(&std::fs::read_to_string(repo().join("docker-compose.yaml")).unwrap())
+    serde_saphyr::from_str(&std::fs::read_to_string(repo().join("docker-compose.yaml")).unwrap())
         .unwrap()
 }
 
@@ -107,7 +107,7 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
     );
     let run_dir = repo().join(".cache/compose");
     let rendered: Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(run_dir.join("envoy.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(run_dir.join("envoy.yaml")).unwrap())
             .unwrap();
 
     // What the containers reach is what the file declares: every listener's port is published,

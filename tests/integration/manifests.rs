@@ -29,9 +29,10 @@ fn manifests() -> Vec<(PathBuf, Value)> {
 
 pub fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|v| !v.is_null())
         .collect()
 }
 
@@ -45,7 +46,7 @@ fn of_kind(kind: &str) -> Vec<Value> {
 
 /// Every way `document` violates the schema of its kind; an unknown kind is one violation.
 pub fn violations(document: &Value) -> Vec<String> {
-    let schemas: Value = serde_yaml_ng::from_str(
+    let schemas: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("tests/data/istio-schemas.yaml")).unwrap(),
     )
     .unwrap();
@@ -155,7 +156,7 @@ fn bundled_connection_manager() -> Value {
     let rendered = regex::Regex::new(r"\$\{[A-Z_]+(:-[^}]*)?\}")
         .unwrap()
         .replace_all(&template, "0");
-    let gateway: Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    let gateway: Value = serde_saphyr::from_str(&rendered).unwrap();
     gateway["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         .clone()
 }

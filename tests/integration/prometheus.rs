@@ -55,7 +55,7 @@ fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 /// releases list the defaults first and do not remove duplicates, so neither does this), and
 /// a stats matcher that keeps only the prefixes it is told to and its own.
 fn istio_stats_config() -> Value {
-    let values: Value = serde_yaml_ng::from_str(
+    let values: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("manifests/egress-gateway-values.yaml")).unwrap(),
     )
     .unwrap();
@@ -178,7 +178,7 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
         |yaml| match stats_config {
             None => yaml,
             Some(stats_config) => {
-                let mut envoy: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+                let mut envoy: Value = serde_saphyr::from_str(&yaml).unwrap();
                 envoy["stats_config"] = stats_config;
                 serde_json::to_string(&envoy).unwrap()
             }

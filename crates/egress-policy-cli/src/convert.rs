@@ -17,7 +17,12 @@
 
 use std::process::ExitCode;
 
-use egress_policy_core::config::PluginConfig;
+use std::collections::BTreeMap;
+
+use egress_policy_core::config::{
+    DenyReplyConfig, EntryType, HttpMatchConfig, ListConfig, LogConfig, LogLevel, PluginConfig,
+    RouteConfig, RuleConfig,
+};
 use egress_policy_core::policy::Policy;
 use serde_json::{Map, Value, json};
 
@@ -63,9 +68,18 @@ pub fn run(args: &Args) -> ExitCode {
         return ExitCode::from(EXIT_INVALID);
     };
     // What is written must be what the filter accepts.
-    match PluginConfig::from_value(config.clone()).and_then(|c| Policy::compile(&c)) {
+    match Policy::compile(&config) {
         Ok(_) => {
-            let text = serde_json::to_string_pretty(&config).unwrap_or_default() + "\n";
+            let mut written = config.to_json_without_defaults();
+            // A translated logentry is written even when it is the default: it is what the
+            // Mixer configuration said.
+            if converted.logs
+                && let (Some(fields), Ok(log)) =
+                    (written.as_object_mut(), serde_json::to_value(&config.log))
+            {
+                fields.insert("log".into(), log);
+            }
+            let text = serde_json::to_string_pretty(&written).unwrap_or_default() + "\n";
             match &args.output {
                 None => {
                     print!("{text}");
@@ -100,7 +114,9 @@ struct Report {
 }
 
 struct Converted {
-    config: Option<Value>,
+    config: Option<PluginConfig>,
+    /// A logentry was translated.
+    logs: bool,
     report: Report,
 }
 
@@ -112,7 +128,7 @@ fn convert(resources: &Resources) -> Converted {
     let instances = components(resources, Role::Instance);
     let handlers = components(resources, Role::Handler);
     let mut converter = Converter::default();
-    let rules: Vec<Value> = resources
+    let rules: Vec<RuleConfig> = resources
         .all()
         .filter(|r| r.kind == "rule")
         .filter_map(|rule| converter.rule(rule, &instances, &handlers))
@@ -130,24 +146,19 @@ fn convert(resources: &Resources) -> Converted {
     if !report.errors.is_empty() {
         return Converted {
             config: None,
+            logs: false,
             report,
         };
     }
-    let mut config = Map::new();
-    if let Some((_, log)) = log {
-        config.insert("log".into(), log);
-    }
-    if !lists.is_empty() {
-        config.insert("lists".into(), Value::Object(lists));
-    }
-    if !rules.is_empty() {
-        config.insert("rules".into(), Value::Array(rules));
-    }
-    if !routes.is_empty() {
-        config.insert("routes".into(), Value::Array(routes));
-    }
     Converted {
-        config: Some(Value::Object(config)),
+        logs: log.is_some(),
+        config: Some(PluginConfig {
+            log: log.map(|(_, log)| log).unwrap_or_default(),
+            lists,
+            rules,
+            routes,
+            ..PluginConfig::default()
+        }),
         report,
     }
 }
@@ -157,15 +168,15 @@ fn convert(resources: &Resources) -> Converted {
 #[derive(Default)]
 struct Converter {
     report: Report,
-    log: Option<(String, Value)>,
-    lists: Map<String, Value>,
+    log: Option<(String, LogConfig)>,
+    lists: BTreeMap<String, ListConfig>,
 }
 
 /// What one rule's actions translate into.
 #[derive(Default)]
 struct RuleParts {
-    level: Option<&'static str>,
-    checks: Vec<Value>,
+    level: Option<LogLevel>,
+    checks: Vec<String>,
     deny_status: Option<u16>,
 }
 
@@ -176,7 +187,7 @@ impl Converter {
         rule: &Resource,
         instances: &[Component<'_>],
         handlers: &[Component<'_>],
-    ) -> Option<Value> {
+    ) -> Option<RuleConfig> {
         let at = rule.at();
         let condition = match rule.spec.get("match").and_then(Value::as_str) {
             Some(m) if !m.trim().is_empty() => m.to_owned(),
@@ -209,19 +220,17 @@ impl Converter {
             ));
             return None;
         }
-        let mut converted = Map::new();
-        converted.insert("name".into(), json!(rule.name));
-        converted.insert("match".into(), json!(condition));
-        if let Some(level) = parts.level {
-            converted.insert("log".into(), json!(level));
-        }
-        if !parts.checks.is_empty() {
-            converted.insert("check".into(), Value::Array(parts.checks));
-        }
-        if let Some(status) = parts.deny_status {
-            converted.insert("deny".into(), json!({"status": status}));
-        }
-        Some(Value::Object(converted))
+        Some(RuleConfig {
+            name: rule.name.clone(),
+            match_: Some(condition),
+            log: parts.level,
+            check: parts.checks,
+            dry_run: false,
+            deny: parts.deny_status.map(|status| DenyReplyConfig {
+                status: Some(status),
+                ..DenyReplyConfig::default()
+            }),
+        })
     }
 
     /// One handler and instance of a rule's action, by adapter and template.
@@ -256,19 +265,20 @@ impl Converter {
                 let name = handler.resource.name.clone();
                 let value = listentry_value(instance);
                 match self.lists.get(&name) {
-                    Some(existing) if existing["value"] != json!(value) => {
+                    Some(existing) if existing.value != value => {
                         report.errors.push(format!(
                             "{at}: listchecker {name} is checked with {value} here and with {} elsewhere; a list has one value: give each a listchecker of its own",
-                            existing["value"]
+                            existing.value
                         ));
                     }
                     Some(_) => {}
                     None => {
-                        let list = list_config(handler, instance, report);
-                        self.lists.insert(name.clone(), list);
+                        if let Some(list) = list_config(handler, instance, report) {
+                            self.lists.insert(name.clone(), list);
+                        }
                     }
                 }
-                parts.checks.push(json!(name));
+                parts.checks.push(name);
             }
             ("denier", "checknothing") => {
                 // Every request the rule matches is refused: a check against an empty
@@ -276,9 +286,16 @@ impl Converter {
                 let name = handler.resource.name.clone();
                 self.lists.insert(
                     name.clone(),
-                    json!({"value": "request.host", "entries": [], "blacklist": false}),
+                    ListConfig {
+                        value: "request.host".into(),
+                        entries: Vec::new(),
+                        blacklist: false,
+                        entry_type: EntryType::default(),
+                        provider: None,
+                        dry_run: false,
+                    },
                 );
-                parts.checks.push(json!(name));
+                parts.checks.push(name.clone());
                 parts.deny_status = Some(denier_status(handler));
                 report.notes.push(format!(
                     "{at}: denier {name} is a check against the empty whitelist {name}, so every matching request is refused"
@@ -339,7 +356,7 @@ fn denier_status(handler: &Component) -> u16 {
 /// The level of the entries a stdio handler writes for a logentry: the logentry's severity (a
 /// Mixer expression, in the documents a literal) mapped through the handler's
 /// `severity_levels` (0 info, 1 warning, 2 error).
-fn stdio_level(handler: &Component, instance: &Component, report: &mut Report) -> &'static str {
+fn stdio_level(handler: &Component, instance: &Component, report: &mut Report) -> LogLevel {
     let severity = instance.params["severity"]
         .as_str()
         .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\''))
@@ -349,15 +366,15 @@ fn stdio_level(handler: &Component, instance: &Component, report: &mut Report) -
         .or_else(|| handler.params["severityLevels"].get(severity))
         .and_then(Value::as_i64);
     let level = match (mapped, severity) {
-        (Some(0), _) | (None, "info" | "INFO" | "default") => "info",
-        (Some(1), _) | (None, "warning" | "WARNING" | "warn") => "warning",
-        (Some(2), _) | (None, "error" | "ERROR") => "error",
+        (Some(0), _) | (None, "info" | "INFO" | "default") => LogLevel::Info,
+        (Some(1), _) | (None, "warning" | "WARNING" | "warn") => LogLevel::Warning,
+        (Some(2), _) | (None, "error" | "ERROR") => LogLevel::Error,
         (other, _) => {
             report.notes.push(format!(
                 "{}: severity {severity} (level {other:?}) has no equivalent: its entries are written as error",
                 handler.resource.at()
             ));
-            "error"
+            LogLevel::Error
         }
     };
     if handler.params.get("outputAsJson") == Some(&json!(false)) {
@@ -369,9 +386,9 @@ fn stdio_level(handler: &Component, instance: &Component, report: &mut Report) -
     level
 }
 
-fn log_config(instance: &Component, report: &mut Report) -> Value {
+fn log_config(instance: &Component, report: &mut Report) -> LogConfig {
     let at = instance.resource.at();
-    let mut fields = Map::new();
+    let mut fields = BTreeMap::new();
     for (name, expression) in instance.params["variables"]
         .as_object()
         .into_iter()
@@ -384,7 +401,7 @@ fn log_config(instance: &Component, report: &mut Report) -> Value {
                 "{at}: variables.{name}: {expression} is written {renamed} (the caller's identity comes from its certificate: source.serviceAccount, not Mixer's source.service)"
             ));
         }
-        fields.insert(name.clone(), json!(renamed));
+        fields.insert(name.clone(), renamed);
     }
     if let Some(timestamp) = instance.params["timestamp"].as_str()
         && timestamp.trim() != "request.time"
@@ -398,7 +415,10 @@ fn log_config(instance: &Component, report: &mut Report) -> Value {
             report.notes.push(format!("{at}: {ignored} is not translated: it configured Mixer's other backends, not the stdio log"));
         }
     }
-    json!({"instance": instance.resource.name, "fields": fields})
+    LogConfig {
+        instance: instance.resource.name.clone(),
+        fields,
+    }
 }
 
 /// Renames in log fields only: there the nearest attribute is harmless. In a decision a
@@ -418,7 +438,13 @@ fn listentry_value(instance: &Component) -> String {
     rename_attributes(value, &[("request.path", "request.url_path")])
 }
 
-fn list_config(handler: &Component, instance: &Component, report: &mut Report) -> Value {
+/// A listchecker as a list; `None` (with an error) when its parameters are not what Mixer
+/// accepted.
+fn list_config(
+    handler: &Component,
+    instance: &Component,
+    report: &mut Report,
+) -> Option<ListConfig> {
     let at = handler.resource.at();
     let params = handler.params;
     let value = listentry_value(instance);
@@ -428,25 +454,41 @@ fn list_config(handler: &Component, instance: &Component, report: &mut Report) -
             "{at}: value {written} is checked as {value}: Mixer's request.path carries the query, which let /politics?x past a blacklist of /politics"
         ));
     }
-    let mut list = Map::new();
-    list.insert("value".into(), json!(value));
-    list.insert(
-        "entries".into(),
-        params
-            .get("overrides")
-            .cloned()
-            .unwrap_or_else(|| json!([])),
-    );
-    list.insert(
-        "blacklist".into(),
-        params.get("blacklist").cloned().unwrap_or(json!(false)),
-    );
+    let mut invalid = |field: &str, expected: &str| {
+        report.errors.push(format!(
+            "{at}: {field} must be {expected}: the list is not translated"
+        ));
+    };
+    let entries = match params.get("overrides") {
+        None => Vec::new(),
+        Some(overrides) => match serde_json::from_value(overrides.clone()) {
+            Ok(entries) => entries,
+            Err(_) => {
+                invalid("overrides", "a list of strings");
+                return None;
+            }
+        },
+    };
+    let blacklist = match params.get("blacklist") {
+        None => false,
+        Some(Value::Bool(blacklist)) => *blacklist,
+        Some(_) => {
+            invalid("blacklist", "true or false");
+            return None;
+        }
+    };
     let entry_type = params
         .get("entryType")
         .or_else(|| params.get("entry_type"))
-        .and_then(Value::as_str)
-        .unwrap_or("STRINGS");
-    list.insert("entryType".into(), json!(entry_type));
+        .cloned()
+        .map_or(Ok(EntryType::default()), serde_json::from_value);
+    let Ok(entry_type) = entry_type else {
+        invalid(
+            "entryType",
+            "STRINGS, CASE_INSENSITIVE_STRINGS, REGEX, GLOB, IP_ADDRESSES or PATH_PREFIXES",
+        );
+        return None;
+    };
     if let Some(url) = params
         .get("providerUrl")
         .or_else(|| params.get("provider_url"))
@@ -471,13 +513,20 @@ fn list_config(handler: &Component, instance: &Component, report: &mut Report) -
             ));
         }
     }
-    Value::Object(list)
+    Some(ListConfig {
+        value,
+        entries,
+        blacklist,
+        entry_type,
+        provider: None,
+        dry_run: false,
+    })
 }
 
 /// VirtualService HTTP routes at a gateway that match by URI: the only hosts' requests that
 /// reach the destination are those the matches admit, as `routes` does. Matches at the
 /// sidecars (`mesh`) route to the gateway and decide nothing.
-fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<Value> {
+fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
     for service in resources.all().filter(|r| r.kind == "VirtualService") {
         let at = service.at();
@@ -507,7 +556,12 @@ fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<Val
                 if converted.is_empty() {
                     unrestricted = true;
                 } else {
-                    matches.push(Value::Object(converted));
+                    match serde_json::from_value::<HttpMatchConfig>(Value::Object(converted)) {
+                        Ok(converted) => matches.push(converted),
+                        Err(e) => report.errors.push(format!(
+                            "{at}: a gateway match is not translated ({e}): a route without it would admit more than the VirtualService did"
+                        )),
+                    }
                 }
             }
         }
@@ -517,11 +571,16 @@ fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<Val
                 service.spec["hosts"]
             ));
         } else if !matches.is_empty() {
-            routes.push(json!({
-                "name": service.name,
-                "hosts": service.spec["hosts"],
-                "match": matches,
-            }));
+            match serde_json::from_value::<Vec<String>>(service.spec["hosts"].clone()) {
+                Ok(hosts) => routes.push(RouteConfig {
+                    name: Some(service.name.clone()),
+                    hosts,
+                    match_: matches,
+                }),
+                Err(_) => report.errors.push(format!(
+                    "{at}: hosts must be a list of host names: the route is not translated, and without it the hosts would admit every request"
+                )),
+            }
         } else {
             report.notes.push(format!(
                 "{at}: no gateway route: routing only, nothing to translate"

@@ -82,7 +82,7 @@ fn gateway_values() -> String {
             "proxy.istio.io/config": proxy_config().to_string(),
         },
     });
-    let yaml = serde_yaml_ng::to_string(&values).unwrap_or_default();
+    let yaml = crate::yaml::to_string(&values).unwrap_or_default();
     format!(
         "# Helm values for the egress gateway (Istio's `gateway` chart):\n\
          #   helm install istio-egressgateway istio/gateway -n istio-system -f manifests/egress-gateway-values.yaml\n\
@@ -113,14 +113,7 @@ fn pin(args: &PinArgs) -> Result<String, String> {
         ));
     }
     let text = read(&args.manifest).map_err(|e| format!("cannot read: {e}"))?;
-    let mut documents = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value: Value =
-            serde::Deserialize::deserialize(document).map_err(|e| format!("invalid YAML: {e}"))?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
+    let mut documents = crate::yaml::documents(&text)?;
     let mut pinned = 0;
     for document in &mut documents {
         let module = match document["kind"].as_str() {
@@ -146,7 +139,7 @@ fn pin(args: &PinArgs) -> Result<String, String> {
     );
     for document in &documents {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(document).map_err(|e| e.to_string())?);
+        out.push_str(&crate::yaml::to_string(document)?);
     }
     Ok(out)
 }

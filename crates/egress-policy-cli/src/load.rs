@@ -100,14 +100,7 @@ type Placed = (String, bool, Result<serde_json::Value, ConfigErrors>);
 /// The plugin configurations of a YAML file: a bare configuration, or the configuration of
 /// every WasmPlugin and TrafficExtension among its documents.
 fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
-    let mut documents = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let value: serde_json::Value = serde::Deserialize::deserialize(document)
-            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
+    let mut documents = crate::yaml::documents(text).map_err(|e| ConfigError::new("", e))?;
     let plugins: Vec<Placed> = documents.iter().filter_map(plugin_config).collect();
     if !plugins.is_empty() {
         return Ok(plugins);

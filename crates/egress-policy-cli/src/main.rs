@@ -11,6 +11,7 @@ mod convert;
 mod explain;
 mod istio;
 mod load;
+mod yaml;
 
 use std::process::ExitCode;
 

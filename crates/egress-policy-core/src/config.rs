@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ConfigErrors};
 
 /// The plugin configuration: the object in Envoy's `configuration` or the WasmPlugin's
 /// `pluginConfig`. Every field is optional (`Default`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
@@ -62,7 +62,7 @@ impl Default for PluginConfig {
 }
 
 /// Sources of `source.namespace`, `source.serviceAccount`, `source.principal`, `source.user`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityConfig {
@@ -99,7 +99,7 @@ fn default_deny_status() -> u16 {
 }
 
 /// The log entry every logging rule writes (Mixer `logentry` + `stdio` with `outputAsJson`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogConfig {
@@ -146,7 +146,7 @@ fn default_log_fields() -> BTreeMap<String, String> {
 }
 
 /// A list the rules can check a value against (Mixer `listchecker` with `overrides`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListConfig {
@@ -178,7 +178,7 @@ pub struct ListConfig {
 /// A remote source of list entries: plain text (one entry per line, `#` comments) or a JSON array
 /// of strings, fetched through an Envoy cluster when the plugin starts and every
 /// `refreshInterval`. `entries` (the static overrides) always apply as well.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProviderConfig {
@@ -226,7 +226,7 @@ pub struct ProviderConfig {
 }
 
 /// What a list check does without a usable remote list.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
@@ -258,7 +258,7 @@ fn default_max_bytes() -> u32 {
 }
 
 /// A rule's own local reply, overriding `denyStatus`, `denyBody` and `denyHeaders` field by field.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct DenyReplyConfig {
@@ -272,7 +272,7 @@ pub struct DenyReplyConfig {
 }
 
 /// How list entries are compared with the looked-up value.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EntryType {
@@ -295,7 +295,7 @@ pub enum EntryType {
 }
 
 /// Log level of a rule's entries (Mixer `stdio` `severity_levels`).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -319,7 +319,7 @@ impl LogLevel {
 }
 
 /// A Mixer-style rule: when `match` holds, write a log entry and/or check lists.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleConfig {
@@ -345,7 +345,7 @@ pub struct RuleConfig {
 }
 
 /// A VirtualService-style route: requests for `hosts` must match one of `match`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteConfig {
@@ -362,7 +362,7 @@ pub struct RouteConfig {
 }
 
 /// One VirtualService `HTTPMatchRequest`: all conditions given must hold.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpMatchConfig {
@@ -378,7 +378,7 @@ pub struct HttpMatchConfig {
 }
 
 /// Exactly one of `exact`, `prefix`, `rawPrefix`, `regex` (VirtualService `StringMatch`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct StringMatchConfig {
@@ -403,6 +403,19 @@ pub fn fingerprint(bytes: &[u8]) -> u32 {
 }
 
 impl PluginConfig {
+    /// The configuration as JSON without what it leaves at its defaults (absent, `false`,
+    /// empty, or a top-level section equal to its default): what a person would write, and
+    /// what `egress-policy convert` prints.
+    pub fn to_json_without_defaults(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        let defaults = serde_json::to_value(PluginConfig::default()).unwrap_or_default();
+        if let (Some(fields), Some(defaults)) = (value.as_object_mut(), defaults.as_object()) {
+            fields.retain(|name, field| defaults.get(name) != Some(field));
+        }
+        prune(&mut value);
+        value
+    }
+
     /// Parses plugin configuration JSON. Errors name the field path (`rules[1].mach`) and, for
     /// malformed JSON, the line and column.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigErrors> {
@@ -444,6 +457,27 @@ impl PluginConfig {
             let path = e.path().to_string();
             ConfigError::new(path_or_root(&path), e.into_inner().to_string()).into()
         })
+    }
+}
+
+/// Removes every `null`, `false`, `[]` and `{}` field, inside out: the defaults of every field
+/// that has no other.
+fn prune(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => {
+            for field in fields.values_mut() {
+                prune(field);
+            }
+            fields.retain(|_, field| match field {
+                Value::Null | Value::Bool(false) => false,
+                Value::Array(items) => !items.is_empty(),
+                Value::Object(inner) => !inner.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune),
+        _ => {}
     }
 }
 

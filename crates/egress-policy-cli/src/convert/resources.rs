@@ -34,12 +34,7 @@ pub(super) struct Resources {
 
 impl Resources {
     pub(super) fn add(&mut self, file: &str, text: &str) -> Result<(), String> {
-        for document in serde_yaml_ng::Deserializer::from_str(text) {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .map_err(|e| format!("invalid YAML: {e}"))?;
-            if value.is_null() {
-                continue;
-            }
+        for value in crate::yaml::documents(text)? {
             let kind = value["kind"]
                 .as_str()
                 .ok_or("a document without kind")?
