@@ -1,4 +1,4 @@
-//! The filter's own work for one request of the source documents' S4, natively, through the flow
+//! The filter's own work for one request of the exemption policy, natively, through the flow
 //! the adapter runs (`RequestFilter` on a host that answers from memory), for `scripts/bench`:
 //! under callgrind, the instructions of N requests minus those of M, divided by N − M, are the
 //! instructions of one request, whatever the setup costs.

@@ -269,7 +269,7 @@ fn audit_reports_unreadable_input_as_incomplete_and_exits_2() {
 
 /// `manifests/tls-egress.yaml` (README: HTTPS egress): every TLS host is declared, reaches the
 /// gateway over ISTIO_MUTUAL with its own SNI, is routed out by its own Gateway server, and is
-/// decided by the NETWORK plugin (manifests/wasmplugin.yaml) carrying the documents' S6 policy.
+/// decided by the NETWORK plugin (manifests/wasmplugin.yaml) carrying the SNI policy.
 #[test]
 fn tls_egress_manifests_route_each_host_through_the_gateway_under_the_s6_policy() {
     let output = cli(&["check", "manifests/wasmplugin.yaml"]);

@@ -209,7 +209,7 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
         let line = format!("extension_config_discovery.{filter}.update_success: 1");
         assert!(stats.contains(&line), "{filter} did not load: {stats}");
     }
-    // The HTTP listener decides: politics is denied by the S3 policy, locally.
+    // The HTTP listener decides: politics is denied by the list-check policy, locally.
     let http_port = listener_port(admin, "egress_http");
     let status = curl(
         http_port,

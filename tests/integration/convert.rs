@@ -1,7 +1,7 @@
 //! `egress-policy convert` on the source documents' own Mixer configuration
 //! (`tests/data/mixer/`, each step as the blog applies it): the configuration converted after
-//! each step decides and logs exactly as the example of that step (S1–S4), request by request,
-//! through the filter's flow; the converted S3 in a real Envoy; and what cannot be translated
+//! each step decides and logs exactly as the example of that step (`envoy/examples/s1-…` to `s4-…`), request by request,
+//! through the filter's flow; the converted list-check policy in a real Envoy; and what cannot be translated
 //! is refused or said.
 
 use std::process::Output;
@@ -294,7 +294,7 @@ spec: {}
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid YAML"));
 }
 
-/// The converted S3 in a real Envoy: the documents' three requests, their statuses and log.
+/// The converted list-check policy in a real Envoy: the documents' three requests, their statuses and log.
 #[test]
 fn converted_s3_enforces_in_envoy() {
     let output = convert(&STEPS[..5]);

@@ -1,4 +1,4 @@
-//! The reference scenario (README: The reference scenario, S1–S3) in a real Envoy, driven by curl: status codes, the
+//! The reference scenario (README: The reference scenario: the logging, routing and list-check policies) in a real Envoy, driven by curl: status codes, the
 //! exact log entries (every field but `time`), and what the upstream did and did not receive.
 
 use crate::support::{Gateway, repo};
@@ -19,7 +19,7 @@ fn politics_sport_health(gateway: &Gateway) -> [(u16, u64); 3] {
     ["/politics", "/sport", "/health"].map(|path| gateway.get(CNN, path))
 }
 
-/// S2 and S3 refuse politics locally: 404, nothing reaches edition.cnn.com, and the entries
+/// The routing and list-check policies refuse politics locally: 404, nothing reaches edition.cnn.com, and the entries
 /// record the 404 (error and info), as the source documents' log does.
 fn assert_politics_is_refused(gateway: &Gateway, details: &str) {
     let [politics, sport, health] = politics_sport_health(gateway);
@@ -50,7 +50,7 @@ fn assert_politics_is_refused(gateway: &Gateway, details: &str) {
 }
 
 #[test]
-fn s1_logging_allows_all_three_and_logs_politics_as_error_and_info() {
+fn the_logging_policy_allows_all_three_and_logs_politics_as_error_and_info() {
     let gateway = Gateway::example("s1-logging.json");
     let [politics, sport, health] = politics_sport_health(&gateway);
     assert_eq!([politics.0, sport.0, health.0], [200, 200, 200]);
@@ -73,7 +73,7 @@ fn s1_logging_allows_all_three_and_logs_politics_as_error_and_info() {
 }
 
 #[test]
-fn s2_routing_refuses_politics_with_404_before_the_upstream() {
+fn the_routing_policy_refuses_politics_with_404_before_the_upstream() {
     let gateway = Gateway::example("s2-routing.json");
     assert_politics_is_refused(
         &gateway,
@@ -82,7 +82,7 @@ fn s2_routing_refuses_politics_with_404_before_the_upstream() {
 }
 
 #[test]
-fn s3_listcheck_refuses_politics_with_404_before_the_upstream() {
+fn the_list_check_policy_refuses_politics_with_404_before_the_upstream() {
     let gateway = Gateway::example("s3-listcheck.json");
     assert_politics_is_refused(
         &gateway,
@@ -200,7 +200,11 @@ fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
         !gateway.reload(&bad),
         "Envoy must reject the bad configuration"
     );
-    assert_eq!(gateway.status(CNN, "/politics"), 404, "S3 still in force");
+    assert_eq!(
+        gateway.status(CNN, "/politics"),
+        404,
+        "the list-check policy still in force"
+    );
     assert_eq!(gateway.status(CNN, "/sport"), 200);
     assert!(
         gateway
@@ -213,14 +217,18 @@ fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
     );
 
     assert!(gateway.reload(&repo().join("envoy/examples/s1-logging.json")));
-    assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 only logs");
+    assert_eq!(
+        gateway.status(CNN, "/politics"),
+        200,
+        "the logging policy only logs"
+    );
     assert_eq!(gateway.upstream.paths(), ["/sport", "/politics"]);
 }
 
-/// `egress-policy audit` on the real log: S1 only logs, so politics was sent (exit 1, the entry
-/// named); S3 refused it (exit 0).
+/// `egress-policy audit` on the real log: the logging policy only logs, so politics was sent (exit 1, the entry
+/// named); the list-check policy refused it (exit 0).
 #[test]
-fn audit_finds_the_politics_request_s1_let_through_and_clears_s3() {
+fn audit_finds_the_politics_request_s1_let_through_and_clears_list_check_policy() {
     for (example, expected_exit) in [("s1-logging.json", 1), ("s3-listcheck.json", 0)] {
         let gateway = Gateway::example(example);
         let [politics, _, _] = politics_sport_health(&gateway);

@@ -20,7 +20,7 @@ fn active(policy: Policy) -> Rc<Active> {
     Rc::new(Active::new(policy))
 }
 
-fn s3() -> Rc<Active> {
+fn list_check_policy() -> Rc<Active> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/envoy/examples/s3-listcheck.json"
@@ -28,10 +28,10 @@ fn s3() -> Rc<Active> {
     active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
-/// A request for edition.cnn.com with `path` through S3's request phase, which must answer it.
+/// A request for edition.cnn.com with `path` through the list-check policy's request phase, which must answer it.
 fn answered_by_s3(path: &[u8]) -> (FakeHost, RequestFilter) {
     let host = FakeHost::request(b"edition.cnn.com", path);
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
     (host, filter)
 }
@@ -63,7 +63,7 @@ fn politics_is_answered_locally_and_logged_with_the_reply_status() {
 #[test]
 fn sport_continues_upstream_and_logs_the_real_response() {
     let mut host = FakeHost::request(b"edition.cnn.com", b"/sport");
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Continue);
     assert!(host.replies.borrow().is_empty());
     host.respond(200, 358_651);
@@ -74,7 +74,7 @@ fn sport_continues_upstream_and_logs_the_real_response() {
 #[test]
 fn non_utf8_path_is_decided_without_panicking_and_denied() {
     let host = FakeHost::request(b"edition.cnn.com", b"/sport\xff\xfe");
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
 }
 
@@ -97,7 +97,7 @@ fn non_utf8_host_is_refused_before_any_policy() {
 fn huge_header_values_are_handled() {
     let huge = format!("/{}", "a".repeat(1 << 20));
     let host = FakeHost::request(b"edition.cnn.com", huge.as_bytes());
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
 }
 
@@ -115,7 +115,7 @@ fn unconfigured_filter_refuses_every_request() {
 fn userinfo_and_missing_hosts_are_refused_and_logged() {
     for authority in [&b"user@edition.cnn.com"[..], b"", b"edition.cnn.com:x"] {
         let mut host = FakeHost::request(authority, b"/sport");
-        let mut filter = RequestFilter::new(Some(s3()));
+        let mut filter = RequestFilter::new(Some(list_check_policy()));
         assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
         assert_eq!(replied(&host)[0].0, 400);
         host.respond(400, 0);
@@ -129,7 +129,7 @@ fn userinfo_and_missing_hosts_are_refused_and_logged() {
 #[test]
 fn a_plain_http_request_costs_one_property_read() {
     let host = FakeHost::request(b"example.com", b"/");
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     filter.on_request_headers(&host, true);
     assert_eq!(*host.property_reads.borrow(), ["connection.mtls"]);
 }
@@ -137,14 +137,14 @@ fn a_plain_http_request_costs_one_property_read() {
 #[test]
 fn requests_no_rule_logs_write_nothing() {
     let mut host = FakeHost::request(b"example.com", b"/politics");
-    let mut filter = RequestFilter::new(Some(s3()));
+    let mut filter = RequestFilter::new(Some(list_check_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Continue);
     host.respond(200, 10);
     filter.on_log(&host);
     assert!(host.entries.borrow().is_empty());
 }
 
-fn s4() -> Rc<Active> {
+fn exemption_policy() -> Rc<Active> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/envoy/examples/s4-exemption.json"
@@ -152,9 +152,9 @@ fn s4() -> Rc<Active> {
     active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
 
-/// Runs a request that S4 denies through the filter, to its log phase.
+/// Runs a request that the exemption policy denies through the filter, to its log phase.
 fn deny_under_s4(host: &mut FakeHost) {
-    let mut filter = RequestFilter::new(Some(s4()));
+    let mut filter = RequestFilter::new(Some(exemption_policy()));
     assert_eq!(filter.on_request_headers(host, true), Flow::Stop);
     host.respond(404, 0);
     filter.on_log(host);
@@ -168,7 +168,7 @@ fn politics_from(uri_sans: &str) -> FakeHost {
 #[test]
 fn politics_namespace_certificate_earns_the_exemption() {
     let host = politics_from("spiffe://cluster.local/ns/politics/sa/sleep");
-    let mut filter = RequestFilter::new(Some(s4()));
+    let mut filter = RequestFilter::new(Some(exemption_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Continue);
     filter.on_log(&host);
     assert!(
@@ -220,7 +220,7 @@ fn several_uri_sans_give_no_identity_and_a_warning_entry() {
 #[test]
 fn certificate_from_another_trust_domain_gives_no_identity() {
     let host = politics_from("spiffe://evil.local/ns/politics/sa/sleep");
-    let mut filter = RequestFilter::new(Some(s4()));
+    let mut filter = RequestFilter::new(Some(exemption_policy()));
     assert_eq!(filter.on_request_headers(&host, true), Flow::Stop);
 }
 
@@ -294,7 +294,7 @@ fn workload_labels_come_from_istio_peer_metadata_never_from_headers() {
     let mut host = FakeHost::request(b"edition.cnn.com", b"/sport")
         .with_peer("spiffe://cluster.local/ns/default/sa/sleep-sa");
     host.add_header("x-envoy-peer-metadata", b"app=forged");
-    let mut filter = RequestFilter::new(Some(s4()));
+    let mut filter = RequestFilter::new(Some(exemption_policy()));
     filter.on_request_headers(&host, true);
     host.respond(200, 1);
     filter.on_log(&host);
@@ -306,7 +306,7 @@ fn workload_labels_come_from_istio_peer_metadata_never_from_headers() {
     host.properties
         .insert("downstream_peer.labels.app".into(), b"sleep".to_vec());
     host.entries.borrow_mut().clear();
-    let mut filter = RequestFilter::new(Some(s4()));
+    let mut filter = RequestFilter::new(Some(exemption_policy()));
     filter.on_request_headers(&host, true);
     filter.on_log(&host);
     assert!(
@@ -452,7 +452,7 @@ fn app_a_to_api_ibm_com() -> FakeHost {
         "port": 10444, "namespace": "default", "serviceAccount": "app-a"}))
 }
 
-fn s6() -> Rc<Active> {
+fn sni_policy() -> Rc<Active> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/examples/s6-sni.json");
     active(Policy::from_json(&std::fs::read(path).unwrap()).unwrap())
 }
@@ -461,7 +461,7 @@ fn s6() -> Rc<Active> {
 fn a_client_hello_in_pieces_is_waited_for_and_nothing_passes_meanwhile() {
     let host = app_a_to_api_ibm_com();
     let whole = host.downstream.borrow().clone();
-    let mut filter = ConnectionFilter::new(Some(s6()));
+    let mut filter = ConnectionFilter::new(Some(sni_policy()));
     filter.on_new_connection(&host);
     *host.downstream.borrow_mut() = whole[..30].to_vec();
     assert_eq!(filter.on_downstream_data(&host, 30, false), Flow::Stop);
@@ -479,7 +479,7 @@ fn a_client_hello_in_pieces_is_waited_for_and_nothing_passes_meanwhile() {
 fn a_client_hello_cut_off_by_the_end_of_the_stream_is_refused() {
     let host = app_a_to_api_ibm_com();
     host.downstream.borrow_mut().truncate(60);
-    let mut filter = ConnectionFilter::new(Some(s6()));
+    let mut filter = ConnectionFilter::new(Some(sni_policy()));
     filter.on_new_connection(&host);
     assert_eq!(filter.on_downstream_data(&host, 60, true), Flow::Stop);
     assert!(host.closed.get());
@@ -568,7 +568,7 @@ fn opened(host: &FakeHost, active: Rc<Active>) -> (ConnectionFilter, Flow) {
 fn an_allowed_connection_is_routed_to_the_canonical_name_it_was_decided_on() {
     let host = FakeHost::from_case(&serde_json::json!({"protocol": "tcp",
         "sni": "API.ibm.com.", "port": 10444, "namespace": "default", "serviceAccount": "app-a"}));
-    assert_eq!(opened(&host, s6()).1, Flow::Continue);
+    assert_eq!(opened(&host, sni_policy()).1, Flow::Continue);
     assert_eq!(*host.routed_to.borrow(), ["api.ibm.com"]);
 }
 

@@ -355,7 +355,11 @@ fn reload_reports_what_envoy_serves_unchanged_reloaded_or_refused() {
     let (code, said) = reload(&[&s1]);
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("reloaded:"), "{said}");
-    assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 only logs");
+    assert_eq!(
+        gateway.status(CNN, "/politics"),
+        200,
+        "the logging policy only logs"
+    );
 
     let dir = TempDir::new("reload-refused");
     let decides_nothing = dir.path("empty.json");
@@ -373,7 +377,11 @@ fn reload_reports_what_envoy_serves_unchanged_reloaded_or_refused() {
     let (code, said) = reload(&[&s1]);
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("unchanged:"), "{said}");
-    assert_eq!(gateway.status(CNN, "/politics"), 200, "S1 still serves");
+    assert_eq!(
+        gateway.status(CNN, "/politics"),
+        200,
+        "the logging policy still serves"
+    );
     wait_until("Envoy's log", Duration::from_secs(10), || {
         gateway
             .envoy_stderr()

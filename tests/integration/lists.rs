@@ -411,7 +411,7 @@ struct Sample {
     result: Result<u16, String>,
 }
 
-/// 24 swaps between S3 (politics 404) and S1 (politics 200) while two keep-alive clients send
+/// 24 swaps between the list-check policy (politics 404) and the logging policy (politics 200) while two keep-alive clients send
 /// requests without pause: no request fails or is reset, and every request that ran wholly
 /// inside a phase got that phase's decision.
 #[test]

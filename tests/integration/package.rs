@@ -144,7 +144,7 @@ fn the_packaged_module_round_trips_through_a_registry_into_envoy() {
     let module = unpacked.join("plugin.wasm");
     assert_eq!(sha256_hex(&module), sha256_hex(&wasm_path()));
 
-    // Envoy loads the pulled module and decides with it: the source documents' S3.
+    // Envoy loads the pulled module and decides with it: the list-check policy.
     let gateway = Gateway::example("s3-listcheck.json");
     let s3 = repo().join("envoy/examples/s3-listcheck.json");
     assert!(

@@ -1,5 +1,5 @@
 //! The Grafana dashboard against a real Prometheus (Debian's package, started on loopback) that
-//! scrapes a real gateway after the source documents' S3 and S4 traffic: every query of every
+//! scrapes a real gateway after the list-check and exemption policies' traffic: every query of every
 //! panel returns the expected series and values (`tests/data/dashboard.json`).
 //!
 //! Twice: on the bundled gateway, and with the stats configuration an Istio egress gateway gets
@@ -156,10 +156,10 @@ fn every_dashboard_query_returns_the_expected_series_under_istios_stats_config()
     dashboard_after_s3_and_s4_traffic(Some(istio_stats_config()));
 }
 
-/// The documents' S3 and S4 traffic through a gateway with `stats_config` (or the bundled
+/// The list-check and exemption policies' traffic through a gateway with `stats_config` (or the bundled
 /// one), scraped by a real Prometheus, and every query of every panel of the dashboard.
 fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
-    // S4, plus a remote list every VM must fetch, so that the list panels have a series.
+    // The exemption policy, plus a remote list every VM must fetch, so that the list panels have a series.
     let mut config: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("envoy/examples/s4-exemption.json")).unwrap(),
     )
@@ -192,7 +192,7 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
         || gateway.counter(fetched) >= 9,
     );
 
-    // S3's requests without identity, then S4's from ns/default and ns/politics over mTLS.
+    // the list-check policy's requests without identity, then the exemption policy's from ns/default and ns/politics over mTLS.
     let plain: Vec<u16> = ["/politics", "/sport", "/health"]
         .iter()
         .map(|p| gateway.status(CNN, p))

@@ -1,4 +1,4 @@
-//! The source documents' exemption (S4) over mTLS, and the attacks a compromised application
+//! The exemption policy (`s4-exemption.json`) over mTLS, and the attacks a compromised application
 //! would try, against a real Envoy: `tests/data/attacks.json` lists them as data (status, where
 //! the attempt must be logged, the identity the log must show), so a new case needs no code.
 //! Whatever the case, the upstream must never receive a politics path.
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 const CNN: &str = "edition.cnn.com";
 
-fn s4_entry(level: &str, path: &str, code: u16, size: u64) -> Value {
+fn exemption_entry(level: &str, path: &str, code: u16, size: u64) -> Value {
     json!({
         "level": level, "instance": "egress-access", "destination": CNN, "path": path,
         "responseCode": code, "responseSize": size,
@@ -20,7 +20,7 @@ fn s4_entry(level: &str, path: &str, code: u16, size: u64) -> Value {
 }
 
 #[test]
-fn s4_default_namespace_is_refused_politics_and_logged_with_its_identity() {
+fn the_exemption_policy_refuses_the_default_namespace_politics_and_logged_with_its_identity() {
     let gateway = Gateway::example("s4-exemption.json");
     let statuses: Vec<u16> = ["/politics", "/sport", "/health"]
         .iter()
@@ -30,15 +30,15 @@ fn s4_default_namespace_is_refused_politics_and_logged_with_its_identity() {
     gateway.settle(3);
     let entries = gateway.log_entries_without_time();
     assert_eq!(entries.len(), 4, "{entries:?}");
-    assert_eq!(entries[0], s4_entry("error", "/politics", 404, 0));
-    assert_eq!(entries[1], s4_entry("info", "/politics", 404, 0));
+    assert_eq!(entries[0], exemption_entry("error", "/politics", 404, 0));
+    assert_eq!(entries[1], exemption_entry("info", "/politics", 404, 0));
     assert_eq!(entries[2]["path"], "/sport");
     assert_eq!(entries[3]["path"], "/health");
     assert_eq!(gateway.upstream.paths(), ["/sport", "/health"]);
 }
 
 #[test]
-fn s4_politics_namespace_reaches_everything_and_is_not_logged() {
+fn the_exemption_policy_lets_the_politics_namespace_reach_everything_and_is_not_logged() {
     let gateway = Gateway::example("s4-exemption.json");
     let statuses: Vec<u16> = ["/politics", "/sport", "/health"]
         .iter()
@@ -65,7 +65,7 @@ fn s4_politics_namespace_reaches_everything_and_is_not_logged() {
 }
 
 #[test]
-fn s4_plain_http_without_identity_cannot_earn_the_exemption() {
+fn plain_http_without_identity_cannot_earn_the_exemption_of_the_policy_cannot_earn_the_exemption() {
     let gateway = Gateway::example("s4-exemption.json");
     assert_eq!(gateway.status(CNN, "/politics"), 404);
     gateway.settle(1);

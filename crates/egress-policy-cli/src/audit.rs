@@ -190,7 +190,7 @@ impl Report {
 mod tests {
     use super::*;
 
-    const S1: &str = r#"{"level":"error","instance":"egress-access","destination":"edition.cnn.com","path":"/politics","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
+    const POLITICS_LET_THROUGH: &str = r#"{"level":"error","instance":"egress-access","destination":"edition.cnn.com","path":"/politics","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
 {"level":"info","instance":"egress-access","destination":"edition.cnn.com","path":"/politics","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
 {"level":"info","instance":"egress-access","destination":"edition.cnn.com","path":"/sport","responseCode":200,"responseSize":10,"source":"sleep","sourceNamespace":"default","user":"unknown"}
 "#;
@@ -198,23 +198,23 @@ mod tests {
     #[test]
     fn logging_only_policy_let_politics_through() {
         let mut report = Report::default();
-        report.add("s1.log", S1);
+        report.add("logging-only.log", POLITICS_LET_THROUGH);
         assert_eq!(report.entries, 3);
         assert_eq!(report.violations.len(), 1);
         assert!(report.violations[0].starts_with(
-            "s1.log:1: error entry let through: edition.cnn.com/politics from sleep (default)"
+            "logging-only.log:1: error entry let through: edition.cnn.com/politics from sleep (default)"
         ));
         assert_eq!(report.by_source.get("sleep (default)"), Some(&3));
     }
 
     #[test]
     fn refused_politics_is_no_violation() {
-        let s3 = S1.replace(
+        let refused = POLITICS_LET_THROUGH.replace(
             "\"responseCode\":200,\"responseSize\":10",
             "\"responseCode\":404,\"responseSize\":0",
         );
         let mut report = Report::default();
-        report.add("s3.log", &s3);
+        report.add("list-check.log", &refused);
         assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert!(
             report

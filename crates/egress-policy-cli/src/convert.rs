@@ -432,7 +432,7 @@ const LOG_RENAMES: &[(&str, &str)] = &[
 /// A listentry's value, with `request.path` as `request.url_path`: Mixer's `request.path`
 /// carries the query string, so a blacklisted `/politics` was reached as `/politics?x`, and a
 /// whitelisted `/sport` refused as `/sport?x`. The list is about the path (README: The
-/// reference scenario, S3).
+/// reference scenario).
 fn listentry_value(instance: &Component) -> String {
     let value = instance.params["value"].as_str().unwrap_or_default();
     rename_attributes(value, &[("request.path", "request.url_path")])
@@ -489,6 +489,22 @@ fn list_config(
         );
         return None;
     };
+    note_provider_params(handler, report);
+    Some(ListConfig {
+        value,
+        entries,
+        blacklist,
+        entry_type,
+        provider: None,
+        dry_run: false,
+    })
+}
+
+/// A listchecker's remote provider: an error for its URL (the list would hold only the
+/// overrides without it), notes for its timing.
+fn note_provider_params(handler: &Component, report: &mut Report) {
+    let at = handler.resource.at();
+    let params = handler.params;
     if let Some(url) = params
         .get("providerUrl")
         .or_else(|| params.get("provider_url"))
@@ -513,14 +529,6 @@ fn list_config(
             ));
         }
     }
-    Some(ListConfig {
-        value,
-        entries,
-        blacklist,
-        entry_type,
-        provider: None,
-        dry_run: false,
-    })
 }
 
 /// VirtualService HTTP routes at a gateway that match by URI: the only hosts' requests that

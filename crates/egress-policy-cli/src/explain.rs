@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use egress_policy_core::attributes::Attr;
-use egress_policy_core::headers::Headers;
+use egress_policy_core::described::{Described, mesh_principal};
 use egress_policy_core::policy::Policy;
 use egress_policy_core::policy::provider::RemoteLists;
-use egress_policy_core::request::{Fact, Opening, Protocol, RequestFacts, Response};
+use egress_policy_core::request::{Opening, Protocol, RequestFacts, Response};
 use egress_policy_core::telemetry::log_entry;
 
 use crate::load::load;
@@ -79,57 +79,34 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 fn facts(args: &Args, policy: &Policy) -> RequestFacts {
     let principal = args.principal.clone().or_else(|| {
         args.namespace.as_ref().map(|ns| {
-            format!(
-                "spiffe://{}/ns/{ns}/sa/{}",
-                policy.trust_domain,
-                args.service_account.as_deref().unwrap_or("default")
-            )
+            let service_account = args.service_account.as_deref().unwrap_or("default");
+            mesh_principal(&policy.trust_domain, ns, service_account)
         })
     });
-    let mut properties: Vec<(Attr, Fact)> = [
+    let texts = [
         (Attr::SourceIp, &args.source_ip),
         (Attr::SourceWorkload, &args.workload),
         (Attr::ConnectionRequestedServerName, &args.sni),
     ]
     .into_iter()
-    .filter_map(|(attr, value)| Some((attr, Fact::Text(value.clone()?.into_bytes()))))
+    .filter_map(|(attr, value)| Some((attr, value.clone()?)))
     .collect();
-    if let Some(port) = args.port {
-        properties.push((Attr::DestinationPort, Fact::Int(i64::from(port))));
-    }
-    let (protocol, headers) = match (&args.sni, &args.host, &args.path) {
-        (None, Some(host), Some(path)) => {
-            let pseudo = [
-                (":authority", host),
-                (":path", path),
-                (":method", &args.method),
-                (":scheme", &args.scheme),
-            ];
-            let headers: Vec<(String, String)> = pseudo
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value.clone()))
-                .chain(
-                    args.headers
-                        .iter()
-                        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone())),
-                )
-                .collect();
-            (Protocol::Http, headers)
-        }
-        _ => (Protocol::Tcp, Vec::new()),
+    let protocol = match (&args.sni, &args.host, &args.path) {
+        (None, Some(_), Some(_)) => Protocol::Http,
+        _ => Protocol::Tcp,
     };
-    RequestFacts {
+    Described {
         protocol,
-        headers: Headers::from_pairs(&headers),
-        has_body: args.body,
-        mtls: Some(principal.is_some()),
-        peer_uri_sans: principal.map(String::into_bytes),
-        peer_labels: args
-            .labels
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone().into_bytes()))
-            .collect(),
-        properties,
+        host: args.host.clone(),
+        path: args.path.clone(),
+        method: Some(args.method.clone()),
+        scheme: Some(args.scheme.clone()),
+        headers: args.headers.clone(),
+        body: args.body,
+        principal,
+        labels: args.labels.clone(),
+        texts,
+        port: args.port.map(i64::from),
         time_micros: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
@@ -137,6 +114,7 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
         // The caller's own ClientHello is taken to name the SNI (README: HTTPS egress).
         opening: Opening::Unseen,
     }
+    .facts()
 }
 
 pub fn run(args: &Args) -> ExitCode {

@@ -6,8 +6,8 @@
 use serde_json::Value;
 
 use crate::attributes::Attr;
-use crate::headers::Headers;
-use crate::request::{Fact, Opening, Protocol, Request, RequestFacts};
+use crate::described::{Described, mesh_principal};
+use crate::request::{Opening, Protocol, Request, RequestFacts};
 
 /// The fixed "now" of every table case: the source documents' log line time,
 /// 2018-06-18T13:22:58.317448Z.
@@ -19,80 +19,65 @@ pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;
 /// certificate's URI SANs, comma-joined), or `namespace` + `serviceAccount` (a certificate for
 /// `ns/NS/sa/SA` in `cluster.local`), `labels` (Istio peer metadata). Missing keys stay absent.
 pub fn facts_from_case(case: &Value) -> RequestFacts {
-    let text = |key: &str| case.get(key).and_then(Value::as_str);
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(host) = text("host") {
-        headers.push((":authority".into(), host.into()));
-    }
-    headers.push((":path".into(), text("path").unwrap_or("").into()));
-    headers.push((":method".into(), text("method").unwrap_or("GET").into()));
-    headers.push((":scheme".into(), "http".into()));
+    let text = |key: &str| case.get(key).and_then(Value::as_str).map(str::to_owned);
     // An object, or an array of [name, value] pairs where a name may repeat.
-    let extra: Vec<(&str, &str)> = match case.get("headers") {
+    let headers: Vec<(String, String)> = match case.get("headers") {
         Some(Value::Object(map)) => map
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str().unwrap_or_default()))
+            .map(|(n, v)| (n.clone(), v.as_str().unwrap_or_default().to_owned()))
             .collect(),
         Some(Value::Array(pairs)) => pairs
             .iter()
-            .filter_map(|pair| Some((pair.get(0)?.as_str()?, pair.get(1)?.as_str()?)))
+            .filter_map(|pair| {
+                Some((
+                    pair.get(0)?.as_str()?.to_owned(),
+                    pair.get(1)?.as_str()?.to_owned(),
+                ))
+            })
             .collect(),
         _ => Vec::new(),
     };
-    for (name, value) in extra {
-        headers.push((name.to_ascii_lowercase(), value.into()));
-    }
-    let principal = text("principal").map(str::to_owned).or_else(|| {
+    let principal = text("principal").or_else(|| {
+        let service_account = text("serviceAccount");
         text("namespace").map(|ns| {
-            format!(
-                "spiffe://cluster.local/ns/{ns}/sa/{}",
-                text("serviceAccount").unwrap_or("default")
+            mesh_principal(
+                "cluster.local",
+                &ns,
+                service_account.as_deref().unwrap_or("default"),
             )
         })
     });
-    let peer_labels = case
+    let labels = case
         .get("labels")
         .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().unwrap_or_default().as_bytes().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // A connection (`"protocol": "tcp"`): no headers; `sni` and `port` are what the network
-    // filter reads.
-    let tcp = text("protocol") == Some("tcp");
-    let mut properties = Vec::new();
-    if let Some(sni) = text("sni") {
-        properties.push((
-            Attr::ConnectionRequestedServerName,
-            Fact::Text(sni.as_bytes().to_vec()),
-        ));
-    }
-    if let Some(port) = case.get("port").and_then(Value::as_i64) {
-        properties.push((Attr::DestinationPort, Fact::Int(port)));
-    }
-    RequestFacts {
-        protocol: if tcp { Protocol::Tcp } else { Protocol::Http },
-        headers: if tcp {
-            Headers::default()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    Described {
+        // A connection (`"protocol": "tcp"`): `sni` and `port` are what the network filter reads.
+        protocol: if text("protocol").as_deref() == Some("tcp") {
+            Protocol::Tcp
         } else {
-            Headers::from_pairs(&headers)
+            Protocol::Http
         },
-        has_body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
-        mtls: Some(principal.is_some()),
-        peer_uri_sans: principal.map(String::into_bytes),
-        peer_labels,
-        properties,
+        host: text("host"),
+        path: text("path"),
+        method: text("method"),
+        scheme: None,
+        headers,
+        body: case.get("body").and_then(Value::as_bool).unwrap_or(false),
+        principal,
+        labels,
+        texts: text("sni")
+            .map(|sni| (Attr::ConnectionRequestedServerName, sni))
+            .into_iter()
+            .collect(),
+        port: case.get("port").and_then(Value::as_i64),
         time_micros: Some(FAKE_NOW_MICROS),
         opening: opening_from_case(case.get("opening")),
     }
+    .facts()
 }
 
 /// How a connection of a table case began: absent (not looked at, as in `explain`),

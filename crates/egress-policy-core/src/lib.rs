@@ -7,6 +7,7 @@
 pub mod attributes;
 pub mod config;
 pub mod decision;
+pub mod described;
 pub mod duration;
 pub mod error;
 pub mod expr;

@@ -65,89 +65,89 @@ pub fn tokenize(source: &str) -> Result<Vec<Spanned>, SyntaxError> {
     let mut i = 0;
     while let Some(&c) = chars.get(i) {
         let column = i + 1;
-        let next = chars.get(i + 1).copied();
-        let simple = |token| Spanned { token, column };
-        match c {
+        let (token, end) = match c {
             ' ' | '\t' | '\n' | '\r' => {
                 i += 1;
                 continue;
             }
-            '(' => tokens.push(simple(Token::LParen)),
-            ')' => tokens.push(simple(Token::RParen)),
-            '[' => tokens.push(simple(Token::LBracket)),
-            ']' => tokens.push(simple(Token::RBracket)),
-            ',' => tokens.push(simple(Token::Comma)),
-            '.' => tokens.push(simple(Token::Dot)),
-            '!' if next == Some('=') => {
-                tokens.push(simple(Token::NotEq));
-                i += 1;
-            }
-            '!' => tokens.push(simple(Token::Not)),
-            '=' if next == Some('=') => {
-                tokens.push(simple(Token::EqEq));
-                i += 1;
-            }
-            '=' => return Err(SyntaxError::new(column, "'=' is not an operator; use '=='")),
-            '&' if next == Some('&') => {
-                tokens.push(simple(Token::AndAnd));
-                i += 1;
-            }
-            '&' => return Err(SyntaxError::new(column, "'&' is not an operator; use '&&'")),
-            '|' if next == Some('|') => {
-                tokens.push(simple(Token::OrOr));
-                i += 1;
-            }
-            '|' => tokens.push(simple(Token::Pipe)),
             '"' | '\'' => {
                 let (value, end) = string_literal(&chars, i)?;
-                tokens.push(simple(Token::Str(value)));
-                i = end;
-                continue;
+                (Token::Str(value), end)
             }
-            c if c.is_ascii_digit() => {
-                let start = i;
-                while chars.get(i).is_some_and(char::is_ascii_digit) {
-                    i += 1;
-                }
-                let text: String = chars.get(start..i).unwrap_or_default().iter().collect();
-                let value = text.parse::<i64>().map_err(|_| {
-                    SyntaxError::new(column, format!("number {text} does not fit in 64 bits"))
-                })?;
-                tokens.push(simple(Token::Int(value)));
-                continue;
+            c if c.is_ascii_digit() => number(&chars, i)?,
+            c if c.is_ascii_alphabetic() || c == '_' => word(&chars, i),
+            c => {
+                let (token, length) = punctuation(c, chars.get(i + 1).copied(), column)?;
+                (token, i + length)
             }
-            c if c.is_ascii_alphabetic() || c == '_' => {
-                let start = i;
-                while chars
-                    .get(i)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
-                {
-                    i += 1;
-                }
-                let word: String = chars.get(start..i).unwrap_or_default().iter().collect();
-                let token = match word.as_str() {
-                    "true" => Token::True,
-                    "false" => Token::False,
-                    "in" => Token::In,
-                    _ => Token::Ident(word),
-                };
-                tokens.push(simple(token));
-                continue;
-            }
-            other => {
-                return Err(SyntaxError::new(
-                    column,
-                    format!("unexpected character {other:?}"),
-                ));
-            }
-        }
-        i += 1;
+        };
+        tokens.push(Spanned { token, column });
+        i = end;
     }
     tokens.push(Spanned {
         token: Token::Eof,
         column: chars.len() + 1,
     });
     Ok(tokens)
+}
+
+/// An operator or bracket of one or two characters, and its length.
+fn punctuation(c: char, next: Option<char>, column: usize) -> Result<(Token, usize), SyntaxError> {
+    let token = match (c, next) {
+        ('(', _) => Token::LParen,
+        (')', _) => Token::RParen,
+        ('[', _) => Token::LBracket,
+        (']', _) => Token::RBracket,
+        (',', _) => Token::Comma,
+        ('.', _) => Token::Dot,
+        ('!', Some('=')) => return Ok((Token::NotEq, 2)),
+        ('!', _) => Token::Not,
+        ('=', Some('=')) => return Ok((Token::EqEq, 2)),
+        ('=', _) => return Err(SyntaxError::new(column, "'=' is not an operator; use '=='")),
+        ('&', Some('&')) => return Ok((Token::AndAnd, 2)),
+        ('&', _) => return Err(SyntaxError::new(column, "'&' is not an operator; use '&&'")),
+        ('|', Some('|')) => return Ok((Token::OrOr, 2)),
+        ('|', _) => Token::Pipe,
+        (other, _) => {
+            return Err(SyntaxError::new(
+                column,
+                format!("unexpected character {other:?}"),
+            ));
+        }
+    };
+    Ok((token, 1))
+}
+
+/// The decimal integer starting at `start`, and the index after it.
+fn number(chars: &[char], start: usize) -> Result<(Token, usize), SyntaxError> {
+    let mut end = start;
+    while chars.get(end).is_some_and(char::is_ascii_digit) {
+        end += 1;
+    }
+    let text: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    let value = text.parse::<i64>().map_err(|_| {
+        SyntaxError::new(start + 1, format!("number {text} does not fit in 64 bits"))
+    })?;
+    Ok((Token::Int(value), end))
+}
+
+/// The identifier or keyword starting at `start`, and the index after it.
+fn word(chars: &[char], start: usize) -> (Token, usize) {
+    let mut end = start;
+    while chars
+        .get(end)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+    {
+        end += 1;
+    }
+    let word: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    let token = match word.as_str() {
+        "true" => Token::True,
+        "false" => Token::False,
+        "in" => Token::In,
+        _ => Token::Ident(word),
+    };
+    (token, end)
 }
 
 /// Reads a quoted string starting at `start`; returns its value and the index after the quote.

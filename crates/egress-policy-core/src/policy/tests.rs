@@ -38,7 +38,7 @@ fn decision_table_cases_hold() {
     check_decision_table("decisions.json", 19);
 }
 
-/// `tests/data/connections.json`: the same for TLS connections (S6), decided on SNI and the
+/// `tests/data/connections.json`: the same for TLS connections (the SNI policy), decided on SNI and the
 /// caller's certificate; a connection has no reply status, only details.
 #[test]
 fn connection_table_cases_hold() {
