@@ -39,26 +39,7 @@ pub fn stats_tag_regex(tag: &str) -> String {
 /// `proxyStatsMatcher.inclusionPrefixes` must name so that the gateway exports them.
 pub const STATS_PREFIX: &str = "egress_policy.";
 
-/// Writes the name of a counter's event into `name` (cleared first).
-pub fn encode_counter(event: &CounterEvent<'_>, name: &mut String) {
-    encode(
-        event.counter.name(),
-        event.counter.labels(),
-        event.values(),
-        name,
-    );
-}
-
-/// Writes the name of a gauge's event into `name` (cleared first).
-pub fn encode_gauge(event: &GaugeEvent<'_>, name: &mut String) {
-    encode(
-        event.gauge.name(),
-        event.gauge.labels(),
-        event.values(),
-        name,
-    );
-}
-
+/// Writes a metric's name, with its label values, into `name` (cleared first).
 fn encode(metric: &str, labels: &[Label], values: &[&str], name: &mut String) {
     name.clear();
     name.push_str(STATS_PREFIX);
@@ -105,11 +86,12 @@ impl Default for CounterNames {
 
 impl CounterNames {
     /// Writes the name of a counter's event into `name` (cleared first): the same name as
-    /// [`encode_counter`].
+    /// [`counter_name`].
     pub fn encode(&self, event: &CounterEvent<'_>, name: &mut String) {
         name.clear();
         let Some(parts) = self.parts.get(event.counter as usize) else {
-            return encode_counter(event, name);
+            let counter = event.counter;
+            return encode(counter.name(), counter.labels(), event.values(), name);
         };
         let mut values = event.values().iter();
         for part in parts {
@@ -123,15 +105,18 @@ impl CounterNames {
 
 /// A counter's name, in a string of its own (tests, and the rare events outside requests).
 pub fn counter_name(event: &CounterEvent<'_>) -> String {
-    let mut name = String::new();
-    encode_counter(event, &mut name);
-    name
+    let counter = event.counter;
+    named(counter.name(), counter.labels(), event.values())
 }
 
 /// A gauge's name, in a string of its own.
 pub fn gauge_name(event: &GaugeEvent<'_>) -> String {
+    named(event.gauge.name(), event.gauge.labels(), event.values())
+}
+
+fn named(metric: &str, labels: &[Label], values: &[&str]) -> String {
     let mut name = String::new();
-    encode_gauge(event, &mut name);
+    encode(metric, labels, values, &mut name);
     name
 }
 

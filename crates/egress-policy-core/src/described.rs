@@ -16,14 +16,14 @@ pub struct Described {
     pub host: Option<String>,
     /// `:path` as the client sends it (empty when absent).
     pub path: Option<String>,
+    /// A body follows the headers.
+    pub body: bool,
+    /// Other request headers, in order, names as given (they are lower-cased).
+    pub headers: Vec<(String, String)>,
     /// Default `GET`.
     pub method: Option<String>,
     /// Default `http`.
     pub scheme: Option<String>,
-    /// Other request headers, in order, names as given (they are lower-cased).
-    pub headers: Vec<(String, String)>,
-    /// A body follows the headers.
-    pub body: bool,
     /// The verified peer certificate's URI SANs, comma-joined: a mesh caller over mTLS. None:
     /// no client certificate.
     pub principal: Option<String>,

@@ -287,19 +287,9 @@ pub fn canonical_host(authority: &str) -> Option<String> {
 }
 
 /// Bytes a host name or IP literal may have: ASCII letters, digits, `-._[]:`.
-// Indexes below 256 in a constant: out of range would fail the build, never a request.
-#[allow(clippy::indexing_slicing)]
-const HOST_BYTES: [bool; 256] = {
-    let mut allowed = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        allowed[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':');
-        b += 1;
-    }
-    allowed
-};
+const HOST_BYTES: [bool; 256] = byte_table!(
+    |c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+);
 
 /// [`lossy`] without the copy when the bytes are UTF-8 (nearly always): the fast validator, and
 /// the lossy decoder only for bytes that need it.

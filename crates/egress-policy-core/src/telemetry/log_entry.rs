@@ -226,18 +226,8 @@ fn needs_look(b: u8) -> bool {
     NEEDS_LOOK.get(usize::from(b)) == Some(&true)
 }
 
-// Indexes below 256 in a constant: out of range would fail the build, never a request.
-#[allow(clippy::indexing_slicing)]
-const NEEDS_LOOK: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xe2;
-        b += 1;
-    }
-    table
-};
+const NEEDS_LOOK: [bool; 256] =
+    byte_table!(|c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xe2);
 
 /// Whether any of eight bytes is below 0x20 or one of '"', '\\', 0x7F, 0xE2 (SWAR: a byte's high
 /// bit in `x - 0x01…` survives `& !x` exactly when that byte was zero, or below the subtrahend).

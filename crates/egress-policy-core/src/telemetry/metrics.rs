@@ -19,14 +19,23 @@ use crate::request::{Protocol, Rejection, Request};
 /// Every label of the filter's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
+    /// The outcome: `allow`, `deny`, `reject`, `dry_run_deny`.
     Decision,
+    /// The most specific host pattern the configuration names that matches, `other`, `unknown`.
     Destination,
+    /// The caller's namespace, from its certificate.
     SourceNamespace,
+    /// The caller's `app` label, else its service account.
     SourceApp,
+    /// The caller's `version` label.
     SourceVersion,
+    /// The response's status (`none` without a response).
     ResponseCode,
+    /// The rule (or route, `host_unknown`, `rejected_<code>`) that decided.
     Rule,
+    /// The list checked (`none` for a route or a rejection).
     List,
+    /// `success` or `failure`.
     Result,
 }
 
@@ -58,6 +67,8 @@ impl Label {
         }
     }
 }
+
+static LABEL_ORDER: [Label; Label::ALL.len()] = Label::ALL;
 
 /// Every counter of the filter, with its labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,21 +118,9 @@ impl Counter {
     pub fn labels(self) -> &'static [Label] {
         use Label::*;
         match self {
-            Self::Requests => &[
-                Decision,
-                Destination,
-                SourceNamespace,
-                SourceApp,
-                SourceVersion,
-                ResponseCode,
-            ],
-            Self::Connections => &[
-                Decision,
-                Destination,
-                SourceNamespace,
-                SourceApp,
-                SourceVersion,
-            ],
+            // The first labels of the names' order: the connections counter has no response.
+            Self::Requests => LABEL_ORDER.get(..6).unwrap_or_default(),
+            Self::Connections => LABEL_ORDER.get(..5).unwrap_or_default(),
             Self::Denied => &[Rule, List, SourceNamespace, SourceApp],
             Self::DryRunDenied => &[Rule, List],
             Self::RuleMatches => &[Rule, Decision],
