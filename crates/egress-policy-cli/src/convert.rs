@@ -20,17 +20,20 @@ use std::process::ExitCode;
 use std::collections::BTreeMap;
 
 use egress_policy_core::config::{
-    DenyReplyConfig, EntryType, HttpMatchConfig, ListConfig, LogConfig, LogLevel, PluginConfig,
-    RouteConfig, RuleConfig,
+    DenyReplyConfig, EntryType, ListConfig, LogConfig, LogLevel, PluginConfig, RuleConfig,
 };
 use egress_policy_core::policy::Policy;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::EXIT_INVALID;
 use crate::load::read;
 
+mod lists;
 mod resources;
+mod routes;
+use lists::{list_config, listentry_value};
 use resources::{Component, Resource, Resources, Role, components, find};
+use routes::virtual_service_routes;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -428,175 +431,6 @@ const LOG_RENAMES: &[(&str, &str)] = &[
     ("source.service", "source.serviceAccount"),
     ("source.name", "source.workload"),
 ];
-
-/// A listentry's value, with `request.path` as `request.url_path`: Mixer's `request.path`
-/// carries the query string, so a blacklisted `/politics` was reached as `/politics?x`, and a
-/// whitelisted `/sport` refused as `/sport?x`. The list is about the path (README: The
-/// reference scenario).
-fn listentry_value(instance: &Component) -> String {
-    let value = instance.params["value"].as_str().unwrap_or_default();
-    rename_attributes(value, &[("request.path", "request.url_path")])
-}
-
-/// A listchecker as a list; `None` (with an error) when its parameters are not what Mixer
-/// accepted.
-fn list_config(
-    handler: &Component,
-    instance: &Component,
-    report: &mut Report,
-) -> Option<ListConfig> {
-    let at = handler.resource.at();
-    let params = handler.params;
-    let value = listentry_value(instance);
-    let written = instance.params["value"].as_str().unwrap_or_default();
-    if value != written {
-        report.notes.push(format!(
-            "{at}: value {written} is checked as {value}: Mixer's request.path carries the query, which let /politics?x past a blacklist of /politics"
-        ));
-    }
-    let mut invalid = |field: &str, expected: &str| {
-        report.errors.push(format!(
-            "{at}: {field} must be {expected}: the list is not translated"
-        ));
-    };
-    let entries = match params.get("overrides") {
-        None => Vec::new(),
-        Some(overrides) => match serde_json::from_value(overrides.clone()) {
-            Ok(entries) => entries,
-            Err(_) => {
-                invalid("overrides", "a list of strings");
-                return None;
-            }
-        },
-    };
-    let blacklist = match params.get("blacklist") {
-        None => false,
-        Some(Value::Bool(blacklist)) => *blacklist,
-        Some(_) => {
-            invalid("blacklist", "true or false");
-            return None;
-        }
-    };
-    let entry_type = params
-        .get("entryType")
-        .or_else(|| params.get("entry_type"))
-        .cloned()
-        .map_or(Ok(EntryType::default()), serde_json::from_value);
-    let Ok(entry_type) = entry_type else {
-        invalid(
-            "entryType",
-            "STRINGS, CASE_INSENSITIVE_STRINGS, REGEX, GLOB, IP_ADDRESSES or PATH_PREFIXES",
-        );
-        return None;
-    };
-    note_provider_params(handler, report);
-    Some(ListConfig {
-        value,
-        entries,
-        blacklist,
-        entry_type,
-        provider: None,
-        dry_run: false,
-    })
-}
-
-/// A listchecker's remote provider: an error for its URL (the list would hold only the
-/// overrides without it), notes for its timing.
-fn note_provider_params(handler: &Component, report: &mut Report) {
-    let at = handler.resource.at();
-    let params = handler.params;
-    if let Some(url) = params
-        .get("providerUrl")
-        .or_else(|| params.get("provider_url"))
-        .and_then(Value::as_str)
-    {
-        // Without its provider the list would hold only the overrides: a remote blacklist would
-        // let everything through.
-        report.errors.push(format!(
-            "{at}: providerUrl {url} is not translated: a remote list is fetched through an Envoy cluster of the gateway; write lists.{}.provider (cluster, path: README, Remote lists on Istio) in the converted configuration, and remove providerUrl here",
-            handler.resource.name
-        ));
-    }
-    for ignored in [
-        "refreshInterval",
-        "ttl",
-        "cachingInterval",
-        "cachingUseCount",
-    ] {
-        if params.get(ignored).is_some() {
-            report.notes.push(format!(
-                "{at}: {ignored} is not translated: it belongs to the remote provider (lists.NAME.provider)"
-            ));
-        }
-    }
-}
-
-/// VirtualService HTTP routes at a gateway that match by URI: the only hosts' requests that
-/// reach the destination are those the matches admit, as `routes` does. Matches at the
-/// sidecars (`mesh`) route to the gateway and decide nothing.
-fn virtual_service_routes(resources: &Resources, report: &mut Report) -> Vec<RouteConfig> {
-    let mut routes = Vec::new();
-    for service in resources.all().filter(|r| r.kind == "VirtualService") {
-        let at = service.at();
-        let mut matches = Vec::new();
-        let mut unrestricted = false;
-        for http in service.spec["http"].as_array().into_iter().flatten() {
-            for m in http["match"].as_array().into_iter().flatten() {
-                let at_gateway = m["gateways"]
-                    .as_array()
-                    .is_some_and(|g| g.iter().any(|g| g != "mesh"));
-                if !at_gateway {
-                    continue;
-                }
-                let mut converted = Map::new();
-                for (key, value) in m.as_object().into_iter().flatten() {
-                    match key.as_str() {
-                        "uri" | "method" | "headers" => {
-                            converted.insert(key.clone(), value.clone());
-                        }
-                        // Where the match applies, not what it admits.
-                        "gateways" | "port" | "name" => {}
-                        other => report.errors.push(format!(
-                            "{at}: a gateway match on {other} is not translated: a route without it would admit more than the VirtualService did"
-                        )),
-                    }
-                }
-                if converted.is_empty() {
-                    unrestricted = true;
-                } else {
-                    match serde_json::from_value::<HttpMatchConfig>(Value::Object(converted)) {
-                        Ok(converted) => matches.push(converted),
-                        Err(e) => report.errors.push(format!(
-                            "{at}: a gateway match is not translated ({e}): a route without it would admit more than the VirtualService did"
-                        )),
-                    }
-                }
-            }
-        }
-        if unrestricted {
-            report.notes.push(format!(
-                "{at}: a gateway route admits every request: no route is written for {}",
-                service.spec["hosts"]
-            ));
-        } else if !matches.is_empty() {
-            match serde_json::from_value::<Vec<String>>(service.spec["hosts"].clone()) {
-                Ok(hosts) => routes.push(RouteConfig {
-                    name: Some(service.name.clone()),
-                    hosts,
-                    match_: matches,
-                }),
-                Err(_) => report.errors.push(format!(
-                    "{at}: hosts must be a list of host names: the route is not translated, and without it the hosts would admit every request"
-                )),
-            }
-        } else {
-            report.notes.push(format!(
-                "{at}: no gateway route: routing only, nothing to translate"
-            ));
-        }
-    }
-    routes
-}
 
 /// `expression` with each attribute of `renames` replaced; string literals are left alone.
 fn rename_attributes(expression: &str, renames: &[(&str, &str)]) -> String {
