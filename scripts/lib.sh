@@ -7,6 +7,9 @@ CACHE="${EGRESS_CACHE:-$REPO/.cache}"
 export ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 VENV="$CACHE/venv-envoy-$ENVOY_VERSION"
 WASM="$REPO/target/module/egress_policy.wasm"
+# The native build (an Envoy dynamic module): Envoy finds it by name in this directory
+# (ENVOY_DYNAMIC_MODULES_SEARCH_PATH).
+NATIVE_MODULE="$REPO/target/module/libegress_policy_native.so"
 CLI="$REPO/target/release/egress-policy"
 
 say() { printf '==> %s\n' "$*" >&2; }

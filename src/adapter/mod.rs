@@ -22,7 +22,7 @@ use crate::core::expr::Needs;
 use crate::core::headers::Headers;
 use crate::core::policy::{LocalReply, Policy};
 use crate::core::request::{
-    Fact, Opening, Protocol, Request, RequestFacts, Response, is_stripped_header,
+    Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
 };
 use crate::telemetry::log_entry;
 use crate::telemetry::metrics::{self, CounterEvent};
@@ -184,16 +184,9 @@ impl RequestFilter {
 /// Removes the headers no destination may act on (see [`crate::core::request::STRIPPED_HEADERS`]);
 /// `false` when the proxy refused a removal.
 fn strip_forwarding_controls(host: &impl HttpHost, headers: &Headers) -> bool {
-    let mut removed: Vec<&[u8]> = Vec::new();
-    for (name, _) in headers.iter() {
-        if is_stripped_header(name) && !removed.contains(&name) {
-            if !host.remove_request_header(name) {
-                return false;
-            }
-            removed.push(name);
-        }
-    }
-    true
+    headers_to_strip(headers)
+        .into_iter()
+        .all(|name| host.remove_request_header(name))
 }
 
 /// An integer property as proxy-wasm serializes it: 8 little-endian bytes.

@@ -19,6 +19,7 @@ mod hardening;
 mod list_refresher;
 mod lists;
 mod manifests;
+mod native;
 mod package;
 mod parity;
 mod prometheus;

@@ -22,6 +22,11 @@ pub fn envoy_command() -> Command {
     egress_policy_testkit::envoy::envoy_command().unwrap_or_else(|why| panic!("{why}"))
 }
 
+/// The Envoy executable itself (for `nm`): the program of [`envoy_command`].
+pub fn envoy_binary() -> PathBuf {
+    PathBuf::from(envoy_command().get_program())
+}
+
 /// The CLI this workspace built (the test kit finds it and refuses a stale one).
 pub fn cli_command() -> Command {
     egress_policy_testkit::cli::command()
@@ -170,6 +175,62 @@ impl TlsDestinations {
 /// scripts/reload does), so Envoy's directory watch sees only whole files.
 pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
     install_filter_config_with_module(filter_dir, plugin_config, &wasm_path());
+    if Build::current() == Build::Native {
+        install_native_filter_config(filter_dir, plugin_config);
+    }
+}
+
+/// Which build of the filter a gateway runs: the proxy-wasm module (the default) or the native
+/// dynamic module (`EGRESS_BUILD=native`, or [`Build::force_native`] for the tests that are
+/// about it). The same suites run on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    Wasm,
+    Native,
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Build>> = const { std::cell::Cell::new(None) };
+}
+
+impl Build {
+    pub fn current() -> Build {
+        FORCED.with(|forced| forced.get()).unwrap_or_else(|| {
+            match std::env::var("EGRESS_BUILD").as_deref() {
+                Ok("native") => Build::Native,
+                _ => Build::Wasm,
+            }
+        })
+    }
+
+    /// The gateways this thread starts run the native build.
+    pub fn force_native() {
+        FORCED.with(|forced| forced.set(Some(Build::Native)));
+    }
+}
+
+/// The native module's directory (scripts/build puts it there): Envoy's
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub fn native_module_dir() -> PathBuf {
+    let dir = repo().join("target/module");
+    assert!(
+        dir.join("libegress_policy_native.so").exists(),
+        "no native module: run scripts/build (scripts/test does)"
+    );
+    dir
+}
+
+/// The HTTP filter's file as the native module's ECDS resource (the network filter stays the
+/// wasm module's until the native one has a network filter).
+pub fn install_native_filter_config(filter_dir: &Path, plugin_config: &Path) {
+    let rendered = render(
+        "envoy/egress-policy-native-filter.yaml",
+        Some(plugin_config),
+        &[("FILTER_NAME", "egress-policy".into())],
+    );
+    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
+    std::fs::write(&tmp, rendered).unwrap();
+    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
 }
 
 /// As [`install_filter_config`], with another build of the module: the HTTP filter's file and
@@ -262,9 +323,16 @@ pub fn render_envoy_config(
 /// Starts Envoy on a rendered config whose admin port is 0, and waits until it is ready;
 /// returns the process, its admin port and its stderr file.
 pub fn start_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, u16, PathBuf) {
-    let envoy =
-        egress_policy_testkit::envoy::Envoy::start(&dir.0, envoy_config, &Default::default())
-            .unwrap_or_else(|why| panic!("{why}"));
+    let mut options = egress_policy_testkit::envoy::Options::default();
+    if Build::current() == Build::Native {
+        let search_path = native_module_dir().display().to_string();
+        options
+            .env
+            .push(("ENVOY_DYNAMIC_MODULES_SEARCH_PATH".into(), search_path));
+        options.component_log_level = Some("wasm:info,dynamic_modules:info".into());
+    }
+    let envoy = egress_policy_testkit::envoy::Envoy::start(&dir.0, envoy_config, &options)
+        .unwrap_or_else(|why| panic!("{why}"));
     (envoy.process, envoy.admin_port, envoy.stderr)
 }
 

@@ -12,7 +12,9 @@ use crate::headers::Headers;
 // Each concern in its own module; their items keep their paths here.
 pub use crate::path::{CanonicalPath, canonical_path};
 pub use crate::rejection::Rejection;
-pub use crate::stripped::{BODILESS_METHODS, STRIPPED_HEADERS, is_stripped_header};
+pub use crate::stripped::{
+    BODILESS_METHODS, STRIPPED_HEADERS, headers_to_strip, is_stripped_header,
+};
 
 /// What is being decided: an HTTP request (the HTTP filter) or a TCP connection, TLS as far as
 /// its SNI (the network filter). `context.protocol`.

@@ -1,5 +1,7 @@
 //! What the gateway removes from every forwarded request, and the methods that carry no body.
 
+use crate::headers::Headers;
+
 /// Headers a client may not send through the gateway: the filter removes them before the request
 /// is forwarded, so no destination or intermediate can act on what the policy did not decide on.
 /// Each entry is a lower-case name, or a prefix ending in `*`.
@@ -40,6 +42,18 @@ pub const STRIPPED_HEADERS: &[(&str, &str)] = &[
     ("x-http-method", "as x-http-method-override"),
     ("x-method-override", "as x-http-method-override"),
 ];
+
+/// The names of the request's headers to remove before it is forwarded, each once, in order:
+/// every adapter removes them with its host's call, and fails closed if one cannot be.
+pub fn headers_to_strip(headers: &Headers) -> Vec<&[u8]> {
+    let mut names: Vec<&[u8]> = Vec::new();
+    for (name, _) in headers.iter() {
+        if is_stripped_header(name) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
 
 /// Whether a request header (lower-case name, as the proxy stores it) is removed before the
 /// request is forwarded; the policy never sees it either.

@@ -144,6 +144,8 @@ pub struct Options {
     pub component_log_level: Option<String>,
     /// `--file-flush-interval-msec`: how soon access-log lines reach their files.
     pub file_flush_millis: u32,
+    /// Environment variables for Envoy (`ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -156,6 +158,7 @@ impl Default for Options {
             log_level: "warn".into(),
             component_log_level: Some("wasm:info".into()),
             file_flush_millis: 10,
+            env: Vec::new(),
         }
     }
 }
@@ -199,6 +202,7 @@ pub fn spawn(dir: &Path, config: &Path, options: &Options) -> Result<(Guard, Pat
             "--file-flush-interval-msec",
             &options.file_flush_millis.to_string(),
         ])
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(stderr);
     if let Some(levels) = &options.component_log_level {

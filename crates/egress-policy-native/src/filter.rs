@@ -1,0 +1,259 @@
+//! The HTTP filter's flow as a native Envoy module, without `unsafe`: the same core calls as the
+//! proxy-wasm filter (README: Adding a host), over [`EnvoyHost`], which `ffi.rs` implements with
+//! the dynamic-modules callbacks.
+//!
+//! One configuration ([`Config`]) is shared by every worker thread: the core's `Loaded`, which
+//! is `Send + Sync`, and the ids of its counters, defined with their label names when the
+//! configuration is created (the ABI allows it only then). Each request has its own [`Stream`].
+
+use std::sync::Arc;
+
+use egress_policy_core::attributes::{self, Attr, Source};
+use egress_policy_core::decision::Decision;
+use egress_policy_core::headers::Headers;
+use egress_policy_core::policy::{LocalReply, Policy};
+use egress_policy_core::refresh::Loaded;
+use egress_policy_core::request::{
+    Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
+};
+use egress_policy_core::telemetry::log_entry;
+use egress_policy_core::telemetry::metrics::{Counter, CounterEvent};
+
+/// Response code details of a request refused because the module panicked deciding it.
+pub const PANIC_DETAILS: &str = "egress_policy_internal_error";
+
+/// Response code details of a request refused because its headers could not be read or cleaned.
+pub const HOST_ERROR_DETAILS: &str = "egress_policy_host_error";
+
+/// Filter state the gateway's access log writes as the policy log (`envoy/gateway.yaml`). The
+/// proxy-wasm filter's properties live under `wasm.`; the native module writes the same key, so
+/// that one gateway configuration serves both builds.
+pub const LOG_FILTER_STATE: &str = "wasm.egress_policy_log";
+
+/// Filter state with every URI SAN of the verified peer certificate, comma-joined, set by the
+/// gateway's `set_filter_state` filter: the caller's identity considers every SAN, as the wasm
+/// build does. Clients cannot set filter state.
+pub const PEER_URI_SANS: &str = "egress_policy.peer_uri_sans";
+
+/// Envoy's attributes this module reads (`envoy_dynamic_module_type_attribute_id`, Envoy
+/// 1.40.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    ResponseCode = 15,
+    ResponseSize = 21,
+    SourceAddress = 24,
+    DestinationPort = 27,
+    ConnectionMtls = 29,
+    ConnectionRequestedServerName = 30,
+    ConnectionUriSanPeerCertificate = 37,
+}
+
+/// What the flow needs from Envoy for the stream at hand. A host error is an absent value or
+/// `false`, and the flow fails closed.
+pub trait EnvoyHost {
+    fn request_headers(&self) -> Option<Headers>;
+    fn remove_request_header(&self, name: &[u8]) -> bool;
+    fn response_status(&self) -> Option<i64>;
+    fn attribute_text(&self, attribute: Attribute) -> Option<Vec<u8>>;
+    fn attribute_int(&self, attribute: Attribute) -> Option<i64>;
+    fn attribute_bool(&self, attribute: Attribute) -> Option<bool>;
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>>;
+    fn set_filter_state(&self, key: &str, value: &[u8]) -> bool;
+    fn send_local_reply(&self, reply: &LocalReply<'_>);
+    fn increment(&self, counter_id: usize, event: &CounterEvent<'_>);
+}
+
+/// Whether Envoy may go on with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// One filter configuration, shared by every worker.
+#[derive(Debug)]
+pub struct Config {
+    loaded: Loaded,
+    /// Envoy's id of each counter, in [`Counter::ALL`] order.
+    counters: Vec<usize>,
+    /// The property-sourced attributes the policy and the metrics' labels read, each with the
+    /// Envoy attribute it comes from and whether it is an integer: resolved once, here.
+    reads: Vec<(Attr, Attribute, bool)>,
+}
+
+impl Config {
+    /// Compiles the plugin configuration (the JSON of the wasm filter's) and defines the
+    /// counters with `define` (their Envoy ids). Errors name what is wrong.
+    pub fn new(
+        json: &[u8],
+        mut define: impl FnMut(Counter) -> Option<usize>,
+    ) -> Result<Config, Vec<String>> {
+        let policy = Policy::from_json(json)
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let loaded = Loaded::new(policy);
+        let mut counters = Vec::new();
+        for counter in Counter::ALL {
+            let id = define(counter)
+                .ok_or_else(|| vec![format!("cannot define the counter {}", counter.name())])?;
+            counters.push(id);
+        }
+        let mut needs = loaded.policy.reads.clone();
+        needs.merge(&loaded.metrics.reads);
+        let reads = needs
+            .attrs
+            .iter()
+            .filter_map(|&attr| Some((attr, envoy_attribute(attr)?, is_int(attr))))
+            .collect();
+        Ok(Config {
+            loaded,
+            counters,
+            reads,
+        })
+    }
+
+    fn counter_id(&self, counter: Counter) -> Option<usize> {
+        self.counters.get(counter as usize).copied()
+    }
+}
+
+/// Where Envoy's dynamic-module ABI has the attribute the table reads from a property. The
+/// others (Istio's peer metadata, the node id) are absent for now.
+fn envoy_attribute(attr: Attr) -> Option<Attribute> {
+    match attributes::of(attr)?.source {
+        Source::Property(_) => match attr {
+            Attr::SourceIp => Some(Attribute::SourceAddress),
+            Attr::DestinationPort => Some(Attribute::DestinationPort),
+            Attr::ConnectionRequestedServerName => Some(Attribute::ConnectionRequestedServerName),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_int(attr: Attr) -> bool {
+    attributes::of(attr).is_some_and(|row| row.ty == attributes::Type::Int)
+}
+
+/// One request, between its headers and the end of its stream.
+pub struct Stream {
+    config: Arc<Config>,
+    request: Request,
+    decision: Option<Decision>,
+}
+
+impl Stream {
+    pub fn new(config: Arc<Config>) -> Self {
+        Stream {
+            config,
+            request: Request::default(),
+            decision: None,
+        }
+    }
+
+    /// Decides the request from its headers.
+    pub fn on_request_headers(&mut self, host: &impl EnvoyHost, end_of_stream: bool) -> Flow {
+        let Some(headers) = host.request_headers() else {
+            host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
+            return Flow::Stop;
+        };
+        if !strip_forwarding_controls(host, &headers) {
+            host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
+            return Flow::Stop;
+        }
+        let facts = self.facts(host, headers, !end_of_stream);
+        let loaded = &self.config.loaded;
+        let (request, decision) = loaded.policy.decide(&facts, &loaded.remote.load());
+        self.request = request;
+        let flow = match loaded.policy.reply(&decision) {
+            Some(reply) => {
+                host.send_local_reply(&reply);
+                Flow::Stop
+            }
+            None => Flow::Continue,
+        };
+        self.decision = Some(decision);
+        flow
+    }
+
+    /// Notes nothing yet: the response's code and size are read when the stream completes.
+    pub fn on_response_headers(&mut self, _host: &impl EnvoyHost) {}
+
+    /// Counts the request and hands its log entries to the access log, which Envoy writes after
+    /// this hook.
+    pub fn on_complete(&mut self, host: &impl EnvoyHost) {
+        let Some(decision) = &self.decision else {
+            return;
+        };
+        let loaded = &self.config.loaded;
+        let response = Response {
+            code: host
+                .response_status()
+                .or_else(|| host.attribute_int(Attribute::ResponseCode)),
+            size: host.attribute_int(Attribute::ResponseSize),
+            ..Response::default()
+        };
+        loaded
+            .metrics
+            .count_request(decision, &self.request, response.code, |event| {
+                if let Some(id) = self.config.counter_id(event.counter) {
+                    host.increment(id, &event);
+                }
+            });
+        if log_entry::has_entries(&loaded.policy, decision, &self.request) {
+            let entries = loaded
+                .log
+                .render(&loaded.policy, decision, &self.request, &response);
+            host.set_filter_state(LOG_FILTER_STATE, entries.as_bytes());
+        }
+    }
+
+    /// The facts the policy needs: the headers, the connection's identity, and the attributes
+    /// the configuration reads.
+    fn facts(&self, host: &impl EnvoyHost, headers: Headers, has_body: bool) -> RequestFacts {
+        let mtls = host.attribute_bool(Attribute::ConnectionMtls);
+        let peer_uri_sans = if mtls == Some(true) {
+            host.filter_state(PEER_URI_SANS)
+                .or_else(|| host.attribute_text(Attribute::ConnectionUriSanPeerCertificate))
+        } else {
+            None
+        };
+        let properties = self
+            .config
+            .reads
+            .iter()
+            .filter_map(|&(attr, attribute, int)| {
+                let fact = if int {
+                    Fact::Int(host.attribute_int(attribute)?)
+                } else {
+                    Fact::Text(host.attribute_text(attribute)?)
+                };
+                Some((attr, fact))
+            })
+            .collect();
+        RequestFacts {
+            protocol: Protocol::Http,
+            headers,
+            has_body,
+            mtls,
+            peer_uri_sans,
+            peer_labels: Vec::new(),
+            properties,
+            time_micros: now_micros(),
+            opening: Opening::Unseen,
+        }
+    }
+}
+
+/// Removes the headers no destination may act on; `false` when Envoy refused a removal.
+fn strip_forwarding_controls(host: &impl EnvoyHost, headers: &Headers) -> bool {
+    headers_to_strip(headers)
+        .into_iter()
+        .all(|name| host.remove_request_header(name))
+}
+
+fn now_micros() -> Option<i64> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since_epoch.as_micros()).ok()
+}

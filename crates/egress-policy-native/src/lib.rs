@@ -1,0 +1,56 @@
+//! egress-policy as an Envoy dynamic module (`envoy.filters.http.dynamic_modules`): the same
+//! core as the proxy-wasm filter, loaded natively. `ffi.rs` is the C ABI of Envoy 1.40.0 (pinned
+//! in `abi/envoy-1.40.0.tsv`) and the only `unsafe` here; `filter.rs` is the request flow.
+//!
+//! Work in progress (README: Which build?): the HTTP filter decides, answers, logs and counts
+//! like the wasm filter; remote lists, the network filter and Istio peer metadata are not
+//! there yet, and the module only runs on the Envoy whose ABI it pins.
+
+pub mod ffi;
+pub mod filter;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    fn pinned(kind: &str) -> BTreeSet<String> {
+        include_str!("../abi/envoy-1.40.0.tsv")
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let mut columns = line.split('\t');
+                (columns.next()? == kind).then(|| columns.next().map(str::to_owned))?
+            })
+            .collect()
+    }
+
+    /// The names after `fn ` in ffi.rs that start with `prefix`.
+    fn declared(prefix: &str) -> BTreeSet<String> {
+        include_str!("ffi.rs")
+            .split("fn ")
+            .skip(1)
+            .filter_map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                name.starts_with(prefix).then_some(name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ffi_declares_exactly_the_callbacks_and_hooks_the_pinned_abi_lists() {
+        assert_eq!(
+            declared("envoy_dynamic_module_callback_"),
+            pinned("callback")
+        );
+        assert_eq!(declared("envoy_dynamic_module_on_"), pinned("hook"));
+    }
+
+    #[test]
+    fn the_pinned_abi_is_envoy_1_40s() {
+        assert_eq!(crate::ffi::ABI_VERSION, b"v0.2.0\0");
+        assert!(include_str!("../abi/envoy-1.40.0.tsv").contains("\"v0.2.0\""));
+    }
+}

@@ -1,0 +1,112 @@
+//! The native build (crates/egress-policy-native, an Envoy dynamic module) in a real Envoy:
+//! the reference scenario decided, answered and logged as the wasm build does it. The whole
+//! suite runs on the native build with `EGRESS_BUILD=native`; these tests run it always.
+
+use crate::support::{Build, Gateway, http_get, without_time};
+
+const CNN: &str = "edition.cnn.com";
+
+#[test]
+fn the_native_module_refuses_politics_with_the_list_checks_404_and_details() {
+    Build::force_native();
+    let gateway = Gateway::example("s3-listcheck.json");
+    assert_eq!(gateway.status(CNN, "/politics"), 404);
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    assert_eq!(gateway.status(CNN, "/health"), 200);
+    assert_eq!(gateway.upstream.paths(), ["/sport", "/health"]);
+    let access = gateway.access_log();
+    let details: Vec<&str> = access
+        .iter()
+        .filter_map(|line| line["details"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("egress_policy_denied")),
+        "Envoy's response code details name the decision: {details:?}\n{}",
+        gateway.envoy_stderr()
+    );
+}
+
+#[test]
+fn the_native_module_writes_the_same_log_lines_as_the_wasm_module() {
+    let lines = |build: Build| {
+        if build == Build::Native {
+            Build::force_native();
+        }
+        let gateway = Gateway::example("s3-listcheck.json");
+        for path in ["/politics", "/sport", "/health"] {
+            gateway.status(CNN, path);
+        }
+        gateway.settle(3);
+        let entries: Vec<_> = gateway
+            .log_entries()
+            .into_iter()
+            .map(without_time)
+            .collect();
+        (entries, gateway.envoy_stderr())
+    };
+    let (wasm, _) = lines(Build::Wasm);
+    let (native, stderr) = lines(Build::Native);
+    assert!(!wasm.is_empty());
+    assert_eq!(native, wasm, "{stderr}");
+}
+
+#[test]
+fn the_native_module_counts_requests_with_real_labels() {
+    Build::force_native();
+    let gateway = Gateway::example("s3-listcheck.json");
+    assert_eq!(gateway.status(CNN, "/politics"), 404);
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    gateway.settle(2);
+    let (_, stats) = http_get(gateway.admin_port, "/stats/prometheus").unwrap();
+    assert!(
+        stats
+            .lines()
+            .any(|line| line.starts_with("egress_policy_requests{")
+                && line.contains("decision=\"deny\"")
+                && line.contains("destination=\"*.cnn.com\"")
+                && line.ends_with(" 1")),
+        "{stats}"
+    );
+}
+
+/// The ABI the module pins (crates/egress-policy-native/abi/envoy-1.40.0.tsv) against the real
+/// binaries: the Envoy it runs on exports every callback the module calls, and the module
+/// exports every hook Envoy resolves.
+#[test]
+fn the_envoy_and_the_module_export_every_function_of_the_pinned_abi() {
+    let exported = |binary: &std::path::Path| -> std::collections::BTreeSet<String> {
+        let output = std::process::Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(binary)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "nm {}", binary.display());
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+            .collect()
+    };
+    let envoy = crate::support::envoy_binary();
+    let envoy_symbols = exported(&envoy);
+    let module_symbols =
+        exported(&crate::support::native_module_dir().join("libegress_policy_native.so"));
+    let abi = std::fs::read_to_string(
+        crate::support::repo().join("crates/egress-policy-native/abi/envoy-1.40.0.tsv"),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for line in abi.lines().filter(|line| !line.starts_with('#')) {
+        let mut columns = line.split('\t');
+        let (kind, name) = (columns.next().unwrap(), columns.next().unwrap());
+        let symbols = if kind == "callback" {
+            &envoy_symbols
+        } else {
+            &module_symbols
+        };
+        assert!(symbols.contains(name), "{kind} {name} is not exported");
+        checked += 1;
+    }
+    assert!(checked > 30, "{checked}");
+}
