@@ -166,6 +166,17 @@ unsafe fn envoy_bytes<'a>(ptr: *const u8, length: usize) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(ptr, length) }
 }
 
+/// The bytes a callback points `value` at, copied before the hook returns; `None` when it found
+/// nothing.
+fn copied_from_envoy(call: impl FnOnce(&mut EnvoyBuffer) -> bool) -> Option<Vec<u8>> {
+    let mut value = EnvoyBuffer {
+        ptr: ptr::null(),
+        length: 0,
+    };
+    // SAFETY: Envoy's buffer is valid until the hook returns, and it is copied here.
+    call(&mut value).then(|| unsafe { envoy_bytes(value.ptr, value.length) }.to_vec())
+}
+
 /// Writes a message to Envoy's log (component `dynamic_modules`).
 pub fn log(error: bool, message: &str) {
     let level = if error { LOG_ERROR } else { LOG_WARN };
@@ -269,19 +280,16 @@ impl EnvoyHost for Envoy {
     }
 
     fn attribute_text(&self, attribute: Attribute) -> Option<Vec<u8>> {
-        let mut value = EnvoyBuffer {
-            ptr: ptr::null(),
-            length: 0,
-        };
-        // SAFETY: the result is copied before the hook returns.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_get_attribute_string(
-                self.0,
-                attribute as i32,
-                &mut value,
-            )
-            .then(|| envoy_bytes(value.ptr, value.length).to_vec())
-        }
+        copied_from_envoy(|value| {
+            // SAFETY: `value` is a buffer on the caller's stack for Envoy to fill.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                    self.0,
+                    attribute as i32,
+                    value,
+                )
+            }
+        })
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
@@ -311,19 +319,16 @@ impl EnvoyHost for Envoy {
     }
 
     fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
-        let mut value = EnvoyBuffer {
-            ptr: ptr::null(),
-            length: 0,
-        };
-        // SAFETY: the key is valid for the call; the result is copied before the hook returns.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_filter_state_bytes(
-                self.0,
-                ModuleBuffer::of(key.as_bytes()),
-                &mut value,
-            )
-            .then(|| envoy_bytes(value.ptr, value.length).to_vec())
-        }
+        copied_from_envoy(|value| {
+            // SAFETY: the key is valid for the call; `value` is for Envoy to fill.
+            unsafe {
+                envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                    self.0,
+                    ModuleBuffer::of(key.as_bytes()),
+                    value,
+                )
+            }
+        })
     }
 
     fn set_filter_state(&self, key: &str, value: &[u8]) -> bool {
@@ -535,120 +540,43 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 // The hooks Envoy requires but this filter has nothing to do in: the body passes (a request
 // body's headers were decided), and the module makes no call-outs or streams of its own yet.
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _: *mut c_void,
-    _: *const c_void,
-    _: bool,
-) -> i32 {
-    CONTINUE
+/// Hooks that let the stream go on: (filter_envoy, filter_module, then these arguments).
+macro_rules! continuing_hooks {
+    ($($name:ident($($arg:ty),*);)*) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(_: *mut c_void, _: *const c_void $(, _: $arg)*) -> i32 {
+            CONTINUE
+        }
+    )*};
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _: *mut c_void,
-    _: *const c_void,
-) -> i32 {
-    CONTINUE
+/// Hooks with nothing to do: (filter_envoy, filter_module, then these arguments).
+macro_rules! idle_hooks {
+    ($($name:ident($($arg:ty),*);)*) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(_: *mut c_void, _: *const c_void $(, _: $arg)*) {}
+    )*};
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _: *mut c_void,
-    _: *const c_void,
-    _: bool,
-) -> i32 {
-    CONTINUE
+continuing_hooks! {
+    envoy_dynamic_module_on_http_filter_request_body(bool);
+    envoy_dynamic_module_on_http_filter_request_trailers();
+    envoy_dynamic_module_on_http_filter_response_body(bool);
+    envoy_dynamic_module_on_http_filter_response_trailers();
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _: *mut c_void,
-    _: *const c_void,
-) -> i32 {
-    CONTINUE
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _: *mut c_void,
-    _: *const c_void,
-    _event_id: u64,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _: *mut c_void,
-    _: *const c_void,
-    _callout_id: u64,
-    _result: i32,
-    _headers: *const EnvoyHttpHeader,
-    _headers_size: usize,
-    _body: *const EnvoyBuffer,
-    _body_size: usize,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _: *mut c_void,
-    _: *const c_void,
-    _stream_id: u64,
-    _headers: *const EnvoyHttpHeader,
-    _headers_size: usize,
-    _end_of_stream: bool,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _: *mut c_void,
-    _: *const c_void,
-    _stream_id: u64,
-    _data: *const EnvoyBuffer,
-    _data_size: usize,
-    _end_of_stream: bool,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _: *mut c_void,
-    _: *const c_void,
-    _stream_id: u64,
-    _trailers: *const EnvoyHttpHeader,
-    _trailers_size: usize,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _: *mut c_void,
-    _: *const c_void,
-    _stream_id: u64,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _: *mut c_void,
-    _: *const c_void,
-    _stream_id: u64,
-    _reason: i32,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _: *mut c_void,
-    _: *const c_void,
-) {
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _: *mut c_void,
-    _: *const c_void,
-) {
+idle_hooks! {
+    envoy_dynamic_module_on_http_filter_scheduled(u64);
+    envoy_dynamic_module_on_http_filter_http_callout_done(
+        u64, i32, *const EnvoyHttpHeader, usize, *const EnvoyBuffer, usize
+    );
+    envoy_dynamic_module_on_http_filter_http_stream_headers(
+        u64, *const EnvoyHttpHeader, usize, bool
+    );
+    envoy_dynamic_module_on_http_filter_http_stream_data(u64, *const EnvoyBuffer, usize, bool);
+    envoy_dynamic_module_on_http_filter_http_stream_trailers(u64, *const EnvoyHttpHeader, usize);
+    envoy_dynamic_module_on_http_filter_http_stream_complete(u64);
+    envoy_dynamic_module_on_http_filter_http_stream_reset(u64, i32);
+    envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark();
+    envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark();
 }

@@ -24,18 +24,13 @@ mod tests {
             .collect()
     }
 
-    /// The names after `fn ` in ffi.rs that start with `prefix`.
+    /// The identifiers of ffi.rs that start with `prefix`: declared, defined or listed in a
+    /// hook macro.
     fn declared(prefix: &str) -> BTreeSet<String> {
         include_str!("ffi.rs")
-            .split("fn ")
-            .skip(1)
-            .filter_map(|rest| {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                name.starts_with(prefix).then_some(name)
-            })
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with(prefix))
+            .map(str::to_owned)
             .collect()
     }
 
