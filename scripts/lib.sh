@@ -95,10 +95,30 @@ render_gateway() {
   install_filter_config "$config" "$run_dir/filter"
   "$REPO/scripts/render-envoy-config" "$REPO/envoy/gateway.yaml" > "$run_dir/.envoy.yaml.tmp"
   mv -f "$run_dir/.envoy.yaml.tmp" "$run_dir/envoy.yaml"
-  printf 'EGRESS_MODULE_PATH=%q\nEGRESS_ADMIN_PORT=%q\n' "$(module_path)" "$ADMIN_PORT" > "$run_dir/gateway.env"
+  printf 'EGRESS_MODULE_PATH=%q\nEGRESS_ADMIN_PORT=%q\nEGRESS_BUILD=%q\n' "$(module_path)" "$ADMIN_PORT" "$(build)" > "$run_dir/gateway.env"
 }
 
-# install_filter_config PLUGIN_CONFIG DIR: renders envoy/egress-policy-filter.yaml for the plugin
+# build: which build of the filter the gateway runs, EGRESS_BUILD: wasm (the default, the
+# proxy-wasm module) or native (the dynamic module, README: Which build?).
+build() {
+  case "${EGRESS_BUILD:-wasm}" in
+    wasm|native) echo "${EGRESS_BUILD:-wasm}" ;;
+    *) die "EGRESS_BUILD must be wasm or native, not ${EGRESS_BUILD}" ;;
+  esac
+}
+
+# render_filter NAME API PLUGIN_CONFIG: one filter's ECDS file on standard output. The native
+# build has an HTTP filter of its own; its network filter is still the wasm module's.
+render_filter() {
+  local name="$1" api="$2" config="$3" template="$REPO/envoy/egress-policy-filter.yaml"
+  if [ "$(build)" = native ] && [ "$api" = http ]; then
+    template="$REPO/envoy/egress-policy-native-filter.yaml"
+  fi
+  FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$(module_path)" \
+    "$REPO/scripts/render-envoy-config" "$template" "$config"
+}
+
+# install_filter_config PLUGIN_CONFIG DIR: renders the filters' ECDS files for the plugin
 # configuration into DIR/egress-policy.yaml (the HTTP filter) and DIR/tcp/egress-policy-tcp.yaml
 # (the network filter), each with one atomic rename, which Envoy's watch on the file's directory
 # picks up (a partly written file is never seen).
@@ -108,8 +128,7 @@ install_filter_config() {
   for target in egress-policy:http:. egress-policy-tcp:network:tcp; do
     local name="${target%%:*}" rest="${target#*:}"
     local api="${rest%%:*}" subdir="${rest#*:}"
-    FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$(module_path)" \
-      "$REPO/scripts/render-envoy-config" "$REPO/envoy/egress-policy-filter.yaml" "$config" > "$dir/$subdir/.$name.yaml.tmp"
+    render_filter "$name" "$api" "$config" > "$dir/$subdir/.$name.yaml.tmp"
     mv -f "$dir/$subdir/.$name.yaml.tmp" "$dir/$subdir/$name.yaml"
   done
 }

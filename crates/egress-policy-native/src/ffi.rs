@@ -391,6 +391,34 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     ABI_VERSION.as_ptr().cast()
 }
 
+/// The buffers of metric or label names.
+fn buffers<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ModuleBuffer> {
+    names
+        .map(|name| ModuleBuffer::of(name.as_bytes()))
+        .collect()
+}
+
+/// Defines a counter of the configuration being created, under the filter's metrics namespace
+/// (`wasmcustom`, envoy/egress-policy-native-filter.yaml, which Prometheus output drops:
+/// `egress_policy_requests{decision="deny",...}` for both builds).
+fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Option<usize> {
+    let name = format!("egress_policy.{name}");
+    let labels = buffers(labels.iter().copied());
+    let mut id = 0_usize;
+    // SAFETY: metrics are defined while the configuration is created, as the ABI requires;
+    // every buffer lives until the call returns.
+    let result = unsafe {
+        envoy_dynamic_module_callback_http_filter_config_define_counter(
+            config_envoy,
+            ModuleBuffer::of(name.as_bytes()),
+            labels.as_ptr(),
+            labels.len(),
+            &mut id,
+        )
+    };
+    (result == METRICS_SUCCESS).then_some(id)
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
@@ -400,31 +428,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guard("config", ptr::null, || {
         // SAFETY: Envoy's configuration bytes, valid during this hook.
         let bytes = unsafe { envoy_bytes(config.ptr, config.length) };
-        let define = |counter: Counter| -> Option<usize> {
-            // Under the filter's metrics namespace (`wasmcustom`, envoy/egress-policy-native-filter.yaml,
-            // which Prometheus output drops): `egress_policy_requests{decision="deny",...}`
-            // for both builds.
-            let name = format!("egress_policy.{}", counter.name());
-            let labels: Vec<ModuleBuffer> = counter
-                .labels()
-                .iter()
-                .map(|label| ModuleBuffer::of(label.as_str().as_bytes()))
-                .collect();
-            let mut id = 0_usize;
-            // SAFETY: counters are defined while the configuration is created, as the ABI
-            // requires; every buffer lives until the call returns.
-            let result = unsafe {
-                envoy_dynamic_module_callback_http_filter_config_define_counter(
-                    config_envoy,
-                    ModuleBuffer::of(name.as_bytes()),
-                    labels.as_ptr(),
-                    labels.len(),
-                    &mut id,
-                )
-            };
-            (result == METRICS_SUCCESS).then_some(id)
-        };
-        match Config::new(bytes, define) {
+        let compiled = Config::new(bytes, |counter| {
+            define_counter(config_envoy, counter.name(), &label_names(counter))
+        });
+        match compiled {
+            // The configuration's loads and fingerprint (what scripts/reload waits for) are
+            // published by the network filter, the wasm module's in this build: the same
+            // series from two filters would be one series twice in Prometheus' output.
             Ok(config) => Box::into_raw(Box::new(Arc::new(config)))
                 .cast_const()
                 .cast(),
@@ -437,6 +447,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             }
         }
     })
+}
+
+fn label_names(counter: Counter) -> Vec<&'static str> {
+    counter
+        .labels()
+        .iter()
+        .map(|label| label.as_str())
+        .collect()
 }
 
 #[unsafe(no_mangle)]

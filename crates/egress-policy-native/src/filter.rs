@@ -75,7 +75,7 @@ pub enum Flow {
 pub struct Config {
     loaded: Loaded,
     /// Envoy's id of each counter, in [`Counter::ALL`] order.
-    counters: Vec<usize>,
+    counters: Vec<Option<usize>>,
     /// The property-sourced attributes the policy and the metrics' labels read, each with the
     /// Envoy attribute it comes from and whether it is an integer: resolved once, here.
     reads: Vec<(Attr, Attribute, bool)>,
@@ -93,9 +93,14 @@ impl Config {
         let loaded = Loaded::new(policy);
         let mut counters = Vec::new();
         for counter in Counter::ALL {
+            // Configuration loads are the network filter's to count (ffi.rs).
+            if counter == Counter::ConfigLoads {
+                counters.push(None);
+                continue;
+            }
             let id = define(counter)
                 .ok_or_else(|| vec![format!("cannot define the counter {}", counter.name())])?;
-            counters.push(id);
+            counters.push(Some(id));
         }
         let mut needs = loaded.policy.reads.clone();
         needs.merge(&loaded.metrics.reads);
@@ -112,7 +117,7 @@ impl Config {
     }
 
     fn counter_id(&self, counter: Counter) -> Option<usize> {
-        self.counters.get(counter as usize).copied()
+        self.counters.get(counter as usize).copied().flatten()
     }
 }
 
