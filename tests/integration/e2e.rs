@@ -212,7 +212,7 @@ fn bad_config_at_reload_is_rejected_and_the_previous_policy_keeps_serving() {
             .contains("rules[0].match: expected ')'")
     );
     assert!(
-        gateway.counter("wasmcustom.egress_policy.result=.=failure;.;config_loads") >= 1,
+        gateway.metric("config_loads", &[("result", "failure")]) >= 1,
         "load failures are counted"
     );
 

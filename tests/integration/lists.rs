@@ -25,9 +25,10 @@ fn remote_list_config(provider: serde_json::Value, dry_run: bool) -> String {
 }
 
 fn fetches(gateway: &Gateway, outcome: &str) -> u64 {
-    gateway.counter(&format!(
-        "wasmcustom.egress_policy.list=.=path-checker;.;result=.={outcome};.;list_fetches"
-    ))
+    gateway.metric(
+        "list_fetches",
+        &[("list", "path-checker"), ("result", outcome)],
+    )
 }
 
 /// One VM fetches for the gateway and the others put its list in force at their next tick
@@ -124,7 +125,7 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
         "failures are logged"
     );
     assert_eq!(
-        gateway.counter("wasmcustom.egress_policy.list=.=path-checker;.;list_entries"),
+        gateway.metric("list_entries", &[("list", "path-checker")]),
         2
     );
 }
@@ -208,20 +209,14 @@ fn no_list_server_answer_can_take_the_gateway_down() {
             ("empty.txt", ""),
         ],
     );
-    let failures = |list: &str| {
-        gateway.counter(&format!(
-            "wasmcustom.egress_policy.list=.={list};.;result=.=failure;.;list_fetches"
-        ))
-    };
+    let failures =
+        |list: &str| gateway.metric("list_fetches", &[("list", list), ("result", "failure")]);
     wait_until("two failed fetches of every broken list", WAIT, || {
         broken.iter().all(|(name, _)| failures(name) >= 2)
     });
     // One VM fetches for the gateway; the others put its list in force at their next tick.
-    let good = |result: &str| {
-        gateway.counter(&format!(
-            "wasmcustom.egress_policy.list=.=good;.;result=.={result};.;list_fetches"
-        ))
-    };
+    let good =
+        |result: &str| gateway.metric("list_fetches", &[("list", "good"), ("result", result)]);
     wait_until("the good list in every VM", WAIT, || good("success") >= 4);
     assert_eq!(gateway.status(CNN, "/sport"), 200);
     assert_eq!(gateway.status(CNN, "/politics"), 404);
@@ -306,10 +301,9 @@ fn dry_run_rule_logs_and_counts_what_it_would_deny() {
     assert_eq!(entries[2]["path"], "/sport");
     assert!(entries[2].get("wouldDeny").is_none());
     // Counters reach Envoy on the filter's next tick.
-    let counter =
-        "wasmcustom.egress_policy.rule=.=handle-cnn-access;.;list=.=path-checker;.;dry_run_denied";
+    let labels = [("rule", "handle-cnn-access"), ("list", "path-checker")];
     wait_until("the dry-run counter", WAIT, || {
-        gateway.counter(counter) == 1
+        gateway.metric("dry_run_denied", &labels) == 1
     });
     assert_eq!(gateway.upstream.paths(), ["/politics", "/sport"]);
 }

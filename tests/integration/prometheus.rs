@@ -185,11 +185,11 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
         },
         &[("hosts.txt", "edition.cnn.com\n")],
     );
-    let fetched = "wasmcustom.egress_policy.list=.=known-hosts;.;result=.=success;.;list_fetches";
+    let fetched = [("list", "known-hosts"), ("result", "success")];
     wait_until(
         "every VM to fetch the list",
         Duration::from_secs(20),
-        || gateway.counter(fetched) >= 9,
+        || gateway.metric("list_fetches", &fetched) >= 9,
     );
 
     // the list-check policy's requests without identity, then the exemption policy's from ns/default and ns/politics over mTLS.
@@ -211,7 +211,7 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
     // The filter hands its counts to Envoy on its next tick. (Istio's stats matcher keeps none
     // of Envoy's HTTP counters, so the filter's own are waited for.)
     wait_until("the request counters", Duration::from_secs(10), || {
-        gateway.counter_sum(";.;requests", &[]) == 9
+        gateway.metric("requests", &[]) == 9
     });
 
     let dir = TempDir::new("prometheus");

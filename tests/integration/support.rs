@@ -644,11 +644,26 @@ impl Gateway {
 
     /// The sum of the filter's counters (`wasmcustom.egress_policy.` names) that end with
     /// `metric` and carry every one of `labels` (`"decision=.=allow;.;"`).
-    pub fn counter_sum(&self, metric: &str, labels: &[&str]) -> u64 {
-        self.stats("wasmcustom.egress_policy.")
-            .into_iter()
-            .filter(|(name, _)| name.ends_with(metric) && labels.iter().all(|l| name.contains(l)))
-            .map(|(_, value)| value)
+    /// The sum of the filter's metric `egress_policy_<metric>` over the series whose labels
+    /// include `labels`, as Prometheus reads it: the same for both builds (the wasm module's
+    /// tag-encoded names and the native module's labelled counters print alike).
+    pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> u64 {
+        let (_, text) = http_get(self.admin_port, "/stats/prometheus").unwrap();
+        let family = format!("egress_policy_{metric}{{");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&family))
+            .filter_map(|rest| {
+                let (series, value) = rest.rsplit_once("} ")?;
+                let has = |(name, value): &(&str, &str)| {
+                    series
+                        .split(',')
+                        .any(|pair| pair == format!("{name}=\"{value}\""))
+                };
+                labels
+                    .iter()
+                    .all(has)
+                    .then(|| value.trim().parse::<u64>().ok())?
+            })
             .sum()
     }
 
