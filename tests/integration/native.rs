@@ -2,7 +2,7 @@
 //! the reference scenario decided, answered and logged as the wasm build does it. The whole
 //! suite runs on the native build with `EGRESS_BUILD=native`; these tests run it always.
 
-use crate::support::{Build, Gateway, http_get, without_time};
+use crate::support::{Build, Gateway, http_get, repo, without_time};
 
 const CNN: &str = "edition.cnn.com";
 
@@ -110,4 +110,57 @@ fn the_envoy_and_the_module_export_every_function_of_the_pinned_abi() {
         checked += 1;
     }
     assert!(checked > 30, "{checked}");
+}
+
+/// A test-only build of the module that panics on demand (`--features test-panic`), in a target
+/// directory of its own so the module Envoy normally loads is never replaced.
+fn panicking_module_dir() -> std::path::PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "egress-policy-native",
+        ])
+        .args(["--features", "test-panic", "--target-dir", "target/panic"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the panicking module failed");
+    repo().join("target/panic/release")
+}
+
+#[test]
+fn a_panic_in_the_native_module_fails_its_request_closed_and_envoy_serves_on() {
+    Build::force_native_from(panicking_module_dir());
+    let gateway = Gateway::example("s3-listcheck.json");
+    assert_eq!(gateway.status(CNN, "/sport"), 200);
+    let panicked = gateway.status_with_header(CNN, "/sport", "x-egress-policy-test-panic: 1");
+    assert_eq!(
+        panicked, 500,
+        "a request the module could not decide is refused"
+    );
+    assert_eq!(gateway.upstream.paths(), ["/sport"], "and never forwarded");
+    for _ in 0..3 {
+        assert_eq!(gateway.status(CNN, "/sport"), 200, "Envoy serves on");
+        assert_eq!(gateway.status(CNN, "/politics"), 404);
+    }
+    let details: Vec<String> = gateway
+        .access_log()
+        .iter()
+        .filter_map(|line| line["details"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        details.iter().any(|d| d == "egress_policy_internal_error"),
+        "{details:?}"
+    );
+    assert!(
+        gateway
+            .envoy_stderr()
+            .contains("panic in request_headers (x-egress-policy-test-panic); failing closed"),
+        "{}",
+        gateway.envoy_stderr()
+    );
 }

@@ -191,6 +191,7 @@ pub enum Build {
 
 thread_local! {
     static FORCED: std::cell::Cell<Option<Build>> = const { std::cell::Cell::new(None) };
+    static NATIVE_DIR: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Build {
@@ -207,12 +208,20 @@ impl Build {
     pub fn force_native() {
         FORCED.with(|forced| forced.set(Some(Build::Native)));
     }
+
+    /// The gateways this thread starts run the native build found in `dir` (a test build).
+    pub fn force_native_from(dir: PathBuf) {
+        Build::force_native();
+        NATIVE_DIR.with(|native| *native.borrow_mut() = Some(dir));
+    }
 }
 
 /// The native module's directory (scripts/build puts it there): Envoy's
 /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
 pub fn native_module_dir() -> PathBuf {
-    let dir = repo().join("target/module");
+    let dir = NATIVE_DIR
+        .with(|native| native.borrow().clone())
+        .unwrap_or_else(|| repo().join("target/module"));
     assert!(
         dir.join("libegress_policy_native.so").exists(),
         "no native module: run scripts/build (scripts/test does)"

@@ -161,6 +161,11 @@ impl Stream {
             host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
             return Flow::Stop;
         };
+        #[cfg(feature = "test-panic")]
+        #[allow(clippy::panic, reason = "the test build's panic on demand")]
+        if headers.get("x-egress-policy-test-panic").is_some() {
+            panic!("x-egress-policy-test-panic");
+        }
         if !strip_forwarding_controls(host, &headers) {
             host.send_local_reply(&LocalReply::bare(500, HOST_ERROR_DETAILS));
             return Flow::Stop;
