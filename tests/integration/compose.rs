@@ -94,12 +94,21 @@ fn rewrite_tree(from: &Path, to: &Path, mounts: &[(String, String)]) {
     }
 }
 
+/// Both builds, one after the other: they render into the same .cache/compose.
 #[test]
 fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
-    let render = Command::new(repo().join("scripts/compose"))
-        .arg("--render-only")
-        .output()
-        .unwrap();
+    the_rendered_compose_gateway_runs(false);
+    the_rendered_compose_gateway_runs(true);
+}
+
+fn the_rendered_compose_gateway_runs(native: bool) {
+    let mut command = Command::new(repo().join("scripts/compose"));
+    command.arg("--render-only");
+    if native {
+        command.arg("--native");
+        crate::support::Build::force_native();
+    }
+    let render = command.output().unwrap();
     assert!(
         render.status.success(),
         "{}",
@@ -209,6 +218,12 @@ fn the_rendered_compose_gateway_runs_in_envoy_with_the_mounts_it_declares() {
         let line = format!("extension_config_discovery.{filter}.update_success: 1");
         assert!(stats.contains(&line), "{filter} did not load: {stats}");
     }
+    let filter = std::fs::read_to_string(run_copy.join("filter/egress-policy.yaml")).unwrap();
+    assert_eq!(
+        filter.contains("DynamicModuleFilter"),
+        native,
+        "the HTTP filter of the build asked for"
+    );
     // The HTTP listener decides: politics is denied by the list-check policy, locally.
     let http_port = listener_port(admin, "egress_http");
     let status = curl(
