@@ -193,3 +193,67 @@ fn package_refuses_what_it_cannot_push_with_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a Wasm module"));
 }
+
+/// `scripts/package --native`: the native module as an OCI image, pushed, pulled back by its
+/// digest, and the pulled `.so` is what a native gateway then decides with.
+#[test]
+fn the_native_module_round_trips_through_a_registry_into_envoy() {
+    let dir = TempDir::new("package-native");
+    let (_registry, port) = start_registry(&dir);
+    let image = format!("127.0.0.1:{port}/egress-policy-native:e2e");
+    let output = Command::new(repo().join("scripts/package"))
+        .args(["--native", "--push", &image, "--insecure", "--out"])
+        .arg(dir.path("out"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "scripts/package --native: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let digest = stdout.lines().last().unwrap().trim().to_owned();
+    let pulled = dir.path("pulled");
+    let copy = Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://127.0.0.1:{port}/egress-policy-native@{digest}"
+        ))
+        .arg(format!("oci:{}:pulled", pulled.display()))
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "skopeo: {copy:?}");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            pulled
+                .join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let unpacked = dir.path("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let untar = Command::new("tar")
+        .arg("xzf")
+        .arg(
+            pulled
+                .join("blobs/sha256")
+                .join(layer.strip_prefix("sha256:").unwrap()),
+        )
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let module = unpacked.join("libegress_policy_native.so");
+    assert_eq!(
+        sha256_hex(&module),
+        sha256_hex(&repo().join("target/module/libegress_policy_native.so"))
+    );
+    crate::support::Build::force_native_from(unpacked);
+    let gateway = Gateway::example("s3-listcheck.json");
+    assert_eq!(gateway.status("edition.cnn.com", "/politics"), 404);
+    assert_eq!(gateway.status("edition.cnn.com", "/sport"), 200);
+}
