@@ -27,6 +27,7 @@ use egress_policy::adapter::header_map;
 use egress_policy::adapter::{
     Active, Host, HttpHost, PEER_URI_SANS, PendingCounters, RequestFilter, StreamHost,
 };
+use egress_policy::core::cases::reference_request_headers;
 use egress_policy::core::headers::Headers;
 use egress_policy::core::policy::{LocalReply, Policy};
 use egress_policy::telemetry::metrics::{CounterEvent, GaugeEvent};
@@ -111,16 +112,7 @@ fn host(request: &str) -> MemoryHost {
     } else {
         "/sport"
     };
-    let headers = header_map::serialize(&[
-        (":authority", "edition.cnn.com"),
-        (":path", path),
-        (":method", "GET"),
-        (":scheme", "http"),
-        ("user-agent", "curl/7.88.1"),
-        ("accept", "*/*"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "5b0c5d2e-9d0a-4c5e-8f0e-6f1f2b9d4a11"),
-    ]);
+    let headers = header_map::serialize(&reference_request_headers(path));
     let mut properties: Vec<(Vec<&'static str>, Vec<u8>)> = Vec::new();
     if request != "sport-plain" {
         let principal = b"spiffe://cluster.local/ns/default/sa/sleep";

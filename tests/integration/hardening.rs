@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, TempDir, repo, wait_until};
+use crate::support::{Gateway, TempDir, build_test_module, repo, wait_until};
 use serde_json::Value;
 
 const CNN: &str = "edition.cnn.com";
@@ -269,25 +269,14 @@ fn paths_that_decode_ambiguously_are_refused_for_path_prefix_lists_and_routes() 
 /// A test-only build of the module traps on demand (`--features test-trap`), in a target
 /// directory of its own so the module Envoy normally loads is never replaced.
 fn trapping_module() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip1",
-            "--lib",
-            "--features",
-            "test-trap",
-            "--target-dir",
-            "target/trap",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the trapping module failed");
-    repo().join("target/trap/wasm32-wasip1/release/egress_policy.wasm")
+    let args = [
+        "--target",
+        "wasm32-wasip1",
+        "--lib",
+        "--features",
+        "test-trap",
+    ];
+    build_test_module(&args, "target/trap").join("wasm32-wasip1/release/egress_policy.wasm")
 }
 
 #[test]

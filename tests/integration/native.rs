@@ -2,7 +2,7 @@
 //! the reference scenario decided, answered and logged as the wasm build does it. The whole
 //! suite runs on the native build with `EGRESS_BUILD=native`; these tests run it always.
 
-use crate::support::{Build, Gateway, http_get, repo, without_time};
+use crate::support::{Build, Gateway, build_test_module, http_get, without_time};
 
 const CNN: &str = "edition.cnn.com";
 
@@ -115,21 +115,8 @@ fn the_envoy_and_the_module_export_every_function_of_the_pinned_abi() {
 /// A test-only build of the module that panics on demand (`--features test-panic`), in a target
 /// directory of its own so the module Envoy normally loads is never replaced.
 fn panicking_module_dir() -> std::path::PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "-p",
-            "egress-policy-native",
-        ])
-        .args(["--features", "test-panic", "--target-dir", "target/panic"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the panicking module failed");
-    repo().join("target/panic/release")
+    let args = ["-p", "egress-policy-native", "--features", "test-panic"];
+    build_test_module(&args, "target/panic").join("release")
 }
 
 #[test]

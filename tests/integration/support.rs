@@ -22,6 +22,26 @@ pub fn envoy_command() -> Command {
     egress_policy_testkit::envoy::envoy_command().unwrap_or_else(|why| panic!("{why}"))
 }
 
+/// Builds a test-only variant of a module (`cargo build --release --locked ARGS`) in a target
+/// directory of its own, so the module Envoy normally loads is never replaced; that directory.
+pub fn build_test_module(args: &[&str], target_dir: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--target-dir",
+            target_dir,
+        ])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the test module {args:?} failed");
+    repo().join(target_dir)
+}
+
 /// The Envoy executable itself (for `nm`): the program of [`envoy_command`].
 pub fn envoy_binary() -> PathBuf {
     PathBuf::from(envoy_command().get_program())

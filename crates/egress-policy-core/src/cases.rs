@@ -9,6 +9,22 @@ use crate::attributes::Attr;
 use crate::described::{Described, mesh_principal};
 use crate::request::{Opening, Protocol, Request, RequestFacts};
 
+/// The headers of the reference request the per-request measurements run (the root package's
+/// and the native crate's `request_cost` examples), with its path: what curl sends through a
+/// sidecar.
+pub fn reference_request_headers(path: &str) -> [(&str, &str); 8] {
+    [
+        (":authority", "edition.cnn.com"),
+        (":path", path),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("user-agent", "curl/7.88.1"),
+        ("accept", "*/*"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5b0c5d2e-9d0a-4c5e-8f0e-6f1f2b9d4a11"),
+    ]
+}
+
 /// The fixed "now" of every table case: the source documents' log line time,
 /// 2018-06-18T13:22:58.317448Z.
 pub const FAKE_NOW_MICROS: i64 = 1_529_328_178_317_448;

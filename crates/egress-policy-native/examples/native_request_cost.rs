@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use egress_policy_core::cases::reference_request_headers;
 use egress_policy_core::headers::Headers;
 use egress_policy_core::policy::LocalReply;
 use egress_policy_core::telemetry::metrics::CounterEvent;
@@ -76,16 +77,7 @@ fn main() {
         "/sport"
     };
     let host = MemoryEnvoy {
-        headers: vec![
-            (":authority", "edition.cnn.com"),
-            (":path", path),
-            (":method", "GET"),
-            (":scheme", "http"),
-            ("user-agent", "curl/7.88.1"),
-            ("accept", "*/*"),
-            ("x-forwarded-proto", "http"),
-            ("x-request-id", "5b0c5d2e-9d0a-4c5e-8f0e-6f1f2b9d4a11"),
-        ],
+        headers: reference_request_headers(path).to_vec(),
     };
     for _ in 0..iterations {
         let mut stream = Stream::new(config.clone());

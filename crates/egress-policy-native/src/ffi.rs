@@ -15,7 +15,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use egress_policy_core::policy::LocalReply;
-use egress_policy_core::telemetry::metrics::{Counter, CounterEvent};
+use egress_policy_core::telemetry::metrics::{Counter, CounterEvent, MAX_LABELS, METRIC_PREFIX};
 
 use crate::filter::{Attribute, Config, EnvoyHost, Flow, Stream};
 
@@ -368,18 +368,19 @@ impl EnvoyHost for Envoy {
     }
 
     fn increment(&self, counter_id: usize, event: &CounterEvent<'_>) {
-        let values: Vec<ModuleBuffer> = event
-            .values()
-            .iter()
-            .map(|value| ModuleBuffer::of(value.as_bytes()))
-            .collect();
+        // On the stack: several counters per request, none worth an allocation.
+        let mut values = [ModuleBuffer::of(&[]); MAX_LABELS];
+        for (slot, value) in values.iter_mut().zip(event.values()) {
+            *slot = ModuleBuffer::of(value.as_bytes());
+        }
+        let count = event.values().len().min(MAX_LABELS);
         // SAFETY: the label values live until the call returns; Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_filter_increment_counter(
                 self.0,
                 counter_id,
                 values.as_ptr(),
-                values.len(),
+                count,
                 1,
             );
         }
@@ -402,7 +403,7 @@ fn buffers<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ModuleBuffer> {
 /// (`wasmcustom`, envoy/egress-policy-native-filter.yaml, which Prometheus output drops:
 /// `egress_policy_requests{decision="deny",...}` for both builds).
 fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Option<usize> {
-    let name = format!("egress_policy.{name}");
+    let name = format!("{METRIC_PREFIX}.{name}");
     let labels = buffers(labels.iter().copied());
     let mut id = 0_usize;
     // SAFETY: metrics are defined while the configuration is created, as the ABI requires;
