@@ -107,14 +107,16 @@ build() {
   esac
 }
 
-# render_filter NAME API PLUGIN_CONFIG: one filter's ECDS file on standard output. The native
-# build has an HTTP filter of its own; its network filter is still the wasm module's.
+# render_filter NAME API PLUGIN_CONFIG: one filter's ECDS file on standard output, for the build
+# in use (both of its filters: HTTP, and network for the TLS listeners).
 render_filter() {
   local name="$1" api="$2" config="$3" template="$REPO/envoy/egress-policy-filter.yaml"
-  if [ "$(build)" = native ] && [ "$api" = http ]; then
+  local native_filter=DynamicModuleFilter
+  if [ "$(build)" = native ]; then
     template="$REPO/envoy/egress-policy-native-filter.yaml"
+    [ "$api" = network ] && native_filter=DynamicModuleNetworkFilter
   fi
-  FILTER_NAME="$name" FILTER_API="$api" WASM_PATH="$(module_path)" \
+  FILTER_NAME="$name" FILTER_API="$api" NATIVE_FILTER="$native_filter" WASM_PATH="$(module_path)" \
     "$REPO/scripts/render-envoy-config" "$template" "$config"
 }
 

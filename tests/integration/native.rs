@@ -63,7 +63,7 @@ fn the_native_module_counts_requests_with_real_labels() {
     assert!(
         stats
             .lines()
-            .any(|line| line.starts_with("egress_policy_requests{")
+            .any(|line| line.starts_with("envoy_egress_policy_requests{")
                 && line.contains("decision=\"deny\"")
                 && line.contains("destination=\"*.cnn.com\"")
                 && line.ends_with(" 1")),

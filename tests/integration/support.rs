@@ -194,9 +194,9 @@ impl TlsDestinations {
 /// Renders the filter's ECDS file for `plugin_config` into `filter_dir`, atomically (as
 /// scripts/reload does), so Envoy's directory watch sees only whole files.
 pub fn install_filter_config(filter_dir: &Path, plugin_config: &Path) {
-    install_filter_config_with_module(filter_dir, plugin_config, &wasm_path());
-    if Build::current() == Build::Native {
-        install_native_filter_config(filter_dir, plugin_config);
+    match Build::current() {
+        Build::Wasm => install_filter_config_with_module(filter_dir, plugin_config, &wasm_path()),
+        Build::Native => install_native_filter_config(filter_dir, plugin_config),
     }
 }
 
@@ -224,6 +224,15 @@ impl Build {
         })
     }
 
+    /// What Prometheus output puts before `egress_policy_`: nothing for proxy-wasm's namespace
+    /// (Envoy strips it), `envoy_` for the native module's.
+    pub fn metric_family_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "",
+            Build::Native => "envoy_",
+        }
+    }
+
     /// The gateways this thread starts run the native build.
     pub fn force_native() {
         FORCED.with(|forced| forced.set(Some(Build::Native)));
@@ -249,17 +258,33 @@ pub fn native_module_dir() -> PathBuf {
     dir
 }
 
-/// The HTTP filter's file as the native module's ECDS resource (the network filter stays the
-/// wasm module's until the native one has a network filter).
+/// The filters' files as the native module's ECDS resources: the HTTP filter and the network
+/// filter, as `install_filter_config` in scripts/lib.sh renders them for `EGRESS_BUILD=native`.
 pub fn install_native_filter_config(filter_dir: &Path, plugin_config: &Path) {
-    let rendered = render(
-        "envoy/egress-policy-native-filter.yaml",
-        Some(plugin_config),
-        &[("FILTER_NAME", "egress-policy".into())],
-    );
-    let tmp = filter_dir.join(".egress-policy.yaml.tmp");
-    std::fs::write(&tmp, rendered).unwrap();
-    std::fs::rename(&tmp, filter_dir.join("egress-policy.yaml")).unwrap();
+    for (name, api, native_filter, subdir) in [
+        ("egress-policy", "http", "DynamicModuleFilter", None),
+        (
+            "egress-policy-tcp",
+            "network",
+            "DynamicModuleNetworkFilter",
+            Some("tcp"),
+        ),
+    ] {
+        let dir = subdir.map_or_else(|| filter_dir.to_path_buf(), |d| filter_dir.join(d));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rendered = render(
+            "envoy/egress-policy-native-filter.yaml",
+            Some(plugin_config),
+            &[
+                ("FILTER_NAME", name.into()),
+                ("FILTER_API", api.into()),
+                ("NATIVE_FILTER", native_filter.into()),
+            ],
+        );
+        let tmp = dir.join(format!(".{name}.yaml.tmp"));
+        std::fs::write(&tmp, rendered).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).unwrap();
+    }
 }
 
 /// As [`install_filter_config`], with another build of the module: the HTTP filter's file and
@@ -446,6 +471,8 @@ pub struct Gateway {
     pub tls_port: u16,
     pub passthrough_port: u16,
     envoy_stderr: PathBuf,
+    /// The build it runs (its metrics' family names differ by Envoy's `envoy_` prefix).
+    pub build: Build,
 }
 
 impl Gateway {
@@ -492,6 +519,7 @@ impl Gateway {
         let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
         let (tls_port, passthrough_port) = (port_of("egress_tls"), port_of("egress_passthrough"));
         Gateway {
+            build: Build::current(),
             lists,
             mtls_port,
             tls_port,
@@ -611,11 +639,22 @@ impl Gateway {
     /// Swaps in a new plugin configuration and waits for Envoy's verdict: `true` when it was
     /// applied, `false` when rejected.
     pub fn reload(&self, plugin_config: &Path) -> bool {
-        self.reload_with_module(plugin_config, &wasm_path())
+        let filter_dir = self.dir.path("filter");
+        self.reload_by(plugin_config, || {
+            install_filter_config(&filter_dir, plugin_config)
+        })
     }
 
-    /// As [`Gateway::reload`], loading another build of the module.
+    /// As [`Gateway::reload`], loading another build of the wasm module.
     pub fn reload_with_module(&self, plugin_config: &Path, wasm: &Path) -> bool {
+        let filter_dir = self.dir.path("filter");
+        self.reload_by(plugin_config, || {
+            install_filter_config_with_module(&filter_dir, plugin_config, wasm)
+        })
+    }
+
+    /// Installs the filters' files with `install` and waits for Envoy's verdict on each.
+    fn reload_by(&self, plugin_config: &Path, install: impl FnOnce()) -> bool {
         // Both filters load the same plugin configuration; each answers for itself.
         const STATS: [&str; 2] = [
             "extension_config_discovery.http_filter.egress-policy",
@@ -630,7 +669,7 @@ impl Gateway {
                 )
             })
             .collect();
-        install_filter_config_with_module(&self.dir.path("filter"), plugin_config, wasm);
+        install();
         let mut verdicts = [None, None];
         wait_until(
             "Envoy to apply or reject the configuration",
@@ -671,14 +710,16 @@ impl Gateway {
             .collect()
     }
 
-    /// The sum of the filter's counters (`wasmcustom.egress_policy.` names) that end with
-    /// `metric` and carry every one of `labels` (`"decision=.=allow;.;"`).
     /// The sum of the filter's metric `egress_policy_<metric>` over the series whose labels
-    /// include `labels`, as Prometheus reads it: the same for both builds (the wasm module's
-    /// tag-encoded names and the native module's labelled counters print alike).
+    /// include `labels`, as Prometheus reads it: the same labels for both builds (the wasm
+    /// module's tag-encoded names and the native module's labelled counters print alike), the
+    /// native build's families with Envoy's `envoy_` prefix (README: Which build?).
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> u64 {
         let (_, text) = http_get(self.admin_port, "/stats/prometheus").unwrap();
-        let family = format!("egress_policy_{metric}{{");
+        let family = format!(
+            "{}egress_policy_{metric}{{",
+            self.build.metric_family_prefix()
+        );
         text.lines()
             .filter_map(|line| line.strip_prefix(&family))
             .filter_map(|rest| {

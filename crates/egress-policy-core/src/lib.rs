@@ -25,6 +25,7 @@ macro_rules! byte_table {
 
 pub mod attributes;
 pub mod config;
+pub mod connection;
 pub mod decision;
 pub mod described;
 pub mod duration;

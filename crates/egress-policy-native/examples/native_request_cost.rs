@@ -15,7 +15,7 @@ use std::sync::Arc;
 use egress_policy_core::cases::reference_request_headers;
 use egress_policy_core::headers::Headers;
 use egress_policy_core::policy::LocalReply;
-use egress_policy_core::telemetry::metrics::CounterEvent;
+use egress_policy_core::telemetry::metrics::{Counter, CounterEvent};
 use egress_policy_native::filter::{Attribute, Config, EnvoyHost, PEER_URI_SANS, Stream};
 
 /// Envoy answering from memory: what is left is the module's own work, and the copies a real
@@ -70,7 +70,7 @@ fn main() {
         }
     }
     let json = include_bytes!("../../../envoy/examples/s4-exemption.json");
-    let config = Arc::new(Config::new(json, |counter| Some(counter as usize)).unwrap());
+    let config = Arc::new(Config::new(json, (0..Counter::ALL.len()).map(Some).collect()).unwrap());
     let path = if which == "politics" {
         "/politics"
     } else {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use egress_policy_core::attributes::{self, Attr, Source};
 use egress_policy_core::decision::Decision;
 use egress_policy_core::headers::Headers;
-use egress_policy_core::policy::{LocalReply, Policy};
+use egress_policy_core::policy::LocalReply;
 use egress_policy_core::refresh::Loaded;
 use egress_policy_core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
@@ -73,7 +73,8 @@ pub enum Flow {
 /// One filter configuration, shared by every worker.
 #[derive(Debug)]
 pub struct Config {
-    loaded: Loaded,
+    loaded: Arc<Loaded>,
+    fingerprint: u32,
     /// Envoy's id of each counter, in [`Counter::ALL`] order.
     counters: Vec<Option<usize>>,
     /// The property-sourced attributes the policy and the metrics' labels read, each with the
@@ -82,26 +83,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Compiles the plugin configuration (the JSON of the wasm filter's) and defines the
-    /// counters with `define` (their Envoy ids). Errors name what is wrong.
-    pub fn new(
-        json: &[u8],
-        mut define: impl FnMut(Counter) -> Option<usize>,
-    ) -> Result<Config, Vec<String>> {
-        let policy = Policy::from_json(json)
-            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let loaded = Loaded::new(policy);
-        let mut counters = Vec::new();
-        for counter in Counter::ALL {
-            // Configuration loads are the network filter's to count (ffi.rs).
-            if counter == Counter::ConfigLoads {
-                counters.push(None);
-                continue;
-            }
-            let id = define(counter)
-                .ok_or_else(|| vec![format!("cannot define the counter {}", counter.name())])?;
-            counters.push(Some(id));
-        }
+    /// Compiles the plugin configuration (the JSON of the wasm filter's), with the Envoy id of
+    /// each counter (in [`Counter::ALL`] order). Errors name what is wrong.
+    pub fn new(json: &[u8], counters: Vec<Option<usize>>) -> Result<Config, Vec<String>> {
+        let loaded = crate::shared::loaded(json)?;
         let mut needs = loaded.policy.reads.clone();
         needs.merge(&loaded.metrics.reads);
         let reads = needs
@@ -111,9 +96,15 @@ impl Config {
             .collect();
         Ok(Config {
             loaded,
+            fingerprint: crate::shared::fingerprint_of(json),
             counters,
             reads,
         })
+    }
+
+    /// The configuration's fingerprint (`egress_policy_config_fingerprint`).
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
     }
 
     fn counter_id(&self, counter: Counter) -> Option<usize> {
@@ -261,7 +252,7 @@ fn strip_forwarding_controls(host: &impl EnvoyHost, headers: &Headers) -> bool {
         .all(|name| host.remove_request_header(name))
 }
 
-fn now_micros() -> Option<i64> {
+pub fn now_micros() -> Option<i64> {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?;

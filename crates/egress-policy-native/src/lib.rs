@@ -6,8 +6,10 @@
 //! like the wasm filter; remote lists, the network filter and Istio peer metadata are not
 //! there yet, and the module only runs on the Envoy whose ABI it pins.
 
+pub mod connection;
 pub mod ffi;
 pub mod filter;
+pub mod shared;
 
 #[cfg(test)]
 mod tests {
@@ -27,11 +29,15 @@ mod tests {
     /// The identifiers of ffi.rs that start with `prefix`: declared, defined or listed in a
     /// hook macro.
     fn declared(prefix: &str) -> BTreeSet<String> {
-        include_str!("ffi.rs")
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|word| word.starts_with(prefix))
-            .map(str::to_owned)
-            .collect()
+        concat!(
+            include_str!("ffi/mod.rs"),
+            include_str!("ffi/http.rs"),
+            include_str!("ffi/network.rs")
+        )
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
     }
 
     #[test]

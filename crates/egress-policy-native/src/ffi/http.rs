@@ -1,71 +1,17 @@
-//! The C ABI of Envoy's dynamic modules, as Envoy 1.40.0 implements it (`abi/envoy-1.40.0.tsv`
-//! pins every signature here): the hooks Envoy calls, and the callbacks this module calls. The
-//! only `unsafe` of the crate is here. Every hook runs the safe flow (`crate::filter`) inside
-//! [`guard`], so that a panic never unwinds into Envoy: it fails closed for its request, and is
-//! logged.
+//! The HTTP filter's hooks and callbacks (`envoy.filters.http.dynamic_modules`).
 
-#![allow(
-    clippy::not_unsafe_ptr_arg_deref,
-    reason = "the hooks are called by Envoy, never from Rust, with the pointers the ABI promises"
-)]
-
-use std::ffi::{c_char, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
 
 use egress_policy_core::policy::LocalReply;
-use egress_policy_core::telemetry::metrics::{Counter, CounterEvent, MAX_LABELS, METRIC_PREFIX};
+use egress_policy_core::telemetry::metrics::{self, CounterEvent, Gauge, MAX_LABELS};
 
+use super::{
+    EnvoyBuffer, EnvoyHttpHeader, METRICS_SUCCESS, ModuleBuffer, ModuleHttpHeader, buffers,
+    copied_from_envoy, counter_label_names, envoy_bytes, guard, log,
+};
 use crate::filter::{Attribute, Config, EnvoyHost, Flow, Stream};
-
-/// The ABI version string of Envoy 1.40.0 (`ENVOY_DYNAMIC_MODULES_ABI_VERSION`). Envoy only
-/// warns on a mismatch, so the module pins it and checks the callbacks it needs exist.
-pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
-
-/// Bytes owned by Envoy, valid until the hook returns.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct EnvoyBuffer {
-    ptr: *const u8,
-    length: usize,
-}
-
-/// Bytes owned by the module, valid for the call that takes them.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ModuleBuffer {
-    ptr: *const u8,
-    length: usize,
-}
-
-impl ModuleBuffer {
-    fn of(bytes: &[u8]) -> Self {
-        ModuleBuffer {
-            ptr: bytes.as_ptr(),
-            length: bytes.len(),
-        }
-    }
-}
-
-/// A header owned by Envoy's header map.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct EnvoyHttpHeader {
-    key_ptr: *const u8,
-    key_length: usize,
-    value_ptr: *const u8,
-    value_length: usize,
-}
-
-/// A header of a local reply, owned by the module.
-#[repr(C)]
-pub struct ModuleHttpHeader {
-    key_ptr: *const u8,
-    key_length: usize,
-    value_ptr: *const u8,
-    value_length: usize,
-}
 
 /// `envoy_dynamic_module_type_http_header_type`.
 const REQUEST_HEADER: i32 = 0;
@@ -73,20 +19,28 @@ const RESPONSE_HEADER: i32 = 2;
 /// `envoy_dynamic_module_type_on_http_filter_*_status`: Continue, StopIteration.
 const CONTINUE: i32 = 0;
 const STOP_ITERATION: i32 = 1;
-/// `envoy_dynamic_module_type_metrics_result_Success`.
-const METRICS_SUCCESS: i32 = 0;
-/// `envoy_dynamic_module_type_log_level`.
-const LOG_WARN: i32 = 3;
-const LOG_ERROR: i32 = 4;
 
 unsafe extern "C" {
-    fn envoy_dynamic_module_callback_log(level: i32, message: ModuleBuffer);
     fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config_envoy: *mut c_void,
         name: ModuleBuffer,
         label_names: *const ModuleBuffer,
         label_names_size: usize,
         counter_id: *mut usize,
+    ) -> i32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config_envoy: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_size: usize,
+        gauge_id: *mut usize,
+    ) -> i32;
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config_envoy: *mut c_void,
+        gauge_id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_size: usize,
+        value: u64,
     ) -> i32;
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter_envoy: *mut c_void,
@@ -151,57 +105,6 @@ unsafe extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
-}
-
-/// Envoy's bytes as a slice for the rest of the hook.
-///
-/// # Safety
-/// `buffer` must be what Envoy returned in this hook: `ptr` valid for `length` bytes, or null.
-unsafe fn envoy_bytes<'a>(ptr: *const u8, length: usize) -> &'a [u8] {
-    if ptr.is_null() || length == 0 {
-        return &[];
-    }
-    // SAFETY: Envoy guarantees the buffer until the hook returns (abi: OWNERSHIP), and the
-    // slice does not outlive the hook (its lifetime is bound by the caller's use).
-    unsafe { std::slice::from_raw_parts(ptr, length) }
-}
-
-/// The bytes a callback points `value` at, copied before the hook returns; `None` when it found
-/// nothing.
-fn copied_from_envoy(call: impl FnOnce(&mut EnvoyBuffer) -> bool) -> Option<Vec<u8>> {
-    let mut value = EnvoyBuffer {
-        ptr: ptr::null(),
-        length: 0,
-    };
-    // SAFETY: Envoy's buffer is valid until the hook returns, and it is copied here.
-    call(&mut value).then(|| unsafe { envoy_bytes(value.ptr, value.length) }.to_vec())
-}
-
-/// Writes a message to Envoy's log (component `dynamic_modules`).
-pub fn log(error: bool, message: &str) {
-    let level = if error { LOG_ERROR } else { LOG_WARN };
-    // SAFETY: the message buffer is valid for the call; Envoy copies it.
-    unsafe { envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
-}
-
-/// Runs one hook's work; a panic is caught here, logged, and answered by `on_panic`, so that it
-/// never crosses into Envoy (which would abort the process).
-fn guard<T>(hook: &str, on_panic: impl FnOnce() -> T, work: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(work)) {
-        Ok(value) => value,
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            log(
-                true,
-                &format!("egress-policy: panic in {hook} ({why}); failing closed"),
-            );
-            on_panic()
-        }
-    }
 }
 
 /// One stream's host calls, through the filter pointer Envoy passes to every hook.
@@ -387,23 +290,10 @@ impl EnvoyHost for Envoy {
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    ABI_VERSION.as_ptr().cast()
-}
-
-/// The buffers of metric or label names.
-fn buffers<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ModuleBuffer> {
-    names
-        .map(|name| ModuleBuffer::of(name.as_bytes()))
-        .collect()
-}
-
 /// Defines a counter of the configuration being created, under the filter's metrics namespace
-/// (`wasmcustom`, envoy/egress-policy-native-filter.yaml, which Prometheus output drops:
-/// `egress_policy_requests{decision="deny",...}` for both builds).
+/// (`egress_policy`, envoy/egress-policy-native-filter.yaml: Prometheus reads
+/// `envoy_egress_policy_requests{decision="deny",...}`).
 fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Option<usize> {
-    let name = format!("{METRIC_PREFIX}.{name}");
     let labels = buffers(labels.iter().copied());
     let mut id = 0_usize;
     // SAFETY: metrics are defined while the configuration is created, as the ABI requires;
@@ -420,6 +310,37 @@ fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Opt
     (result == METRICS_SUCCESS).then_some(id)
 }
 
+/// Defines the configuration's fingerprint gauge (what `scripts/reload` waits for) and sets it.
+fn publish_fingerprint(config_envoy: *mut c_void, fingerprint: u32) -> bool {
+    let name = Gauge::ConfigFingerprint.name();
+    let mut id = 0_usize;
+    // SAFETY: gauges are defined while the configuration is created; the name lives until the
+    // call returns, and no labels are passed.
+    unsafe {
+        envoy_dynamic_module_callback_http_filter_config_define_gauge(
+            config_envoy,
+            ModuleBuffer::of(name.as_bytes()),
+            ptr::null(),
+            0,
+            &mut id,
+        ) == METRICS_SUCCESS
+            && envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                config_envoy,
+                id,
+                ptr::null(),
+                0,
+                u64::from(fingerprint),
+            ) == METRICS_SUCCESS
+    }
+}
+
+/// The module's side of one HTTP filter configuration, with Envoy's pointer to it (its counters
+/// are the gateway's labelled counters while it is the newest).
+struct HttpConfig {
+    config: Arc<Config>,
+    envoy: *mut c_void,
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
@@ -429,19 +350,39 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guard("config", ptr::null, || {
         // SAFETY: Envoy's configuration bytes, valid during this hook.
         let bytes = unsafe { envoy_bytes(config.ptr, config.length) };
-        let compiled = Config::new(bytes, |counter| {
-            define_counter(config_envoy, counter.name(), &label_names(counter))
-        });
+        // Every counter is defined first (the ABI allows it only now), so that a configuration
+        // refused is counted too.
+        let ids: Vec<Option<usize>> = metrics::Counter::ALL
+            .iter()
+            .map(|&counter| {
+                define_counter(config_envoy, counter.name(), &counter_label_names(counter))
+            })
+            .collect();
+        let compiled = Config::new(bytes, ids.clone());
+        if compiled.is_ok() {
+            super::register_labelled_counters(config_envoy, ids);
+        }
+        // A refused configuration is counted in the configuration still serving: Envoy drops
+        // the counters of one it refuses.
+        super::increment_labelled(&metrics::config_load(compiled.is_ok()));
         match compiled {
-            // The configuration's loads and fingerprint (what scripts/reload waits for) are
-            // published by the network filter, the wasm module's in this build: the same
-            // series from two filters would be one series twice in Prometheus' output.
-            Ok(config) => Box::into_raw(Box::new(Arc::new(config)))
+            Ok(config) => {
+                if !publish_fingerprint(config_envoy, config.fingerprint()) {
+                    log(
+                        false,
+                        "egress-policy: cannot publish the configuration's fingerprint",
+                    );
+                }
+                Box::into_raw(Box::new(HttpConfig {
+                    config: Arc::new(config),
+                    envoy: config_envoy,
+                }))
                 .cast_const()
-                .cast(),
+                .cast()
+            }
             Err(errors) => {
                 for error in errors {
-                    log(true, &format!("egress-policy: {error}"));
+                    log(true, &format!("egress-policy: invalid configuration: {error}"));
                 }
                 // Envoy refuses the configuration; on a reload the previous one keeps serving.
                 ptr::null()
@@ -450,21 +391,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     })
 }
 
-fn label_names(counter: Counter) -> Vec<&'static str> {
-    counter
-        .labels()
-        .iter()
-        .map(|label| label.as_str())
-        .collect()
-}
-
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module: *const c_void) {
     if config_module.is_null() {
         return;
     }
     // SAFETY: the pointer is the box `config_new` returned, destroyed once by Envoy.
-    drop(unsafe { Box::from_raw(config_module.cast::<Arc<Config>>().cast_mut()) });
+    let config = unsafe { Box::from_raw(config_module.cast::<HttpConfig>().cast_mut()) };
+    super::unregister_labelled_counters(config.envoy);
 }
 
 #[unsafe(no_mangle)]
@@ -476,9 +410,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         return ptr::null();
     }
     // SAFETY: the configuration outlives its filters (Envoy destroys it after them).
-    let config = unsafe { &*config_module.cast::<Arc<Config>>() };
+    let config = unsafe { &*config_module.cast::<HttpConfig>() };
     guard("filter_new", ptr::null, || {
-        Box::into_raw(Box::new(Stream::new(config.clone())))
+        Box::into_raw(Box::new(Stream::new(config.config.clone())))
             .cast_const()
             .cast()
     })
