@@ -4,7 +4,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${EGRESS_CACHE:-$REPO/.cache}"
 # The one pinned Envoy version; exported so that `func-e run` runs this version too.
-export ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+# The Envoy the scripts run (README: Supported versions), and the one the native module pins.
+PINNED_ENVOY_VERSION=1.40.0
+export ENVOY_VERSION="${ENVOY_VERSION:-$PINNED_ENVOY_VERSION}"
 VENV="$CACHE/venv-envoy-$ENVOY_VERSION"
 WASM="$REPO/target/module/egress_policy.wasm"
 # The native build (an Envoy dynamic module): Envoy finds it by name in this directory

@@ -137,8 +137,12 @@ fn remote_list_follows_changes_outage_ttl_expiry_and_recovery() {
 fn a_gateway_fetches_a_list_once_per_interval_whatever_its_workers() {
     let provider = json!({"cluster": "egress_policy_lists", "path": "/paths.txt", "refreshInterval": "200ms",
                           "ttl": "10s", "timeout": "150ms"});
-    let gateway = Gateway::with_config("shared-lists", &remote_list_config(provider, false));
-    gateway.lists.write("paths.txt", "/sport\n");
+    // The list is there before the gateway starts: its first fetch is at once.
+    let gateway = Gateway::with_config_and_lists(
+        "shared-lists",
+        &remote_list_config(provider, false),
+        &[("paths.txt", "/sport\n")],
+    );
     wait_until("a first good fetch", WAIT, || {
         fetches(&gateway, "success") >= 1
     });
@@ -156,7 +160,12 @@ fn a_gateway_fetches_a_list_once_per_interval_whatever_its_workers() {
         assert_eq!(gateway.status(CNN, "/sport"), 200);
         assert_eq!(gateway.status(CNN, "/politics"), 404);
     }
-    assert_eq!(fetches(&gateway, "failure"), 0);
+    assert_eq!(
+        fetches(&gateway, "failure"),
+        0,
+        "{}",
+        gateway.envoy_stderr()
+    );
 }
 
 /// Every answer a list server can give that is not a list: one byte over `maxBytes`, a body

@@ -44,12 +44,27 @@ fn of_kind(kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Every way `document` violates the schema of its kind; an unknown kind is one violation.
+/// Every way `document` violates the schema of its kind; an unknown kind is one violation. The
+/// kinds are Istio's (`tests/data/istio-schemas.yaml`) and Envoy Gateway's with the Gateway
+/// API's (`tests/data/envoy-gateway-schemas.yaml`).
 pub fn violations(document: &Value) -> Vec<String> {
-    let schemas: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo().join("tests/data/istio-schemas.yaml")).unwrap(),
-    )
-    .unwrap();
+    let mut schemas = Value::Null;
+    for file in ["istio-schemas.yaml", "envoy-gateway-schemas.yaml"] {
+        let part: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(repo().join("tests/data").join(file)).unwrap(),
+        )
+        .unwrap();
+        if schemas.is_null() {
+            schemas = part;
+            continue;
+        }
+        for section in ["$defs", "kinds"] {
+            for (name, schema) in part[section].as_object().unwrap() {
+                assert!(schemas[section].get(name).is_none(), "{file}: {name} twice");
+                schemas[section][name] = schema.clone();
+            }
+        }
+    }
     let key = format!(
         "{}/{}",
         document["apiVersion"].as_str().unwrap_or("?"),
@@ -284,5 +299,230 @@ fn traffic_extensions_carry_the_wasm_plugins_policies() {
         String::from_utf8_lossy(&output.stdout),
         "manifests/trafficextension.yaml (TrafficExtension/egress-policy): valid (2 rules, 1 lists, 0 routes)\n\
          manifests/trafficextension.yaml (TrafficExtension/egress-policy-tcp): valid (5 rules, 1 lists, 0 routes)\n"
+    );
+}
+
+/// The native build's manifests (README: Which build?): Envoy Gateway's and Istio's, each in
+/// its directory (Helm values files are not resources).
+fn native_manifests(dir: &str) -> Vec<Value> {
+    let mut documents = Vec::new();
+    for entry in std::fs::read_dir(repo().join("manifests").join(dir)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.ends_with("egress-gateway-values.yaml")
+        {
+            documents.extend(yaml_documents(&path));
+        }
+    }
+    assert!(!documents.is_empty(), "{dir}");
+    documents
+}
+
+fn example(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo().join("envoy/examples").join(name)).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The version of Envoy the native module pins (scripts/lib.sh).
+fn pinned_envoy() -> String {
+    let lib = std::fs::read_to_string(repo().join("scripts/lib.sh")).unwrap();
+    regex::Regex::new(r"PINNED_ENVOY_VERSION=([0-9.]+)")
+        .unwrap()
+        .captures(&lib)
+        .unwrap()[1]
+        .to_owned()
+}
+
+#[test]
+fn the_native_builds_manifests_have_the_shape_their_kinds_crds_accept() {
+    let mut failures = Vec::new();
+    for dir in ["envoy-gateway", "istio-native"] {
+        for document in native_manifests(dir) {
+            failures.extend(
+                violations(&document)
+                    .into_iter()
+                    .map(|v| format!("{dir}: {v}")),
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The schemas bite: Envoy Gateway's CRDs refuse these.
+    let policy = native_manifests("envoy-gateway")
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    let mut misspelt = policy.clone();
+    misspelt["spec"]["dynamicModules"] = misspelt["spec"]["dynamicModule"].take();
+    assert!(!violations(&misspelt).is_empty());
+    let mut bad_name = policy;
+    bad_name["spec"]["dynamicModule"][0]["name"] = json!("Egress_Policy");
+    assert!(!violations(&bad_name).is_empty());
+}
+
+/// Envoy Gateway runs the module where the manifests say: the pinned Envoy, the `.so` from the
+/// image volume at the path the EnvoyProxy registers, the policy's module registered, and the
+/// configuration the source documents' list-check policy.
+#[test]
+fn envoy_gateway_runs_the_pinned_envoy_with_the_module_from_its_image_volume() {
+    let documents = native_manifests("envoy-gateway");
+    let of = |kind: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap()
+            .clone()
+    };
+    let (class, gateway, proxy, policy) = (
+        of("GatewayClass"),
+        of("Gateway"),
+        of("EnvoyProxy"),
+        of("EnvoyExtensionPolicy"),
+    );
+    assert_eq!(
+        class["spec"]["parametersRef"]["name"],
+        proxy["metadata"]["name"]
+    );
+    assert_eq!(
+        class["spec"]["parametersRef"]["namespace"],
+        proxy["metadata"]["namespace"]
+    );
+    assert_eq!(
+        gateway["spec"]["gatewayClassName"],
+        class["metadata"]["name"]
+    );
+    assert_eq!(
+        policy["spec"]["targetRefs"][0]["name"],
+        gateway["metadata"]["name"]
+    );
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        gateway["metadata"]["namespace"]
+    );
+
+    let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+    assert_eq!(
+        deployment["container"]["image"],
+        format!("docker.io/envoyproxy/envoy:distroless-v{}", pinned_envoy())
+    );
+    let module = &proxy["spec"]["dynamicModules"][0];
+    let path = std::path::Path::new(module["source"]["local"]["path"].as_str().unwrap());
+    assert_eq!(path.file_name().unwrap(), "libegress_policy_native.so");
+    let mount = &deployment["container"]["volumeMounts"][0];
+    assert_eq!(path.parent().unwrap().to_str(), mount["mountPath"].as_str());
+    let volume = &deployment["pod"]["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    assert!(
+        volume["image"]["reference"]
+            .as_str()
+            .unwrap()
+            .contains("egress-policy-native")
+    );
+
+    let filter = &policy["spec"]["dynamicModule"][0];
+    assert_eq!(filter["name"], module["name"]);
+    assert_eq!(filter["config"], example("s3-listcheck.json"));
+    let check = cli_command()
+        .args(["check", "manifests/envoy-gateway/egress-policy-native.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Istio's EnvoyFilter inserts both native filters; Envoy accepts each where it is inserted (the
+/// HTTP filter before the router, the network filter before tcp_proxy), loading the module; the
+/// configurations are the source documents' list-check and SNI policies; the gateway pod gets
+/// the module where the proxy searches for it.
+#[test]
+fn the_istio_envoy_filter_inserts_both_native_filters_and_envoy_loads_them() {
+    let filter = native_manifests("istio-native")
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyFilter")
+        .unwrap();
+    let patches = filter["spec"]["configPatches"].as_array().unwrap();
+    assert_eq!(patches.len(), 2);
+    let http = &patches[0]["patch"]["value"];
+    let network = &patches[1]["patch"]["value"];
+    let config = |value: &Value| -> Value {
+        serde_json::from_str(
+            value["typed_config"]["filter_config"]["value"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(config(http), example("s3-listcheck.json"));
+    assert_eq!(config(network), example("s6-sni.json"));
+
+    let bootstrap = json!({
+        "static_resources": {
+            "listeners": [
+                {"name": "http", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "istio",
+                    "route_config": {"name": "r", "virtual_hosts": []},
+                    "http_filters": [http.clone(), {"name": "envoy.filters.http.router", "typed_config":
+                        {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]},
+                {"name": "tls", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                 "filter_chains": [{"filters": [network.clone(), {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "istio", "cluster": "out"}}]}]}
+            ],
+            "clusters": [{"name": "out", "type": "STATIC", "load_assignment": {"cluster_name": "out", "endpoints": []}}],
+        },
+    });
+    let dir = TempDir::new("istio-native");
+    let path = dir.path("bootstrap.json");
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    let output = envoy_command()
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .env(
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+            crate::support::native_module_dir(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "Envoy refuses the inserted filters: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join("manifests/istio-native/egress-gateway-values.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let proxy_config: Value = serde_json::from_str(
+        values["podAnnotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        proxy_config["proxyMetadata"]["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"],
+        values["volumeMounts"][0]["mountPath"]
+    );
+    assert_eq!(
+        values["volumeMounts"][0]["name"],
+        values["volumes"][0]["name"]
+    );
+    let check = cli_command()
+        .args(["check", "manifests/istio-native/egress-policy-native.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
     );
 }

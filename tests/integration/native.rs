@@ -31,8 +31,9 @@ fn the_native_module_refuses_politics_with_the_list_checks_404_and_details() {
 #[test]
 fn the_native_module_writes_the_same_log_lines_as_the_wasm_module() {
     let lines = |build: Build| {
-        if build == Build::Native {
-            Build::force_native();
+        match build {
+            Build::Wasm => Build::force_wasm(),
+            Build::Native => Build::force_native(),
         }
         let gateway = Gateway::example("s3-listcheck.json");
         for path in ["/politics", "/sport", "/health"] {
@@ -61,12 +62,11 @@ fn the_native_module_counts_requests_with_real_labels() {
     gateway.settle(2);
     let (_, stats) = http_get(gateway.admin_port, "/stats/prometheus").unwrap();
     assert!(
-        stats
-            .lines()
-            .any(|line| line.starts_with("envoy_egress_policy_requests{")
-                && line.contains("decision=\"deny\"")
-                && line.contains("destination=\"*.cnn.com\"")
-                && line.ends_with(" 1")),
+        stats.lines().any(|line| line
+            .starts_with("envoy_dynamicmodulescustom_egress_policy_requests{")
+            && line.contains("decision=\"deny\"")
+            && line.contains("destination=\"*.cnn.com\"")
+            && line.ends_with(" 1")),
         "{stats}"
     );
 }
@@ -151,3 +151,86 @@ fn a_panic_in_the_native_module_fails_its_request_closed_and_envoy_serves_on() {
         gateway.envoy_stderr()
     );
 }
+
+/// A configuration that reads what Envoy's dynamic-module ABI does not expose (the node id,
+/// Istio's peer metadata) is refused by the native build, naming it: run without it, its rule
+/// would never hold and let through what it refuses.
+#[test]
+fn the_native_module_refuses_a_configuration_that_reads_what_its_abi_does_not_expose() {
+    Build::force_native();
+    let config = r#"{"rules": [{"name": "at-this-gateway", "check": ["nowhere"],
+        "match": "context.reporter.uid == \"egress-gateway\" || source.labels[\"app\"] == \"x\""}],
+        "lists": {"nowhere": {"value": "request.host", "entries": []}}}"#;
+    let gateway = Gateway::with_config("unavailable", config);
+    assert_eq!(gateway.status(CNN, "/sport"), 500, "nothing passes");
+    assert!(gateway.upstream.paths().is_empty());
+    let stderr = gateway.envoy_stderr();
+    for name in ["context.reporter.uid", "source.labels"] {
+        assert!(
+            stderr.contains(&format!(
+                "egress-policy: invalid configuration: {name}: not available in the native build"
+            )),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+/// The module checks the ABI of the Envoy that loads it, and refuses to load where it is not the
+/// one it pins (Envoy itself only warns). A test build pins a surface no Envoy has: Envoy
+/// 1.40.0 must then refuse the filter, with the module's reason in its log.
+#[test]
+fn the_native_module_refuses_to_load_on_an_envoy_whose_abi_it_does_not_pin() {
+    let args = [
+        "-p",
+        "egress-policy-native",
+        "--features",
+        "test-foreign-abi",
+    ];
+    let module_dir = build_test_module(&args, "target/foreign-abi").join("release");
+    let dir = crate::support::TempDir::new("foreign-abi");
+    let config = dir.path("envoy.yaml");
+    std::fs::write(&config, STATIC_NATIVE_GATEWAY).unwrap();
+    let output = std::process::Command::new(crate::support::envoy_binary())
+        .args(["-c", config.to_str().unwrap(), "--use-dynamic-base-id"])
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &module_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "Envoy must refuse the filter: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "egress-policy: this Envoy's dynamic-module ABI is not Envoy 1.40.0's, which this module is built for"
+        ),
+        "{stderr}"
+    );
+}
+
+/// One listener whose HTTP filter is the native module (from ENVOY_DYNAMIC_MODULES_SEARCH_PATH).
+const STATIC_NATIVE_GATEWAY: &str = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          route_config: {virtual_hosts: [{name: a, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200}}]}]}
+          http_filters:
+          - name: egress-policy
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {name: egress_policy_native}
+              filter_name: egress-policy
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: '{}'
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+"#;

@@ -213,12 +213,29 @@ fn the_native_module_round_trips_through_a_registry_into_envoy() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let digest = stdout.lines().last().unwrap().trim().to_owned();
+    // What Envoy Gateway's and Istio's pods mount: the pinned manifests' image volume, by digest.
+    let pinned =
+        crate::manifests::yaml_documents(&dir.path("out/envoy-gateway/egress-policy-native.yaml"));
+    let proxy = pinned.iter().find(|d| d["kind"] == "EnvoyProxy").unwrap();
+    let reference = proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["volumes"][0]
+        ["image"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        reference,
+        format!("127.0.0.1:{port}/egress-policy-native@{digest}")
+    );
+    let istio_values =
+        std::fs::read_to_string(dir.path("out/istio-native/egress-gateway-values.yaml")).unwrap();
+    assert!(
+        istio_values.contains(&format!("reference: {reference}")),
+        "{istio_values}"
+    );
     let pulled = dir.path("pulled");
     let copy = Command::new("skopeo")
         .args(["copy", "--quiet", "--src-tls-verify=false"])
-        .arg(format!(
-            "docker://127.0.0.1:{port}/egress-policy-native@{digest}"
-        ))
+        .arg(format!("docker://{reference}"))
         .arg(format!("oci:{}:pulled", pulled.display()))
         .output()
         .unwrap();

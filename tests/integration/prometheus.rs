@@ -54,6 +54,17 @@ fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 /// extractors, one `(<tag>=\.=(.*?);\.;)` per default and extra stat tag (older Istio
 /// releases list the defaults first and do not remove duplicates, so neither does this), and
 /// a stats matcher that keeps only the prefixes it is told to and its own.
+/// The scrape job's `metric_relabel_configs` of README: Which build?, read from the README.
+fn native_metric_relabelling() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("  metric_relabel_configs:")
+        .expect("README: Which build? shows the relabelling");
+    let block = &readme[start..];
+    let end = block.find("```").unwrap();
+    block[..end].to_owned()
+}
+
 fn istio_stats_config() -> Value {
     let values: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("manifests/egress-gateway-values.yaml")).unwrap(),
@@ -224,8 +235,11 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
     std::fs::write(
         &prometheus_config,
         format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: egress-gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-            gateway.admin_port
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: egress-gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n{}",
+            gateway.admin_port,
+            // The native build's families carry Envoy's `envoy_` prefix; the README's relabelling
+            // gives the dashboard the names it queries, for both builds.
+            native_metric_relabelling()
         ),
     )
     .unwrap();

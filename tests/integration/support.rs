@@ -225,12 +225,18 @@ impl Build {
     }
 
     /// What Prometheus output puts before `egress_policy_`: nothing for proxy-wasm's namespace
-    /// (Envoy strips it), `envoy_` for the native module's.
+    /// (Envoy strips it), Envoy's prefix and the dynamic modules' namespace for the native
+    /// module's.
     pub fn metric_family_prefix(self) -> &'static str {
         match self {
             Build::Wasm => "",
-            Build::Native => "envoy_",
+            Build::Native => "envoy_dynamicmodulescustom_",
         }
+    }
+
+    /// The gateways this thread starts run the wasm build.
+    pub fn force_wasm() {
+        FORCED.with(|forced| forced.set(Some(Build::Wasm)));
     }
 
     /// The gateways this thread starts run the native build.
@@ -713,7 +719,7 @@ impl Gateway {
     /// The sum of the filter's metric `egress_policy_<metric>` over the series whose labels
     /// include `labels`, as Prometheus reads it: the same labels for both builds (the wasm
     /// module's tag-encoded names and the native module's labelled counters print alike), the
-    /// native build's families with Envoy's `envoy_` prefix (README: Which build?).
+    /// native build's families prefixed (README: Which build?).
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> u64 {
         let (_, text) = http_get(self.admin_port, "/stats/prometheus").unwrap();
         let family = format!(

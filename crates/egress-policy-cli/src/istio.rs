@@ -64,10 +64,11 @@ pub fn run(command: &Command) -> ExitCode {
     }
 }
 
-/// The ProxyConfig the egress gateway needs for the filter's metrics.
+/// The ProxyConfig the egress gateway needs for the filter's metrics: the wasm build's (in
+/// proxy-wasm's namespace) and the native build's (in its own, README: Which build?).
 pub fn proxy_config() -> Value {
     json!({
-        "proxyStatsMatcher": {"inclusionPrefixes": [format!("wasmcustom.{STATS_PREFIX}")]},
+        "proxyStatsMatcher": {"inclusionPrefixes": [format!("wasmcustom.{STATS_PREFIX}"), format!("dynamicmodulescustom.{STATS_PREFIX}")]},
         "extraStatTags": STATS_TAGS,
     })
 }

@@ -101,7 +101,7 @@ type Placed = (String, bool, Result<serde_json::Value, ConfigErrors>);
 /// every WasmPlugin and TrafficExtension among its documents.
 fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
     let mut documents = crate::yaml::documents(text).map_err(|e| ConfigError::new("", e))?;
-    let plugins: Vec<Placed> = documents.iter().filter_map(plugin_config).collect();
+    let plugins: Vec<Placed> = documents.iter().flat_map(plugin_configs).collect();
     if !plugins.is_empty() {
         return Ok(plugins);
     }
@@ -111,33 +111,89 @@ fn configurations(text: &str) -> Result<Vec<Placed>, ConfigErrors> {
         n => Err(ConfigError::new(
             "",
             format!(
-                "{n} YAML documents and none is a WasmPlugin or TrafficExtension; expected one configuration"
+                "{n} YAML documents and none is a WasmPlugin, TrafficExtension, EnvoyExtensionPolicy or EnvoyFilter of the filter; expected one configuration"
             ),
         )
         .into()),
     }
 }
 
-/// The plugin configuration of a WasmPlugin (`spec.pluginConfig`) or a TrafficExtension
-/// (`spec.wasm.pluginConfig`); None for any other document.
-fn plugin_config(document: &serde_json::Value) -> Option<Placed> {
-    let kind = document.get("kind").and_then(|k| k.as_str())?;
-    let spec = document.get("spec");
-    let (module, path) = match kind {
-        "WasmPlugin" => (spec, "spec.pluginConfig"),
-        "TrafficExtension" => (spec.and_then(|s| s.get("wasm")), "spec.wasm.pluginConfig"),
-        _ => return None,
+/// The plugin configurations a document carries: a WasmPlugin's (`spec.pluginConfig`), a
+/// TrafficExtension's (`spec.wasm.pluginConfig`), an Envoy Gateway EnvoyExtensionPolicy's
+/// (`spec.dynamicModule[i].config`, the native build) and an Istio EnvoyFilter's that inserts the
+/// native module (`filter_config.value`, the configuration as a JSON string); none for any other
+/// document.
+fn plugin_configs(document: &serde_json::Value) -> Vec<Placed> {
+    let Some(kind) = document.get("kind").and_then(|k| k.as_str()) else {
+        return Vec::new();
     };
-    let config = module.and_then(|m| m.get("pluginConfig"));
-    let network = module.and_then(|m| m.get("type")).and_then(|t| t.as_str()) == Some("NETWORK");
+    let spec = document.get("spec");
     let name = document
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(|n| n.as_str())
         .unwrap_or("?");
     let place = format!("{kind}/{name}");
-    let config = config
-        .cloned()
-        .ok_or_else(|| ConfigError::new(path, format!("the {kind} has no pluginConfig")).into());
-    Some((place, network, config))
+    let missing = |path: &str, what: &str| -> Result<serde_json::Value, ConfigErrors> {
+        Err(ConfigError::new(path, format!("the {kind} has no {what}")).into())
+    };
+    let items = |field: &str| {
+        spec.and_then(|s| s.get(field))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    match kind {
+        "WasmPlugin" | "TrafficExtension" => {
+            let (module, path) = if kind == "WasmPlugin" {
+                (spec, "spec.pluginConfig")
+            } else {
+                (spec.and_then(|s| s.get("wasm")), "spec.wasm.pluginConfig")
+            };
+            let network =
+                module.and_then(|m| m.get("type")).and_then(|t| t.as_str()) == Some("NETWORK");
+            let config = module
+                .and_then(|m| m.get("pluginConfig"))
+                .cloned()
+                .map_or_else(|| missing(path, "pluginConfig"), Ok);
+            vec![(place, network, config)]
+        }
+        "EnvoyExtensionPolicy" => items("dynamicModule")
+            .iter()
+            .enumerate()
+            .map(|(i, module)| {
+                let path = format!("spec.dynamicModule[{i}].config");
+                let config = module
+                    .get("config")
+                    .cloned()
+                    .map_or_else(|| missing(&path, "config"), Ok);
+                (format!("{place}.dynamicModule[{i}]"), false, config)
+            })
+            .collect(),
+        "EnvoyFilter" => items("configPatches")
+            .iter()
+            .enumerate()
+            .filter_map(|(i, patch)| {
+                let typed = patch.pointer("/patch/value/typed_config")?;
+                let kind = typed.get("@type")?.as_str()?;
+                let network = kind.ends_with(".dynamic_modules.v3.DynamicModuleNetworkFilter");
+                if !network && !kind.ends_with(".dynamic_modules.v3.DynamicModuleFilter") {
+                    return None;
+                }
+                let path =
+                    format!("spec.configPatches[{i}].patch.value.typed_config.filter_config.value");
+                let config = match typed
+                    .pointer("/filter_config/value")
+                    .and_then(|v| v.as_str())
+                {
+                    None => missing(&path, "filter_config.value"),
+                    Some(json) => serde_json::from_str(json).map_err(|e| {
+                        ConfigError::new(path.as_str(), format!("not JSON: {e}")).into()
+                    }),
+                };
+                Some((format!("{place}.configPatches[{i}]"), network, config))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use egress_policy_core::attributes::{self, Attr, Source};
 use egress_policy_core::connection::{self, ConnectionFlow, Relayed};
 use egress_policy_core::host::Host;
-use egress_policy_core::refresh::Loaded;
 use egress_policy_core::request::{Fact, Protocol, RequestFacts};
 use egress_policy_core::telemetry::metrics::{CounterEvent, GaugeEvent};
 
 pub use egress_policy_core::connection::Flow;
 
 use crate::filter::LOG_FILTER_STATE;
+use crate::shared::Compiled;
 
 /// Filter state naming the destination of an allowed connection: the canonical server name the
 /// policy decided on, which the gateway's `set_filter_state` filter makes `tcp_proxy`'s cluster
@@ -47,16 +47,20 @@ pub trait EnvoyConnection {
 /// One network filter configuration, shared by every worker.
 #[derive(Debug)]
 pub struct NetworkConfig {
-    loaded: Arc<Loaded>,
+    compiled: Arc<Compiled>,
     /// The property-sourced attributes the policy and the metrics' labels read.
     reads: Vec<Attr>,
 }
 
 impl NetworkConfig {
     pub fn new(json: &[u8]) -> Result<NetworkConfig, Vec<String>> {
-        let loaded = crate::shared::loaded(json)?;
+        let compiled = crate::shared::compiled(json)?;
+        let loaded = &compiled.loaded;
         let mut needs = loaded.policy.reads.clone();
         needs.merge(&loaded.metrics.reads);
+        // A connection is always decided on its SNI and port.
+        needs.add(Attr::ConnectionRequestedServerName);
+        needs.add(Attr::DestinationPort);
         let reads = needs
             .attrs
             .iter()
@@ -65,7 +69,10 @@ impl NetworkConfig {
                 attributes::of(attr).is_some_and(|row| matches!(row.source, Source::Property(_)))
             })
             .collect();
-        Ok(NetworkConfig { loaded, reads })
+        Ok(NetworkConfig {
+            compiled: compiled.clone(),
+            reads,
+        })
     }
 }
 
@@ -90,14 +97,14 @@ impl Connection {
 
     pub fn on_new_connection(&mut self, envoy: &impl EnvoyConnection) -> Flow {
         let host = native_host(&self.config, envoy, self.received, self.sent);
-        let loaded = Some(&*self.config.loaded);
+        let loaded = Some(&self.config.compiled.loaded);
         self.flow.on_new_connection(loaded, &host)
     }
 
     /// `size` is every byte in the read buffer: what was held and what just arrived.
     pub fn on_read(&mut self, envoy: &impl EnvoyConnection, size: usize, end: bool) -> Flow {
         let host = native_host(&self.config, envoy, self.received, self.sent);
-        let loaded = Some(&*self.config.loaded);
+        let loaded = Some(&self.config.compiled.loaded);
         let flow = self.flow.on_downstream_data(loaded, &host, size, end);
         if flow == Flow::Continue {
             self.received = self
@@ -119,7 +126,7 @@ impl Connection {
 
     pub fn on_close(&mut self, envoy: &impl EnvoyConnection) {
         let host = native_host(&self.config, envoy, self.received, self.sent);
-        let loaded = Some(&*self.config.loaded);
+        let loaded = Some(&self.config.compiled.loaded);
         self.flow.on_downstream_close(loaded, &host);
     }
 }

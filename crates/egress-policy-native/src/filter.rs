@@ -13,6 +13,8 @@ use egress_policy_core::decision::Decision;
 use egress_policy_core::headers::Headers;
 use egress_policy_core::policy::LocalReply;
 use egress_policy_core::refresh::Loaded;
+
+use crate::shared::Compiled;
 use egress_policy_core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
 };
@@ -73,7 +75,7 @@ pub enum Flow {
 /// One filter configuration, shared by every worker.
 #[derive(Debug)]
 pub struct Config {
-    loaded: Arc<Loaded>,
+    compiled: Arc<Compiled>,
     fingerprint: u32,
     /// Envoy's id of each counter, in [`Counter::ALL`] order.
     counters: Vec<Option<usize>>,
@@ -86,7 +88,8 @@ impl Config {
     /// Compiles the plugin configuration (the JSON of the wasm filter's), with the Envoy id of
     /// each counter (in [`Counter::ALL`] order). Errors name what is wrong.
     pub fn new(json: &[u8], counters: Vec<Option<usize>>) -> Result<Config, Vec<String>> {
-        let loaded = crate::shared::loaded(json)?;
+        let compiled = crate::shared::compiled(json)?;
+        let loaded = &compiled.loaded;
         let mut needs = loaded.policy.reads.clone();
         needs.merge(&loaded.metrics.reads);
         let reads = needs
@@ -95,11 +98,20 @@ impl Config {
             .filter_map(|&attr| Some((attr, envoy_attribute(attr)?, is_int(attr))))
             .collect();
         Ok(Config {
-            loaded,
+            compiled: compiled.clone(),
             fingerprint: crate::shared::fingerprint_of(json),
             counters,
             reads,
         })
+    }
+
+    /// The compiled configuration, shared with the gateway's other filters.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    pub fn loaded(&self) -> &Loaded {
+        &self.compiled.loaded
     }
 
     /// The configuration's fingerprint (`egress_policy_config_fingerprint`).
@@ -112,8 +124,43 @@ impl Config {
     }
 }
 
-/// Where Envoy's dynamic-module ABI has the attribute the table reads from a property. The
-/// others (Istio's peer metadata, the node id) are absent for now.
+/// What a configuration decides on that this build cannot give it: the attributes Envoy
+/// 1.40.0's dynamic-module ABI does not expose (Istio's peer metadata, the node id), each named.
+/// A configuration whose rules or routes read one is refused, never run with the value absent:
+/// a rule whose condition cannot be read would otherwise never hold, and let through what it
+/// refuses. (A log field may read them: its fallback, `source.labels["app"] |
+/// source.serviceAccount`, shows in the log what was there.)
+pub fn unavailable(policy: &egress_policy_core::policy::Policy) -> Vec<String> {
+    let mut names: Vec<&str> = policy
+        .decision_needs
+        .attrs
+        .iter()
+        .filter(|&&attr| {
+            attributes::of(attr).is_some_and(|row| match row.source {
+                Source::Property(_) => {
+                    attr != Attr::ConnectionMtls && envoy_attribute(attr).is_none()
+                }
+                Source::PeerMetadata(_) => true,
+                _ => false,
+            })
+        })
+        .filter_map(|&attr| Some(attributes::of(attr)?.name))
+        .collect();
+    if !policy.decision_needs.labels.is_empty() {
+        names.push("source.labels");
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            format!(
+                "{name}: not available in the native build (Envoy's dynamic-module ABI does not \
+                 expose it); run this configuration on the wasm build (README: Which build?)"
+            )
+        })
+        .collect()
+}
+
+/// Where Envoy's dynamic-module ABI has the attribute the table reads from a property.
 fn envoy_attribute(attr: Attr) -> Option<Attribute> {
     match attributes::of(attr)?.source {
         Source::Property(_) => match attr {
@@ -135,6 +182,9 @@ pub struct Stream {
     config: Arc<Config>,
     request: Request,
     decision: Option<Decision>,
+    /// When the request headers arrived: `response.duration` is measured from there (the ABI
+    /// gives no request duration).
+    started_micros: Option<i64>,
 }
 
 impl Stream {
@@ -143,6 +193,7 @@ impl Stream {
             config,
             request: Request::default(),
             decision: None,
+            started_micros: None,
         }
     }
 
@@ -162,7 +213,8 @@ impl Stream {
             return Flow::Stop;
         }
         let facts = self.facts(host, headers, !end_of_stream);
-        let loaded = &self.config.loaded;
+        self.started_micros = facts.time_micros;
+        let loaded = &self.config.compiled.loaded;
         let (request, decision) = loaded.policy.decide(&facts, &loaded.remote.load());
         self.request = request;
         let flow = match loaded.policy.reply(&decision) {
@@ -185,12 +237,18 @@ impl Stream {
         let Some(decision) = &self.decision else {
             return;
         };
-        let loaded = &self.config.loaded;
+        let loaded = &self.config.compiled.loaded;
         let response = Response {
             code: host
                 .response_status()
                 .or_else(|| host.attribute_int(Attribute::ResponseCode)),
             size: host.attribute_int(Attribute::ResponseSize),
+            duration_ms: loaded
+                .policy
+                .log_needs
+                .attr(Attr::ResponseDuration)
+                .then(|| Some(now_micros()?.saturating_sub(self.started_micros?).max(0) / 1_000))
+                .flatten(),
             ..Response::default()
         };
         loaded

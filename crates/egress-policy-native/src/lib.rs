@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod ffi;
 pub mod filter;
+pub mod host_abi;
 pub mod shared;
 
 #[cfg(test)]

@@ -7,15 +7,56 @@ use std::sync::{Arc, Mutex, Weak};
 
 use egress_policy_core::config::fingerprint;
 use egress_policy_core::policy::Policy;
-use egress_policy_core::refresh::Loaded;
+use egress_policy_core::refresh::{Loaded, Refresher};
+
+/// One compiled configuration, and the one refresher of its remote lists.
+#[derive(Debug)]
+pub struct Compiled {
+    pub loaded: Loaded,
+    lists: Mutex<Lists>,
+}
+
+#[derive(Debug)]
+struct Lists {
+    refresher: Refresher,
+    /// The filter configuration whose timer and call-outs drive the refresher (Envoy makes one
+    /// per listener that uses the filter): one at a time, so that one fetch is made per
+    /// interval, and each answer comes back to the configuration that asked.
+    driver: Option<usize>,
+}
+
+impl Compiled {
+    /// Runs `work` with the refresher if `driver` drives it, or takes it over because none
+    /// does; `false` when another configuration drives it.
+    pub fn drive(&self, driver: usize, work: impl FnOnce(&mut Refresher, &Loaded)) -> bool {
+        let Ok(mut lists) = self.lists.lock() else {
+            return false;
+        };
+        if lists.driver.is_some_and(|current| current != driver) {
+            return false;
+        }
+        lists.driver = Some(driver);
+        work(&mut lists.refresher, &self.loaded);
+        true
+    }
+
+    /// `driver` is going: the next configuration whose timer fires takes over.
+    pub fn release(&self, driver: usize) {
+        if let Ok(mut lists) = self.lists.lock()
+            && lists.driver == Some(driver)
+        {
+            lists.driver = None;
+        }
+    }
+}
 
 /// The configurations alive, by their exact JSON. Weak: a configuration goes when the last
 /// filter configuration using it does.
-static COMPILED: Mutex<Vec<(Vec<u8>, Weak<Loaded>)>> = Mutex::new(Vec::new());
+static COMPILED: Mutex<Vec<(Vec<u8>, Weak<Compiled>)>> = Mutex::new(Vec::new());
 
 /// The compiled configuration of `json`, compiled now unless a filter of this gateway already
 /// did; errors name what is wrong.
-pub fn loaded(json: &[u8]) -> Result<Arc<Loaded>, Vec<String>> {
+pub fn compiled(json: &[u8]) -> Result<Arc<Compiled>, Vec<String>> {
     let mut compiled = COMPILED.lock().map_err(|_| {
         vec!["the module's configuration registry is unusable after a panic".to_owned()]
     })?;
@@ -29,7 +70,18 @@ pub fn loaded(json: &[u8]) -> Result<Arc<Loaded>, Vec<String>> {
     }
     let policy = Policy::from_json(json)
         .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let loaded = Arc::new(Loaded::new(policy));
+    let unavailable = crate::filter::unavailable(&policy);
+    if !unavailable.is_empty() {
+        return Err(unavailable);
+    }
+    let refresher = Refresher::new(&policy);
+    let loaded = Arc::new(Compiled {
+        loaded: Loaded::new(policy),
+        lists: Mutex::new(Lists {
+            refresher,
+            driver: None,
+        }),
+    });
     compiled.push((json.to_vec(), Arc::downgrade(&loaded)));
     Ok(loaded)
 }

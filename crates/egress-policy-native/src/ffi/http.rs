@@ -3,9 +3,17 @@
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use egress_policy_core::host::Host;
+use egress_policy_core::policy::provider::Provider;
+use egress_policy_core::refresh::{Fetcher, ListHost, NoSharedData};
 
 use egress_policy_core::policy::LocalReply;
-use egress_policy_core::telemetry::metrics::{self, CounterEvent, Gauge, MAX_LABELS};
+use egress_policy_core::telemetry::metrics::{
+    self, CounterEvent, Gauge, GaugeEvent, MAX_LABELS, METRIC_PREFIX,
+};
 
 use super::{
     EnvoyBuffer, EnvoyHttpHeader, METRICS_SUCCESS, ModuleBuffer, ModuleHttpHeader, buffers,
@@ -41,6 +49,23 @@ unsafe extern "C" {
         label_values: *const ModuleBuffer,
         label_values_size: usize,
         value: u64,
+    ) -> i32;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config_envoy: *mut c_void,
+    ) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: *mut c_void,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config_envoy: *mut c_void,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
     ) -> i32;
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter_envoy: *mut c_void,
@@ -291,9 +316,10 @@ impl EnvoyHost for Envoy {
 }
 
 /// Defines a counter of the configuration being created, under the filter's metrics namespace
-/// (`egress_policy`, envoy/egress-policy-native-filter.yaml: Prometheus reads
-/// `envoy_egress_policy_requests{decision="deny",...}`).
+/// (Envoy's default for dynamic modules, `dynamicmodulescustom`, as wherever the module is
+/// deployed: Prometheus reads `envoy_dynamicmodulescustom_egress_policy_requests{...}`).
 fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Option<usize> {
+    let name = format!("{METRIC_PREFIX}.{name}");
     let labels = buffers(labels.iter().copied());
     let mut id = 0_usize;
     // SAFETY: metrics are defined while the configuration is created, as the ABI requires;
@@ -310,35 +336,226 @@ fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Opt
     (result == METRICS_SUCCESS).then_some(id)
 }
 
-/// Defines the configuration's fingerprint gauge (what `scripts/reload` waits for) and sets it.
-fn publish_fingerprint(config_envoy: *mut c_void, fingerprint: u32) -> bool {
-    let name = Gauge::ConfigFingerprint.name();
+/// Defines a gauge of the configuration being created, with its label names.
+fn define_gauge(config_envoy: *mut c_void, gauge: Gauge) -> Option<usize> {
+    let name = format!("{METRIC_PREFIX}.{}", gauge.name());
+    let labels = buffers(gauge.labels().iter().map(|label| label.as_str()));
     let mut id = 0_usize;
-    // SAFETY: gauges are defined while the configuration is created; the name lives until the
-    // call returns, and no labels are passed.
-    unsafe {
+    // SAFETY: gauges are defined while the configuration is created, as the ABI requires; every
+    // buffer lives until the call returns.
+    let result = unsafe {
         envoy_dynamic_module_callback_http_filter_config_define_gauge(
             config_envoy,
             ModuleBuffer::of(name.as_bytes()),
-            ptr::null(),
-            0,
+            labels.as_ptr(),
+            labels.len(),
             &mut id,
-        ) == METRICS_SUCCESS
-            && envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                config_envoy,
-                id,
-                ptr::null(),
-                0,
-                u64::from(fingerprint),
-            ) == METRICS_SUCCESS
-    }
+        )
+    };
+    (result == METRICS_SUCCESS).then_some(id)
 }
 
-/// The module's side of one HTTP filter configuration, with Envoy's pointer to it (its counters
-/// are the gateway's labelled counters while it is the newest).
+/// The module's side of one HTTP filter configuration: Envoy's pointer to it (its counters are
+/// the gateway's labelled counters while it is the newest), its metrics' ids, and the refresher
+/// of its remote lists, which runs on Envoy's main thread.
 struct HttpConfig {
     config: Arc<Config>,
     envoy: *mut c_void,
+    counters: Vec<Option<usize>>,
+    gauges: Vec<Option<usize>>,
+    lists: Option<Lists>,
+}
+
+impl HttpConfig {
+    fn set_gauge(&self, event: &GaugeEvent<'_>) -> bool {
+        let Some(id) = self.gauges.get(event.gauge as usize).copied().flatten() else {
+            return false;
+        };
+        let values = buffers(event.values().iter().copied());
+        // SAFETY: the configuration is Envoy's and alive (this is one of its hooks, or its
+        // creation); the label values live until the call returns.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                self.envoy,
+                id,
+                values.as_ptr(),
+                values.len(),
+                event.value,
+            ) == METRICS_SUCCESS
+        }
+    }
+}
+
+/// The timer of a configuration's remote lists: the core's [`Refresher`] (one per compiled
+/// configuration, `crate::shared`) is driven by a scheduler whose events a thread commits (the
+/// filter ABI has no timer) and by the configuration's HTTP call-outs. One process: one fetch
+/// per interval per gateway, and one index every worker reads.
+struct Lists {
+    ticker: Option<Ticker>,
+}
+
+/// A thread that commits a scheduler event every period, until it is dropped.
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    scheduler: usize,
+}
+
+impl Ticker {
+    /// Starts committing at once (the first fetch), then every `period`.
+    fn start(config_envoy: *mut c_void, period: Duration) -> Option<Ticker> {
+        // SAFETY: the configuration is being created; the scheduler it returns is deleted when
+        // the ticker drops, after its thread has stopped.
+        let scheduler =
+            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy) };
+        if scheduler.is_null() {
+            return None;
+        }
+        let scheduler = scheduler as usize;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("egress-lists".into())
+            .spawn(move || {
+                loop {
+                    // SAFETY: the scheduler lives until this thread has been joined; Envoy
+                    // takes commits from any thread and runs the event on its main thread.
+                    unsafe {
+                        envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                            scheduler as *mut c_void,
+                            0,
+                        );
+                    }
+                    if stopped.recv_timeout(period) != Err(RecvTimeoutError::Timeout) {
+                        return;
+                    }
+                }
+            });
+        match thread {
+            Ok(thread) => Some(Ticker {
+                stop: Some(stop),
+                thread: Some(thread),
+                scheduler,
+            }),
+            Err(_) => {
+                // SAFETY: no thread uses it.
+                unsafe {
+                    envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                        scheduler as *mut c_void,
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // SAFETY: the only thread that committed to it has ended.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                self.scheduler as *mut c_void,
+            );
+        }
+    }
+}
+
+/// The core's list host over one configuration's callbacks, with the call-out answer being
+/// delivered, if any.
+struct ConfigHost<'a> {
+    config: &'a HttpConfig,
+    status: Option<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+impl Host for ConfigHost<'_> {
+    fn now_micros(&self) -> Option<i64> {
+        crate::filter::now_micros()
+    }
+
+    fn log_warning(&self, message: &str) {
+        log(false, message);
+    }
+
+    fn increment(&self, event: &CounterEvent<'_>) {
+        // SAFETY: this configuration is alive (one of its hooks is running) and these are its
+        // counters.
+        unsafe { super::increment_in_config(self.config.envoy, &self.config.counters, event) };
+    }
+
+    fn set_gauge(&self, event: &GaugeEvent<'_>) {
+        self.config.set_gauge(event);
+    }
+}
+
+impl ListHost for ConfigHost<'_> {
+    fn dispatch_http_call(&self, provider: &Provider) -> Result<u32, String> {
+        let headers: Vec<ModuleHttpHeader> = provider
+            .request_headers()
+            .iter()
+            .map(|(name, value)| ModuleHttpHeader {
+                key_ptr: name.as_ptr(),
+                key_length: name.len(),
+                value_ptr: value.as_ptr(),
+                value_length: value.len(),
+            })
+            .collect();
+        let mut id = 0_u64;
+        // SAFETY: on Envoy's main thread, in one of the configuration's hooks; every buffer lives
+        // until the call returns (Envoy copies them).
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.config.envoy,
+                &mut id,
+                ModuleBuffer::of(provider.cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::of(&[]),
+                u64::from(provider.timeout_millis()),
+            )
+        };
+        match result {
+            CALLOUT_SUCCESS => u32::try_from(id).map_err(|_| format!("call-out id {id}")),
+            other => Err(format!(
+                "call-out refused by Envoy ({})",
+                callout_error(other)
+            )),
+        }
+    }
+
+    fn http_call_response_status(&self) -> Option<Vec<u8>> {
+        self.status.clone()
+    }
+
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.body.get(..size.min(self.body.len()))?.to_vec())
+    }
+
+    fn shared_data(&self, _key: &str) -> Result<Option<(Vec<u8>, u32)>, NoSharedData> {
+        // One process: the configuration's one refresher is the gateway's.
+        Err(NoSharedData)
+    }
+
+    fn set_shared_data(&self, _: &str, _: &[u8], _: u32) -> Result<bool, NoSharedData> {
+        Err(NoSharedData)
+    }
+}
+
+/// `envoy_dynamic_module_type_http_callout_init_result`.
+const CALLOUT_SUCCESS: i32 = 0;
+
+fn callout_error(result: i32) -> &'static str {
+    match result {
+        1 => "missing required headers",
+        2 => "cluster not found",
+        3 => "duplicate call-out id",
+        4 => "cannot create the request",
+        _ => "unknown result",
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -350,44 +567,72 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guard("config", ptr::null, || {
         // SAFETY: Envoy's configuration bytes, valid during this hook.
         let bytes = unsafe { envoy_bytes(config.ptr, config.length) };
-        // Every counter is defined first (the ABI allows it only now), so that a configuration
-        // refused is counted too.
-        let ids: Vec<Option<usize>> = metrics::Counter::ALL
+        // Every metric is defined first (the ABI allows it only now).
+        let counters: Vec<Option<usize>> = metrics::Counter::ALL
             .iter()
             .map(|&counter| {
                 define_counter(config_envoy, counter.name(), &counter_label_names(counter))
             })
             .collect();
-        let compiled = Config::new(bytes, ids.clone());
+        let gauges: Vec<Option<usize>> = Gauge::ALL
+            .iter()
+            .map(|&gauge| define_gauge(config_envoy, gauge))
+            .collect();
+        let compiled = Config::new(bytes, counters.clone());
         if compiled.is_ok() {
-            super::register_labelled_counters(config_envoy, ids);
+            super::register_labelled_counters(config_envoy, counters.clone());
         }
         // A refused configuration is counted in the configuration still serving: Envoy drops
         // the counters of one it refuses.
         super::increment_labelled(&metrics::config_load(compiled.is_ok()));
-        match compiled {
-            Ok(config) => {
-                if !publish_fingerprint(config_envoy, config.fingerprint()) {
-                    log(
-                        false,
-                        "egress-policy: cannot publish the configuration's fingerprint",
-                    );
-                }
-                Box::into_raw(Box::new(HttpConfig {
-                    config: Arc::new(config),
-                    envoy: config_envoy,
-                }))
-                .cast_const()
-                .cast()
-            }
+        let config = match compiled {
+            Ok(config) => config,
             Err(errors) => {
                 for error in errors {
-                    log(true, &format!("egress-policy: invalid configuration: {error}"));
+                    log(
+                        true,
+                        &format!("egress-policy: invalid configuration: {error}"),
+                    );
                 }
                 // Envoy refuses the configuration; on a reload the previous one keeps serving.
-                ptr::null()
+                return ptr::null();
             }
+        };
+        let fingerprint = config.fingerprint();
+        let policy = &config.loaded().policy;
+        let tick = Fetcher::tick_micros(policy);
+        let mut http_config = HttpConfig {
+            config: Arc::new(config),
+            envoy: config_envoy,
+            counters,
+            gauges,
+            lists: None,
+        };
+        if !http_config.set_gauge(&GaugeEvent::new(
+            Gauge::ConfigFingerprint,
+            &[],
+            u64::from(fingerprint),
+        )) {
+            log(
+                false,
+                "egress-policy: cannot publish the configuration's fingerprint",
+            );
         }
+        if let Some(tick) = tick {
+            let period = Duration::from_micros(u64::try_from(tick).unwrap_or(1_000_000).max(1_000));
+            let Some(ticker) = Ticker::start(config_envoy, period) else {
+                log(
+                    true,
+                    "egress-policy: cannot start the remote lists' timer; configuration refused",
+                );
+                super::unregister_labelled_counters(config_envoy);
+                return ptr::null();
+            };
+            http_config.lists = Some(Lists {
+                ticker: Some(ticker),
+            });
+        }
+        Box::into_raw(Box::new(http_config)).cast_const().cast()
     })
 }
 
@@ -397,8 +642,130 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_modu
         return;
     }
     // SAFETY: the pointer is the box `config_new` returned, destroyed once by Envoy.
-    let config = unsafe { Box::from_raw(config_module.cast::<HttpConfig>().cast_mut()) };
+    let mut config = unsafe { Box::from_raw(config_module.cast::<HttpConfig>().cast_mut()) };
+    // Its timer stops before Envoy frees what it commits to; another configuration of the same
+    // policy takes the lists over.
+    if let Some(lists) = &mut config.lists {
+        drop(lists.ticker.take());
+    }
+    config.config.compiled().release(config.envoy as usize);
     super::unregister_labelled_counters(config.envoy);
+}
+
+/// The configuration of a configuration-level hook.
+///
+/// # Safety
+/// `config_module` must be null or the box `config_new` returned, not yet destroyed.
+unsafe fn http_config<'a>(config_module: *const c_void) -> Option<&'a HttpConfig> {
+    // SAFETY: as the caller guarantees.
+    unsafe { config_module.cast::<HttpConfig>().as_ref() }
+}
+
+/// The timer's event, on Envoy's main thread: lists due are fetched, ages recorded.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: *mut c_void,
+    config_module: *const c_void,
+    _event_id: u64,
+) {
+    // SAFETY: Envoy passes the configuration this module created.
+    let Some(config) = (unsafe { http_config(config_module) }) else {
+        return;
+    };
+    guard(
+        "lists_tick",
+        || (),
+        || {
+            if config.lists.is_none() {
+                return;
+            }
+            let host = ConfigHost {
+                config,
+                status: None,
+                body: Vec::new(),
+            };
+            config
+                .config
+                .compiled()
+                .drive(config.envoy as usize, |refresher, loaded| {
+                    refresher.on_tick(&host, loaded);
+                });
+        },
+    );
+}
+
+/// A list server's answer, or its absence (`result` other than success: a reset or timeout).
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy: *mut c_void,
+    config_module: *const c_void,
+    callout_id: u64,
+    result: i32,
+    headers: *const EnvoyHttpHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) {
+    // SAFETY: Envoy passes the configuration this module created.
+    let Some(config) = (unsafe { http_config(config_module) }) else {
+        return;
+    };
+    guard(
+        "lists_response",
+        || (),
+        || {
+            if config.lists.is_none() {
+                return;
+            }
+            let Ok(token) = u32::try_from(callout_id) else {
+                return;
+            };
+            let mut host = ConfigHost {
+                config,
+                status: None,
+                body: Vec::new(),
+            };
+            let mut num_headers = 0;
+            if result == CALLOUT_RESULT_SUCCESS {
+                // SAFETY: Envoy's arrays of `headers_size` headers and `body_size` chunks, valid
+                // during this hook; what is kept is copied.
+                unsafe {
+                    let headers = envoy_array(headers, headers_size);
+                    num_headers = headers.len();
+                    host.status = headers
+                        .iter()
+                        .find(|h| envoy_bytes(h.key_ptr, h.key_length) == b":status")
+                        .map(|h| envoy_bytes(h.value_ptr, h.value_length).to_vec());
+                    for chunk in envoy_array(body, body_size) {
+                        host.body
+                            .extend_from_slice(envoy_bytes(chunk.ptr, chunk.length));
+                    }
+                }
+            }
+            let body_size = host.body.len();
+            config
+                .config
+                .compiled()
+                .drive(config.envoy as usize, |refresher, loaded| {
+                    refresher.on_response(&host, loaded, token, num_headers, body_size);
+                });
+        },
+    );
+}
+
+/// `envoy_dynamic_module_type_http_callout_result_Success`.
+const CALLOUT_RESULT_SUCCESS: i32 = 0;
+
+/// Envoy's array as a slice for the rest of the hook.
+///
+/// # Safety
+/// `ptr` must be null or valid for `length` elements until the hook returns.
+unsafe fn envoy_array<'a, T>(ptr: *const T, length: usize) -> &'a [T] {
+    if ptr.is_null() || length == 0 {
+        return &[];
+    }
+    // SAFETY: as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(ptr, length) }
 }
 
 #[unsafe(no_mangle)]

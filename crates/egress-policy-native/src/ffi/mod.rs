@@ -136,10 +136,33 @@ unsafe extern "C" {
     ) -> i32;
 }
 
+/// Envoy loads the module: its ABI version, or null (Envoy then unloads it and refuses the
+/// configuration that named it) when this Envoy's ABI is not the pinned one (`host_abi`).
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    ABI_VERSION.as_ptr().cast()
+    let mismatch = guard(
+        "program_init",
+        || Some("the ABI check panicked".to_owned()),
+        || {
+            if std::env::var_os(SKIP_ABI_CHECK).is_some() {
+                return None;
+            }
+            crate::host_abi::mismatch()
+        },
+    );
+    match mismatch {
+        None => ABI_VERSION.as_ptr().cast(),
+        Some(why) => {
+            log(true, &format!("egress-policy: {why}"));
+            ptr::null()
+        }
+    }
 }
+
+/// Set, the module loads on any Envoy without checking its ABI: for an Envoy whose ABI is known
+/// to match though its surface differs (a build of the same release with other extensions).
+/// At your own risk: a changed signature is undefined behaviour (README: Which build?).
+const SKIP_ABI_CHECK: &str = "EGRESS_POLICY_SKIP_ABI_CHECK";
 
 /// The buffers of metric or label names.
 fn buffers<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ModuleBuffer> {
@@ -177,6 +200,21 @@ pub(crate) fn increment_labelled(event: &CounterEvent<'_>) -> bool {
     let Some((config_envoy, ids)) = counters.last() else {
         return false;
     };
+    // SAFETY: the configuration is alive while it is registered: it is unregistered, under the
+    // write lock this read lock excludes, before Envoy frees it.
+    unsafe { increment_in_config(*config_envoy as *mut c_void, ids, event) }
+}
+
+/// Adds one to a counter of an HTTP filter configuration, with its label values.
+///
+/// # Safety
+/// `config_envoy` must be Envoy's pointer to a live HTTP filter configuration, and `ids` the ids
+/// of the counters it defined, in [`Counter::ALL`] order.
+unsafe fn increment_in_config(
+    config_envoy: *mut c_void,
+    ids: &[Option<usize>],
+    event: &CounterEvent<'_>,
+) -> bool {
     let Some(id) = ids.get(event.counter as usize).copied().flatten() else {
         return false;
     };
@@ -186,13 +224,12 @@ pub(crate) fn increment_labelled(event: &CounterEvent<'_>) -> bool {
         *slot = ModuleBuffer::of(value.as_bytes());
     }
     let count = event.values().len().min(MAX_LABELS);
-    // SAFETY: the configuration is alive while it is registered (it is unregistered, under the
-    // write lock this read lock excludes, before Envoy frees it); its counters are fixed once it
-    // is created, and Envoy's stats are thread-safe. The label values live until the call
+    // SAFETY: as the caller guarantees; the configuration's counters are fixed once it is
+    // created, and Envoy's stats are thread-safe. The label values live until the call
     // returns; Envoy copies them.
     let result = unsafe {
         envoy_dynamic_module_callback_http_filter_config_increment_counter(
-            *config_envoy as *mut c_void,
+            config_envoy,
             id,
             values.as_ptr(),
             count,

@@ -254,7 +254,10 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
                 .cast(),
             Err(errors) => {
                 for error in errors {
-                    log(true, &format!("egress-policy: invalid configuration: {error}"));
+                    log(
+                        true,
+                        &format!("egress-policy: invalid configuration: {error}"),
+                    );
                 }
                 // Envoy refuses the configuration; on a reload the previous one keeps serving.
                 ptr::null()
