@@ -234,3 +234,26 @@ static_resources:
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
 "#;
+
+/// The network filter too: a panic closes its connection (never relayed), is logged, and Envoy
+/// serves on.
+#[test]
+fn a_panic_in_the_native_network_filter_closes_its_connection_and_envoy_serves_on() {
+    Build::force_native_from(panicking_module_dir());
+    let mut gateway = Gateway::with_config(
+        "panic-tls",
+        r#"{"rules": [{"name": "all-tls", "log": "info", "match": "context.protocol == \"tcp\""}]}"#,
+    );
+    let panicked = gateway.tls_client(None, "egress-test-panic.example", &[]);
+    assert_ne!(panicked["inner"], "ok", "closed, never relayed: {panicked}");
+    let allowed = gateway.tls_client(None, "api.ibm.com", &[]);
+    assert_eq!(allowed["inner"], "ok", "Envoy serves on: {allowed}");
+    assert!(gateway.is_running());
+    let stderr = gateway.envoy_stderr();
+    assert!(
+        stderr.contains(
+            "egress-policy: panic in read (a ClientHello naming egress-test-panic); failing closed"
+        ),
+        "{stderr}"
+    );
+}

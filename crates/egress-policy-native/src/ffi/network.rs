@@ -274,7 +274,8 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_config_destroy(
         return;
     }
     // SAFETY: the pointer is the box `config_new` returned, destroyed once by Envoy.
-    drop(unsafe { Box::from_raw(config_module.cast::<Arc<NetworkConfig>>().cast_mut()) });
+    let boxed = unsafe { Box::from_raw(config_module.cast::<Arc<NetworkConfig>>().cast_mut()) };
+    guard("destroy", || (), move || drop(boxed));
 }
 
 #[unsafe(no_mangle)]
@@ -301,7 +302,8 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_destroy(filter_module: 
         return;
     }
     // SAFETY: the pointer is the box `filter_new` returned, destroyed once by Envoy.
-    drop(unsafe { Box::from_raw(filter_module.cast::<Connection>().cast_mut()) });
+    let boxed = unsafe { Box::from_raw(filter_module.cast::<Connection>().cast_mut()) };
+    guard("destroy", || (), move || drop(boxed));
 }
 
 /// The connection of a hook, or `None` for a null pointer.
