@@ -318,6 +318,20 @@ fn native_manifests(dir: &str) -> Vec<Value> {
     documents
 }
 
+/// `egress-policy check FILE` accepts every configuration the manifest carries.
+fn assert_cli_check_passes(manifest: &str) {
+    let check = cli_command()
+        .args(["check", manifest])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{manifest}: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 fn example(name: &str) -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(repo().join("envoy/examples").join(name)).unwrap(),
@@ -423,16 +437,7 @@ fn envoy_gateway_runs_the_pinned_envoy_with_the_module_from_its_image_volume() {
     let filter = &policy["spec"]["dynamicModule"][0];
     assert_eq!(filter["name"], module["name"]);
     assert_eq!(filter["config"], example("s3-listcheck.json"));
-    let check = cli_command()
-        .args(["check", "manifests/envoy-gateway/egress-policy-native.yaml"])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_cli_check_passes("manifests/envoy-gateway/egress-policy-native.yaml");
 }
 
 /// Istio's EnvoyFilter inserts both native filters; Envoy accepts each where it is inserted (the
@@ -496,17 +501,8 @@ fn the_istio_envoy_filter_inserts_both_native_filters_and_envoy_loads_them() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let values: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo().join("manifests/istio-native/egress-gateway-values.yaml"))
-            .unwrap(),
-    )
-    .unwrap();
-    let proxy_config: Value = serde_json::from_str(
-        values["podAnnotations"]["proxy.istio.io/config"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let (values, proxy_config) =
+        helm_values_and_proxy_config("manifests/istio-native/egress-gateway-values.yaml");
     assert_eq!(
         proxy_config["proxyMetadata"]["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"],
         values["volumeMounts"][0]["mountPath"]
@@ -515,14 +511,18 @@ fn the_istio_envoy_filter_inserts_both_native_filters_and_envoy_loads_them() {
         values["volumeMounts"][0]["name"],
         values["volumes"][0]["name"]
     );
-    let check = cli_command()
-        .args(["check", "manifests/istio-native/egress-policy-native.yaml"])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_cli_check_passes("manifests/istio-native/egress-policy-native.yaml");
+}
+
+/// Helm values of Istio's `gateway` chart, and the ProxyConfig of their pod annotation.
+pub fn helm_values_and_proxy_config(path: &str) -> (Value, Value) {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(repo().join(path)).unwrap()).unwrap();
+    let proxy_config: Value = serde_json::from_str(
+        values["podAnnotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    (values, proxy_config)
 }

@@ -66,16 +66,8 @@ fn native_metric_relabelling() -> String {
 }
 
 fn istio_stats_config() -> Value {
-    let values: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo().join("manifests/egress-gateway-values.yaml")).unwrap(),
-    )
-    .unwrap();
-    let proxy_config: Value = serde_json::from_str(
-        values["podAnnotations"]["proxy.istio.io/config"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, proxy_config) =
+        crate::manifests::helm_values_and_proxy_config("manifests/egress-gateway-values.yaml");
     let istio_default_tags = [
         "reporter",
         "source_namespace",

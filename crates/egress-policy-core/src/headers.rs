@@ -23,9 +23,22 @@ pub struct Span {
 }
 
 impl Headers {
+    /// Room for `pairs` headers of `bytes` bytes in all: one allocation each, however many are
+    /// pushed up to that.
+    pub fn with_capacity(bytes: usize, pairs: usize) -> Self {
+        Headers {
+            bytes: Vec::with_capacity(bytes),
+            pairs: Vec::with_capacity(pairs),
+        }
+    }
+
     /// Copies `pairs`, in order.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
-        let mut headers = Headers::default();
+        let bytes = pairs
+            .iter()
+            .map(|(name, value)| name.as_ref().len() + value.as_ref().len())
+            .sum();
+        let mut headers = Headers::with_capacity(bytes, pairs.len());
         for (name, value) in pairs {
             headers.push(name.as_ref(), value.as_ref());
         }

@@ -12,12 +12,12 @@ use egress_policy_core::refresh::{Fetcher, ListHost, NoSharedData};
 
 use egress_policy_core::policy::LocalReply;
 use egress_policy_core::telemetry::metrics::{
-    self, CounterEvent, Gauge, GaugeEvent, MAX_LABELS, METRIC_PREFIX,
+    self, CounterEvent, Gauge, GaugeEvent, Label, MAX_LABELS, METRIC_PREFIX,
 };
 
 use super::{
     EnvoyBuffer, EnvoyHttpHeader, METRICS_SUCCESS, ModuleBuffer, ModuleHttpHeader, buffers,
-    copied_from_envoy, counter_label_names, envoy_bytes, guard, log,
+    copied_from_envoy, envoy_bytes, guard, log,
 };
 use crate::filter::{Attribute, Config, EnvoyHost, Flow, Stream};
 
@@ -159,7 +159,8 @@ impl EnvoyHost for Envoy {
             {
                 return None;
             }
-            let mut headers = egress_policy_core::headers::Headers::default();
+            let bytes = raw.iter().map(|h| h.key_length + h.value_length).sum();
+            let mut headers = egress_policy_core::headers::Headers::with_capacity(bytes, size);
             for header in &raw {
                 headers.push(
                     envoy_bytes(header.key_ptr, header.key_length),
@@ -315,36 +316,27 @@ impl EnvoyHost for Envoy {
     }
 }
 
-/// Defines a counter of the configuration being created, under the filter's metrics namespace
-/// (Envoy's default for dynamic modules, `dynamicmodulescustom`, as wherever the module is
-/// deployed: Prometheus reads `envoy_dynamicmodulescustom_egress_policy_requests{...}`).
-fn define_counter(config_envoy: *mut c_void, name: &str, labels: &[&str]) -> Option<usize> {
+/// The signature of the configuration's `define_counter` and `define_gauge` callbacks.
+type DefineMetric =
+    unsafe extern "C" fn(*mut c_void, ModuleBuffer, *const ModuleBuffer, usize, *mut usize) -> i32;
+
+/// Defines a metric of the configuration being created with `define` (a counter's or a gauge's
+/// callback), with its label names, under the filter's metrics namespace (Envoy's default for
+/// dynamic modules, `dynamicmodulescustom`, as wherever the module is deployed: Prometheus reads
+/// `envoy_dynamicmodulescustom_egress_policy_requests{...}`).
+fn define_metric(
+    define: DefineMetric,
+    config_envoy: *mut c_void,
+    name: &str,
+    labels: &[Label],
+) -> Option<usize> {
     let name = format!("{METRIC_PREFIX}.{name}");
-    let labels = buffers(labels.iter().copied());
+    let labels = buffers(labels.iter().map(|label| label.as_str()));
     let mut id = 0_usize;
     // SAFETY: metrics are defined while the configuration is created, as the ABI requires;
     // every buffer lives until the call returns.
     let result = unsafe {
-        envoy_dynamic_module_callback_http_filter_config_define_counter(
-            config_envoy,
-            ModuleBuffer::of(name.as_bytes()),
-            labels.as_ptr(),
-            labels.len(),
-            &mut id,
-        )
-    };
-    (result == METRICS_SUCCESS).then_some(id)
-}
-
-/// Defines a gauge of the configuration being created, with its label names.
-fn define_gauge(config_envoy: *mut c_void, gauge: Gauge) -> Option<usize> {
-    let name = format!("{METRIC_PREFIX}.{}", gauge.name());
-    let labels = buffers(gauge.labels().iter().map(|label| label.as_str()));
-    let mut id = 0_usize;
-    // SAFETY: gauges are defined while the configuration is created, as the ABI requires; every
-    // buffer lives until the call returns.
-    let result = unsafe {
-        envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        define(
             config_envoy,
             ModuleBuffer::of(name.as_bytes()),
             labels.as_ptr(),
@@ -571,12 +563,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let counters: Vec<Option<usize>> = metrics::Counter::ALL
             .iter()
             .map(|&counter| {
-                define_counter(config_envoy, counter.name(), &counter_label_names(counter))
+                define_metric(
+                    envoy_dynamic_module_callback_http_filter_config_define_counter,
+                    config_envoy,
+                    counter.name(),
+                    counter.labels(),
+                )
             })
             .collect();
         let gauges: Vec<Option<usize>> = Gauge::ALL
             .iter()
-            .map(|&gauge| define_gauge(config_envoy, gauge))
+            .map(|&gauge| {
+                define_metric(
+                    envoy_dynamic_module_callback_http_filter_config_define_gauge,
+                    config_envoy,
+                    gauge.name(),
+                    gauge.labels(),
+                )
+            })
             .collect();
         let compiled = Config::new(bytes, counters.clone());
         if compiled.is_ok() {

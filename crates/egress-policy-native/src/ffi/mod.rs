@@ -2,7 +2,7 @@
 //! pins every signature here): the hooks Envoy calls, and the callbacks this module calls, for
 //! the HTTP filter (`http.rs`) and the network filter (`network.rs`). The only `unsafe` of the
 //! crate is in this module. Every hook runs the safe flow (`crate::filter`,
-//! `crate::connection`) inside [`guard`], so that a panic never unwinds into Envoy: it fails
+//! `crate::connection`) inside `guard`, so that a panic never unwinds into Envoy: it fails
 //! closed for its request or connection, and is logged.
 
 #![allow(
@@ -18,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
 use std::sync::RwLock;
 
-use egress_policy_core::telemetry::metrics::{Counter, CounterEvent, MAX_LABELS};
+use egress_policy_core::telemetry::metrics::{CounterEvent, MAX_LABELS};
 
 /// The ABI version string of Envoy 1.40.0 (`ENVOY_DYNAMIC_MODULES_ABI_VERSION`). Envoy only
 /// warns on a mismatch, so the module pins it and checks the callbacks it needs exist.
@@ -172,7 +172,7 @@ fn buffers<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ModuleBuffer> {
 }
 
 /// The labelled counters every filter of the gateway counts in: those of the HTTP filter
-/// configurations alive (Envoy's pointer to each and each counter's id, in [`Counter::ALL`]
+/// configurations alive (Envoy's pointer to each and each counter's id, in `Counter::ALL`
 /// order), the newest last. Envoy 1.40.0's network-filter ABI defines counters without labels,
 /// so the network filter counts its connections here, in the same series as the wasm build's.
 /// A configuration is removed (under the write lock) before Envoy frees it, so a reader never
@@ -209,7 +209,7 @@ pub(crate) fn increment_labelled(event: &CounterEvent<'_>) -> bool {
 ///
 /// # Safety
 /// `config_envoy` must be Envoy's pointer to a live HTTP filter configuration, and `ids` the ids
-/// of the counters it defined, in [`Counter::ALL`] order.
+/// of the counters it defined, in `Counter::ALL` order.
 unsafe fn increment_in_config(
     config_envoy: *mut c_void,
     ids: &[Option<usize>],
@@ -237,14 +237,4 @@ unsafe fn increment_in_config(
         )
     };
     result == METRICS_SUCCESS
-}
-
-/// Which counters exist for a filter's configuration: every one but [`Counter::ConfigLoads`]
-/// per request, and that one too.
-fn counter_label_names(counter: Counter) -> Vec<&'static str> {
-    counter
-        .labels()
-        .iter()
-        .map(|label| label.as_str())
-        .collect()
 }
