@@ -1,10 +1,10 @@
-//! egress-policy as an Envoy dynamic module (`envoy.filters.http.dynamic_modules`): the same
-//! core as the proxy-wasm filter, loaded natively. `ffi.rs` is the C ABI of Envoy 1.40.0 (pinned
-//! in `abi/envoy-1.40.0.tsv`) and the only `unsafe` here; `filter.rs` is the request flow.
-//!
-//! Work in progress (README: Which build?): the HTTP filter decides, answers, logs and counts
-//! like the wasm filter; remote lists, the network filter and Istio peer metadata are not
-//! there yet, and the module only runs on the Envoy whose ABI it pins.
+//! egress-policy as an Envoy dynamic module (`envoy.filters.http.dynamic_modules` and
+//! `envoy.filters.network.dynamic_modules`): the same core as the proxy-wasm filter, loaded
+//! natively (README: Which build?). `ffi/` is the C ABI of Envoy 1.40.0 (pinned in
+//! `abi/envoy-1.40.0.tsv`) and the only `unsafe` here; `filter.rs` is the request flow,
+//! `connection.rs` the network filter over the core's connection flow, `shared.rs` the one
+//! compiled configuration and list refresher per gateway, and `host_abi.rs` the check that the
+//! Envoy loading the module is the one it pins.
 
 pub mod connection;
 pub mod ffi;
