@@ -23,6 +23,7 @@ macro_rules! byte_table {
     }};
 }
 
+pub mod addresses;
 pub mod attributes;
 pub mod config;
 pub mod connection;

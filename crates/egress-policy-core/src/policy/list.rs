@@ -2,14 +2,15 @@
 //! host-suffix walks for `*.domain` globs, one compiled regex set, and per-prefix-length hash
 //! sets for CIDR ranges.
 
-use crate::hash::FastSet;
 use std::net::IpAddr;
 
 use regex::RegexSet;
 
 use super::matchers::{HostPattern, HostTable, PathPrefix, PathPrefixSet};
+use crate::addresses::{Network, mask_v4, mask_v6};
 use crate::config::EntryType;
 use crate::expr::one_line;
+use crate::hash::FastSet;
 
 /// Compiled entries of one list.
 #[derive(Debug)]
@@ -222,22 +223,6 @@ pub struct IpIndex {
     len: usize,
 }
 
-fn mask_v4(addr: u32, len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        addr & (u32::MAX << (32 - u32::from(len)))
-    }
-}
-
-fn mask_v6(addr: u128, len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        addr & (u128::MAX << (128 - u32::from(len)))
-    }
-}
-
 impl IpIndex {
     fn build(entries: &[String]) -> Result<Self, Vec<EntryError>> {
         let mut index = IpIndex {
@@ -289,24 +274,9 @@ impl IpIndex {
     }
 }
 
+/// An entry as an address and prefix length: the same reading as the SSRF guard's ranges.
 fn parse_network(entry: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, len) = match entry.split_once('/') {
-        Some((addr, len)) => (addr, Some(len)),
-        None => (entry, None),
-    };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("'{entry}' is not an IP address or CIDR range"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        None => max,
-        Some(len) => len
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("'{entry}' has an invalid prefix length (0..={max})"))?,
-    };
-    Ok((addr, len))
+    Network::parse(entry).map(|network| (network.addr, network.len))
 }
 
 #[cfg(test)]
