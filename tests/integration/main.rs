@@ -26,5 +26,6 @@ mod prometheus;
 mod readme;
 mod schema;
 mod security;
+mod ssrf;
 mod tls;
 mod versions;

@@ -1,0 +1,198 @@
+//! The SSRF guard's mechanism in the pinned Envoy (README: Security; issue 23's groundwork): the
+//! dynamic forward proxy's DNS cache drops resolved addresses in the ranges the core computes
+//! (`AddressRules::refused_ranges`, its exceptions cut out), so a name that resolves to a refused
+//! address is never connected to, whether it resolved there first or later (DNS rebinding).
+//! Everything here stays on loopback: the test DNS (`scripts/dns-server`) serves loopback
+//! addresses only, and the refused address is 127.0.0.2.
+
+use std::path::Path;
+use std::process::Command;
+
+use egress_policy_core::addresses::AddressRules;
+use serde_json::{Value, json};
+
+use crate::support::{
+    Guard, TempDir, Upstream, certs, listener_port, repo, start_envoy, wait_until,
+};
+
+/// The test DNS on loopback, answering from `table` (re-read on every query).
+fn dns_server(dir: &TempDir, table: &Path) -> (Guard, u16) {
+    let port_file = dir.path("dns.port");
+    let child = Command::new(repo().join("scripts/dns-server"))
+        .arg("--table")
+        .arg(table)
+        .arg("--record")
+        .arg(dir.path("dns.log"))
+        .arg("--port-file")
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let mut process = Guard(child);
+    wait_until(
+        "the test DNS to listen",
+        crate::support::STARTUP_TIMEOUT,
+        || {
+            assert!(process.0.try_wait().unwrap().is_none(), "dns-server exited");
+            port_file.exists()
+        },
+    );
+    let port = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (process, port)
+}
+
+/// A gateway whose one route goes through the dynamic forward proxy (TLS originated with SNI and
+/// SAN validation for the request's host), its DNS cache resolving through `dns_port` and
+/// dropping `refused` ranges.
+fn dfp_gateway(dns_port: u16, refused: &[String]) -> Value {
+    let ranges: Vec<Value> = refused
+        .iter()
+        .map(|cidr| {
+            let (addr, len) = cidr.split_once('/').unwrap();
+            json!({"address_prefix": addr, "prefix_len": len.parse::<u32>().unwrap()})
+        })
+        .collect();
+    let cache = json!({
+        "name": "egress",
+        "dns_lookup_family": "V4_ONLY",
+        "dns_refresh_rate": "0.2s",
+        "typed_dns_resolver_config": {"name": "envoy.network.dns_resolver.cares", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+            "resolvers": [{"socket_address": {"address": "127.0.0.1", "port_value": dns_port}}]}},
+        "resolved_address_filter": {"ranges": ranges},
+    });
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{"name": "http", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "http",
+                    "route_config": {"virtual_hosts": [{"name": "any", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "dfp"}}]}]},
+                    "http_filters": [
+                        {"name": "envoy.filters.http.dynamic_forward_proxy", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+                            "dns_cache_config": cache}},
+                        {"name": "envoy.filters.http.router", "typed_config":
+                            {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}],
+            "clusters": [{"name": "dfp", "connect_timeout": "2s", "lb_policy": "CLUSTER_PROVIDED",
+                "cluster_type": {"name": "envoy.clusters.dynamic_forward_proxy", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                    "dns_cache_config": cache}},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {"validation_context": {"trusted_ca": {"filename": certs().join("ca.crt")}}}}}}],
+        },
+    })
+}
+
+/// The status and body of `GET /sport` with `Host: host`.
+fn get(port: u16, host: &str) -> (String, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Host: {host}"))
+        .arg(format!("http://127.0.0.1:{port}/sport"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.to_owned(), body.to_owned())
+}
+
+/// Refused before any connection: the DNS cache kept no address for the name.
+const REFUSED: (&str, &str) = ("503", "DNS resolution failure");
+
+/// A listener on the refused address, at the stand-in's port: it counts the connections the
+/// guard should have prevented.
+fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let listener = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    accepted
+}
+
+#[test]
+fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_resolved_well() {
+    let dir = TempDir::new("ssrf-dfp");
+    let upstream = Upstream::start(&dir);
+    // Offline, the stand-ins' 127.0.0.1 is the one exception to the loopback range.
+    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
+    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
+    assert!(refused.iter().any(|r| r == "127.0.0.2/31"), "{refused:?}");
+    let table = dir.path("dns.json");
+    let answers = |cnn: &str| {
+        std::fs::write(
+            &table,
+            json!({"edition.cnn.com": cnn, "internal.cnn.com": "127.0.0.2"}).to_string(),
+        )
+        .unwrap();
+    };
+    answers("127.0.0.1");
+    let (_dns, dns_port) = dns_server(&dir, &table);
+    let config = dir.path("envoy.json");
+    std::fs::write(&config, dfp_gateway(dns_port, &refused).to_string()).unwrap();
+    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
+    let port = listener_port(admin, "http");
+    let refused_connections = canary(upstream.port);
+    let upstream_host = format!("edition.cnn.com:{}", upstream.port);
+
+    assert_eq!(
+        get(port, &upstream_host).0,
+        "200",
+        "an allowed address is reached"
+    );
+    assert_eq!(upstream.paths(), ["/sport"]);
+    let internal = format!("internal.cnn.com:{}", upstream.port);
+    let refused = |host: &str| {
+        let (status, body) = get(port, host);
+        (status == REFUSED.0 && body == REFUSED.1)
+            .then_some(())
+            .ok_or((status, body))
+    };
+    assert_eq!(
+        refused(&internal),
+        Ok(()),
+        "a name resolving to 127.0.0.2 is refused"
+    );
+    let literal = format!("127.0.0.2:{}", upstream.port);
+    assert_eq!(
+        refused(&literal),
+        Ok(()),
+        "and so is the address written as the host"
+    );
+
+    // Rebinding: the same name, now answered with the refused address.
+    answers("127.0.0.2");
+    wait_until(
+        "the DNS cache to resolve the name again",
+        crate::support::STARTUP_TIMEOUT,
+        || {
+            std::fs::read_to_string(dir.path("dns.log"))
+                .unwrap_or_default()
+                .lines()
+                .any(|line| line == "edition.cnn.com 1 127.0.0.2")
+        },
+    );
+    // Envoy 1.40's DNS cache treats an answer left empty by the filter as a failed resolution
+    // and keeps the last good address: requests go on to 127.0.0.1, never to 127.0.0.2. (That
+    // the rebound name is refused outright is issue 23's to build.)
+    for _ in 0..10 {
+        let (status, _) = get(port, &upstream_host);
+        assert!(status == "200" || status == REFUSED.0, "{status}");
+    }
+    assert_eq!(
+        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing ever connected to the refused address"
+    );
+}
