@@ -1,9 +1,11 @@
-//! The SSRF guard's mechanism in the pinned Envoy (README: Security; issue 23's groundwork): the
-//! dynamic forward proxy's DNS cache drops resolved addresses in the ranges the core computes
-//! (`AddressRules::refused_ranges`, its exceptions cut out), so a name that resolves to a refused
-//! address is never connected to, whether it resolved there first or later (DNS rebinding).
-//! Everything here stays on loopback: the test DNS (`scripts/dns-server`) serves loopback
-//! addresses only, and the refused address is 127.0.0.2.
+//! The SSRF guard's mechanism in the pinned Envoy, on every path (README: Security; issue 23's
+//! groundwork): the dynamic forward proxy's DNS cache drops resolved addresses in the ranges the
+//! core computes (`AddressRules::refused_ranges`, its exceptions cut out), and the same cache
+//! serves the HTTP dynamic forward proxy, the SNI one and `CONNECT`; so a name that resolves to
+//! a refused address is never connected to, whether it resolved there first or later (DNS
+//! rebinding). Everything here stays on loopback: the test DNS (`scripts/dns-server`) serves
+//! loopback addresses only, the refused address is 127.0.0.2, and a listener there counts the
+//! connections the guard must prevent.
 
 use std::path::Path;
 use std::process::Command;
@@ -88,6 +90,69 @@ fn dfp_gateway(dns_port: u16, refused: &[String]) -> Value {
                     "common_tls_context": {"validation_context": {"trusted_ca": {"filename": certs().join("ca.crt")}}}}}}],
         },
     })
+}
+
+/// A gateway relaying TLS by its SNI through the SNI dynamic forward proxy (the application's
+/// TLS passes untouched to the SNI's host at `upstream_port`), its DNS cache as in
+/// [`dfp_gateway`].
+fn sni_dfp_gateway(dns_port: u16, refused: &[String], upstream_port: u16) -> Value {
+    let mut config = dfp_gateway(dns_port, refused);
+    let cache = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"]["dns_cache_config"]
+        .clone();
+    config["static_resources"]["listeners"] = json!([{
+        "name": "tls", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config":
+            {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+        "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.sni_dynamic_forward_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig",
+                "dns_cache_config": cache, "port_value": upstream_port}},
+            {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "tls", "cluster": "dfp"}}]}]}]);
+    // The application's own TLS passes through: no TLS from the gateway to the destination.
+    config["static_resources"]["clusters"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("transport_socket");
+    config
+}
+
+/// A forward proxy for `HTTPS_PROXY` clients: `CONNECT host:port` tunnelled through the dynamic
+/// forward proxy to the authority it names, its DNS cache as in [`dfp_gateway`].
+fn connect_gateway(dns_port: u16, refused: &[String]) -> Value {
+    let mut config = dfp_gateway(dns_port, refused);
+    let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    hcm["upgrade_configs"] = json!([{"upgrade_type": "CONNECT"}]);
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = json!([{
+        "match": {"connect_matcher": {}},
+        "route": {"cluster": "dfp", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]}}]);
+    config["static_resources"]["clusters"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("transport_socket");
+    config
+}
+
+/// Whether a TLS handshake for `sni` through the gateway at `port` completes, verified against
+/// the test CA.
+fn handshake(port: u16, sni: &str) -> bool {
+    let output = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
+        .arg("-CAfile")
+        .arg(certs().join("ca.crt"))
+        .args(["-verify_return_error", "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    output.status.success()
 }
 
 /// The status and body of `GET /sport` with `Host: host`.
@@ -194,5 +259,97 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
         refused_connections.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "nothing ever connected to the refused address"
+    );
+}
+
+/// The same guard on the TLS path: the SNI dynamic forward proxy resolves the SNI through the
+/// same DNS cache, so a ClientHello naming a host that resolves to a refused address is closed
+/// and never connected anywhere.
+#[test]
+fn a_client_hello_naming_a_refused_address_is_closed_before_any_connection() {
+    let dir = TempDir::new("ssrf-sni");
+    let upstream = Upstream::start(&dir);
+    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
+    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
+    let table = dir.path("dns.json");
+    std::fs::write(
+        &table,
+        json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"}).to_string(),
+    )
+    .unwrap();
+    let (_dns, dns_port) = dns_server(&dir, &table);
+    let config = dir.path("envoy.json");
+    let gateway = sni_dfp_gateway(dns_port, &refused, upstream.port);
+    std::fs::write(&config, gateway.to_string()).unwrap();
+    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
+    let port = listener_port(admin, "tls");
+    let refused_connections = canary(upstream.port);
+
+    assert!(
+        handshake(port, "edition.cnn.com"),
+        "an allowed address is reached"
+    );
+    assert!(
+        !handshake(port, "internal.cnn.com"),
+        "a refused one is closed"
+    );
+    assert_eq!(
+        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing connected to the refused address"
+    );
+}
+
+/// And on the forward proxy's path: a `CONNECT` to a host that resolves to a refused address is
+/// answered 503 and never connected; an allowed one tunnels the client's own TLS (curl, as an
+/// `HTTPS_PROXY` client).
+#[test]
+fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
+    let dir = TempDir::new("ssrf-connect");
+    let upstream = Upstream::start(&dir);
+    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
+    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
+    let table = dir.path("dns.json");
+    std::fs::write(
+        &table,
+        json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"}).to_string(),
+    )
+    .unwrap();
+    let (_dns, dns_port) = dns_server(&dir, &table);
+    let config = dir.path("envoy.json");
+    std::fs::write(&config, connect_gateway(dns_port, &refused).to_string()).unwrap();
+    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
+    let port = listener_port(admin, "http");
+    let refused_connections = canary(upstream.port);
+    let through_proxy = |host: &str| -> (String, String) {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_connect} %{http_code}",
+                "--proxy",
+            ])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--cacert")
+            .arg(certs().join("ca.crt"))
+            .arg(format!("https://{host}:{}/sport", upstream.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (connect, status) = text.split_once(' ').unwrap_or(("", ""));
+        (connect.to_owned(), status.to_owned())
+    };
+    assert_eq!(
+        through_proxy("edition.cnn.com"),
+        ("200".into(), "200".into())
+    );
+    assert_eq!(upstream.paths(), ["/sport"]);
+    assert_eq!(through_proxy("internal.cnn.com").0, "503");
+    assert_eq!(
+        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing connected to the refused address"
     );
 }
