@@ -14,7 +14,7 @@ use egress_policy_core::addresses::AddressRules;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Guard, TempDir, Upstream, certs, listener_port, repo, start_envoy, wait_until,
+    Guard, TempDir, TlsDestinations, Upstream, certs, listener_port, repo, start_envoy, wait_until,
 };
 
 /// The test DNS on loopback, answering from `table` (re-read on every query).
@@ -352,4 +352,38 @@ fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
         0,
         "nothing connected to the refused address"
     );
+}
+
+/// Any allowed SNI, not only the hosts wired into the gateway: the SNI dynamic forward proxy
+/// reaches `cloud.ibm.com` and `a.b.ibm.com`, which no cluster names, and the destination's own
+/// certificate for that name verifies end to end (the stand-in makes one for any name).
+#[test]
+fn hosts_wired_nowhere_are_reached_by_their_sni() {
+    let dir = TempDir::new("sni-any-host");
+    let destinations = TlsDestinations::start_issuing_on_demand(&dir);
+    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
+    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
+    let table = dir.path("dns.json");
+    std::fs::write(&table, json!({"*.ibm.com": "127.0.0.1"}).to_string()).unwrap();
+    let (_dns, dns_port) = dns_server(&dir, &table);
+    let config = dir.path("envoy.json");
+    let gateway = sni_dfp_gateway(dns_port, &refused, destinations.port);
+    std::fs::write(&config, gateway.to_string()).unwrap();
+    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
+    let port = listener_port(admin, "tls");
+    for host in ["cloud.ibm.com", "a.b.ibm.com"] {
+        assert!(handshake(port, host), "{host}");
+    }
+    wait_until(
+        "the stand-in to record both connections",
+        crate::support::STARTUP_TIMEOUT,
+        || destinations.connections().len() >= 2,
+    );
+    let mut reached: Vec<String> = destinations
+        .connections()
+        .iter()
+        .filter_map(|c| c["sni"].as_str().map(str::to_owned))
+        .collect();
+    reached.sort();
+    assert_eq!(reached, ["a.b.ibm.com", "cloud.ibm.com"]);
 }

@@ -167,6 +167,16 @@ pub const TLS_DESTINATIONS: &str = "www.ibm.com,api.ibm.com,mongo1.composedb.com
 
 impl TlsDestinations {
     pub fn start(dir: &TempDir) -> Self {
+        Self::start_with(dir, false)
+    }
+
+    /// The stand-in that also answers any other name, with a test-CA certificate it makes for
+    /// that name (`--issue-on-demand`): every host a gateway may reach.
+    pub fn start_issuing_on_demand(dir: &TempDir) -> Self {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &TempDir, issue_on_demand: bool) -> Self {
         let port_file = dir.path("tls-destinations.port");
         let record = dir.path("tls-destinations.jsonl");
         let mut command = Command::new(repo().join("scripts/fake-tls-destinations"));
@@ -176,6 +186,9 @@ impl TlsDestinations {
             .args(["--names", TLS_DESTINATIONS])
             .arg("--record")
             .arg(&record);
+        if issue_on_demand {
+            command.arg("--issue-on-demand");
+        }
         let (process, port) = spawn_listening(command, &port_file, "scripts/fake-tls-destinations");
         TlsDestinations {
             _process: process,
