@@ -235,6 +235,15 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
         Ok(()),
         "and so is the address written as the host"
     );
+    // Envoy counts every address it drops.
+    let filtered = crate::support::http_get(admin, "/stats?filter=dns_address_filter_out")
+        .unwrap()
+        .1;
+    assert!(
+        filtered.contains("dns_cache.egress.dns_address_filter_out: ")
+            && !filtered.contains("dns_cache.egress.dns_address_filter_out: 0\n"),
+        "{filtered}"
+    );
 
     // Rebinding: the same name, now answered with the refused address.
     answers("127.0.0.2");
