@@ -186,44 +186,87 @@ fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     accepted
 }
 
+/// Offline, the stand-ins' 127.0.0.1 is the one exception to the loopback range: the ranges a
+/// gateway's DNS cache drops, from the core.
+fn offline_refused_ranges() -> Vec<String> {
+    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
+    rules.refused_ranges().iter().map(|r| r.to_cidr()).collect()
+}
+
+/// A gateway built by one of the functions above around the test DNS (answering from `names`),
+/// with a canary on the refused address at the destination's port.
+struct Guarded {
+    dir: TempDir,
+    _dns: Guard,
+    _envoy: Guard,
+    admin: u16,
+    port: u16,
+    canary: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Guarded {
+    fn start(
+        dir: TempDir,
+        destination_port: u16,
+        names: Value,
+        listener: &str,
+        gateway: impl FnOnce(u16, &[String]) -> Value,
+    ) -> Guarded {
+        let table = dir.path("dns.json");
+        std::fs::write(&table, names.to_string()).unwrap();
+        let (dns, dns_port) = dns_server(&dir, &table);
+        let config = dir.path("envoy.json");
+        std::fs::write(
+            &config,
+            gateway(dns_port, &offline_refused_ranges()).to_string(),
+        )
+        .unwrap();
+        let (envoy, admin, _stderr) = start_envoy(&dir, &config);
+        let port = listener_port(admin, listener);
+        let canary = canary(destination_port);
+        Guarded {
+            dir,
+            _dns: dns,
+            _envoy: envoy,
+            admin,
+            port,
+            canary,
+        }
+    }
+
+    /// The test DNS answers `names` from now on.
+    fn answer(&self, names: Value) {
+        std::fs::write(self.dir.path("dns.json"), names.to_string()).unwrap();
+    }
+
+    /// Connections to the refused address: none, whatever happened.
+    fn refused_connections(&self) -> usize {
+        self.canary.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[test]
 fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_resolved_well() {
     let dir = TempDir::new("ssrf-dfp");
     let upstream = Upstream::start(&dir);
-    // Offline, the stand-ins' 127.0.0.1 is the one exception to the loopback range.
-    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
-    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
-    assert!(refused.iter().any(|r| r == "127.0.0.2/31"), "{refused:?}");
-    let table = dir.path("dns.json");
-    let answers = |cnn: &str| {
-        std::fs::write(
-            &table,
-            json!({"edition.cnn.com": cnn, "internal.cnn.com": "127.0.0.2"}).to_string(),
-        )
-        .unwrap();
+    assert!(offline_refused_ranges().iter().any(|r| r == "127.0.0.2/31"));
+    let names = |cnn: &str| json!({"edition.cnn.com": cnn, "internal.cnn.com": "127.0.0.2"});
+    let gateway = Guarded::start(dir, upstream.port, names("127.0.0.1"), "http", dfp_gateway);
+    let refused = |host: &str| {
+        let (status, body) = get(gateway.port, host);
+        (status == REFUSED.0 && body == REFUSED.1)
+            .then_some(())
+            .ok_or((status, body))
     };
-    answers("127.0.0.1");
-    let (_dns, dns_port) = dns_server(&dir, &table);
-    let config = dir.path("envoy.json");
-    std::fs::write(&config, dfp_gateway(dns_port, &refused).to_string()).unwrap();
-    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
-    let port = listener_port(admin, "http");
-    let refused_connections = canary(upstream.port);
-    let upstream_host = format!("edition.cnn.com:{}", upstream.port);
+    let cnn = format!("edition.cnn.com:{}", upstream.port);
 
     assert_eq!(
-        get(port, &upstream_host).0,
+        get(gateway.port, &cnn).0,
         "200",
         "an allowed address is reached"
     );
     assert_eq!(upstream.paths(), ["/sport"]);
     let internal = format!("internal.cnn.com:{}", upstream.port);
-    let refused = |host: &str| {
-        let (status, body) = get(port, host);
-        (status == REFUSED.0 && body == REFUSED.1)
-            .then_some(())
-            .ok_or((status, body))
-    };
     assert_eq!(
         refused(&internal),
         Ok(()),
@@ -236,7 +279,7 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
         "and so is the address written as the host"
     );
     // Envoy counts every address it drops.
-    let filtered = crate::support::http_get(admin, "/stats?filter=dns_address_filter_out")
+    let filtered = crate::support::http_get(gateway.admin, "/stats?filter=dns_address_filter_out")
         .unwrap()
         .1;
     assert!(
@@ -246,12 +289,12 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
     );
 
     // Rebinding: the same name, now answered with the refused address.
-    answers("127.0.0.2");
+    gateway.answer(names("127.0.0.2"));
     wait_until(
         "the DNS cache to resolve the name again",
         crate::support::STARTUP_TIMEOUT,
         || {
-            std::fs::read_to_string(dir.path("dns.log"))
+            std::fs::read_to_string(gateway.dir.path("dns.log"))
                 .unwrap_or_default()
                 .lines()
                 .any(|line| line == "edition.cnn.com 1 127.0.0.2")
@@ -261,11 +304,11 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
     // and keeps the last good address: requests go on to 127.0.0.1, never to 127.0.0.2. (That
     // the rebound name is refused outright is issue 23's to build.)
     for _ in 0..10 {
-        let (status, _) = get(port, &upstream_host);
+        let (status, _) = get(gateway.port, &cnn);
         assert!(status == "200" || status == REFUSED.0, "{status}");
     }
     assert_eq!(
-        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        gateway.refused_connections(),
         0,
         "nothing ever connected to the refused address"
     );
@@ -278,32 +321,20 @@ fn a_name_resolving_to_a_refused_address_is_never_connected_to_even_after_it_res
 fn a_client_hello_naming_a_refused_address_is_closed_before_any_connection() {
     let dir = TempDir::new("ssrf-sni");
     let upstream = Upstream::start(&dir);
-    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
-    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
-    let table = dir.path("dns.json");
-    std::fs::write(
-        &table,
-        json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"}).to_string(),
-    )
-    .unwrap();
-    let (_dns, dns_port) = dns_server(&dir, &table);
-    let config = dir.path("envoy.json");
-    let gateway = sni_dfp_gateway(dns_port, &refused, upstream.port);
-    std::fs::write(&config, gateway.to_string()).unwrap();
-    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
-    let port = listener_port(admin, "tls");
-    let refused_connections = canary(upstream.port);
-
+    let names = json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"});
+    let gateway = Guarded::start(dir, upstream.port, names, "tls", |dns, refused| {
+        sni_dfp_gateway(dns, refused, upstream.port)
+    });
     assert!(
-        handshake(port, "edition.cnn.com"),
+        handshake(gateway.port, "edition.cnn.com"),
         "an allowed address is reached"
     );
     assert!(
-        !handshake(port, "internal.cnn.com"),
+        !handshake(gateway.port, "internal.cnn.com"),
         "a refused one is closed"
     );
     assert_eq!(
-        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        gateway.refused_connections(),
         0,
         "nothing connected to the refused address"
     );
@@ -316,20 +347,8 @@ fn a_client_hello_naming_a_refused_address_is_closed_before_any_connection() {
 fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
     let dir = TempDir::new("ssrf-connect");
     let upstream = Upstream::start(&dir);
-    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
-    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
-    let table = dir.path("dns.json");
-    std::fs::write(
-        &table,
-        json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"}).to_string(),
-    )
-    .unwrap();
-    let (_dns, dns_port) = dns_server(&dir, &table);
-    let config = dir.path("envoy.json");
-    std::fs::write(&config, connect_gateway(dns_port, &refused).to_string()).unwrap();
-    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
-    let port = listener_port(admin, "http");
-    let refused_connections = canary(upstream.port);
+    let names = json!({"edition.cnn.com": "127.0.0.1", "internal.cnn.com": "127.0.0.2"});
+    let gateway = Guarded::start(dir, upstream.port, names, "http", connect_gateway);
     let through_proxy = |host: &str| -> (String, String) {
         let output = Command::new("curl")
             .args([
@@ -340,7 +359,7 @@ fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
                 "%{http_connect} %{http_code}",
                 "--proxy",
             ])
-            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(format!("http://127.0.0.1:{}", gateway.port))
             .arg("--cacert")
             .arg(certs().join("ca.crt"))
             .arg(format!("https://{host}:{}/sport", upstream.port))
@@ -357,7 +376,7 @@ fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
     assert_eq!(upstream.paths(), ["/sport"]);
     assert_eq!(through_proxy("internal.cnn.com").0, "503");
     assert_eq!(
-        refused_connections.load(std::sync::atomic::Ordering::SeqCst),
+        gateway.refused_connections(),
         0,
         "nothing connected to the refused address"
     );
@@ -370,18 +389,12 @@ fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
 fn hosts_wired_nowhere_are_reached_by_their_sni() {
     let dir = TempDir::new("sni-any-host");
     let destinations = TlsDestinations::start_issuing_on_demand(&dir);
-    let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
-    let refused: Vec<String> = rules.refused_ranges().iter().map(|r| r.to_cidr()).collect();
-    let table = dir.path("dns.json");
-    std::fs::write(&table, json!({"*.ibm.com": "127.0.0.1"}).to_string()).unwrap();
-    let (_dns, dns_port) = dns_server(&dir, &table);
-    let config = dir.path("envoy.json");
-    let gateway = sni_dfp_gateway(dns_port, &refused, destinations.port);
-    std::fs::write(&config, gateway.to_string()).unwrap();
-    let (_envoy, admin, _stderr) = start_envoy(&dir, &config);
-    let port = listener_port(admin, "tls");
+    let names = json!({"*.ibm.com": "127.0.0.1"});
+    let gateway = Guarded::start(dir, destinations.port, names, "tls", |dns, refused| {
+        sni_dfp_gateway(dns, refused, destinations.port)
+    });
     for host in ["cloud.ibm.com", "a.b.ibm.com"] {
-        assert!(handshake(port, host), "{host}");
+        assert!(handshake(gateway.port, host), "{host}");
     }
     wait_until(
         "the stand-in to record both connections",
