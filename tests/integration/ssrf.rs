@@ -190,7 +190,11 @@ fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
 /// gateway's DNS cache drops, from the core.
 fn offline_refused_ranges() -> Vec<String> {
     let rules = AddressRules::compile(&[], &["127.0.0.1".into()], false).unwrap();
-    rules.refused_ranges().iter().map(|r| r.to_cidr()).collect()
+    rules
+        .refused_ranges()
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
 }
 
 /// A gateway built by one of the functions above around the test DNS (answering from `names`),

@@ -88,10 +88,6 @@ impl Network {
         }
         rest
     }
-
-    pub fn to_cidr(&self) -> String {
-        format!("{}/{}", self.addr, self.len)
-    }
 }
 
 impl std::fmt::Display for Network {
@@ -376,7 +372,7 @@ mod tests {
                     ranges.iter().any(|r| r.contains(addr)),
                     rules.check(addr) != Verdict::Allowed,
                     "{addr}: {:?}",
-                    ranges.iter().map(Network::to_cidr).collect::<Vec<_>>()
+                    ranges.iter().map(Network::to_string).collect::<Vec<_>>()
                 );
             }
         }

@@ -99,7 +99,7 @@ impl Config {
             .collect();
         Ok(Config {
             compiled: compiled.clone(),
-            fingerprint: crate::shared::fingerprint_of(json),
+            fingerprint: egress_policy_core::config::fingerprint(json),
             counters,
             reads,
         })

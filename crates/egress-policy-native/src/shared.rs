@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use egress_policy_core::config::fingerprint;
 use egress_policy_core::policy::Policy;
 use egress_policy_core::refresh::{Loaded, Refresher};
 
@@ -27,17 +26,16 @@ struct Lists {
 
 impl Compiled {
     /// Runs `work` with the refresher if `driver` drives it, or takes it over because none
-    /// does; `false` when another configuration drives it.
-    pub fn drive(&self, driver: usize, work: impl FnOnce(&mut Refresher, &Loaded)) -> bool {
+    /// does; nothing when another configuration drives it.
+    pub fn drive(&self, driver: usize, work: impl FnOnce(&mut Refresher, &Loaded)) {
         let Ok(mut lists) = self.lists.lock() else {
-            return false;
+            return;
         };
         if lists.driver.is_some_and(|current| current != driver) {
-            return false;
+            return;
         }
         lists.driver = Some(driver);
         work(&mut lists.refresher, &self.loaded);
-        true
     }
 
     /// `driver` is going: the next configuration whose timer fires takes over.
@@ -84,9 +82,4 @@ pub fn compiled(json: &[u8]) -> Result<Arc<Compiled>, Vec<String>> {
     });
     compiled.push((json.to_vec(), Arc::downgrade(&loaded)));
     Ok(loaded)
-}
-
-/// The fingerprint `scripts/reload` compares (`egress_policy_config_fingerprint`).
-pub fn fingerprint_of(json: &[u8]) -> u32 {
-    fingerprint(json)
 }

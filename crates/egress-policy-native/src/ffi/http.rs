@@ -1,4 +1,8 @@
 //! The HTTP filter's hooks and callbacks (`envoy.filters.http.dynamic_modules`).
+//!
+//! Every hook runs its work inside `super::guard` (`catch_unwind`), directly or through
+//! `data_hook` and `destroy_box`, so that no panic crosses into Envoy; a test in `lib.rs`
+//! checks every exported function for it.
 
 use std::ffi::c_void;
 use std::ptr;
@@ -8,16 +12,16 @@ use std::time::Duration;
 
 use egress_policy_core::host::Host;
 use egress_policy_core::policy::provider::Provider;
-use egress_policy_core::refresh::{Fetcher, ListHost, NoSharedData};
+use egress_policy_core::refresh::{Fetcher, ListHost, Loaded, NoSharedData, Refresher};
 
 use egress_policy_core::policy::LocalReply;
 use egress_policy_core::telemetry::metrics::{
-    self, CounterEvent, Gauge, GaugeEvent, Label, MAX_LABELS, METRIC_PREFIX,
+    self, CounterEvent, Gauge, GaugeEvent, Label, METRIC_PREFIX,
 };
 
 use super::{
     EnvoyBuffer, EnvoyHttpHeader, METRICS_SUCCESS, ModuleBuffer, ModuleHttpHeader, buffers,
-    copied_from_envoy, envoy_bytes, guard, log,
+    copied_from_envoy, destroy_box, envoy_array, envoy_bytes, guard, log,
 };
 use crate::filter::{Attribute, Config, EnvoyHost, Flow, Stream};
 
@@ -297,12 +301,7 @@ impl EnvoyHost for Envoy {
     }
 
     fn increment(&self, counter_id: usize, event: &CounterEvent<'_>) {
-        // On the stack: several counters per request, none worth an allocation.
-        let mut values = [ModuleBuffer::of(&[]); MAX_LABELS];
-        for (slot, value) in values.iter_mut().zip(event.values()) {
-            *slot = ModuleBuffer::of(value.as_bytes());
-        }
-        let count = event.values().len().min(MAX_LABELS);
+        let (values, count) = super::label_values(event);
         // SAFETY: the label values live until the call returns; Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_filter_increment_counter(
@@ -355,7 +354,12 @@ struct HttpConfig {
     envoy: *mut c_void,
     counters: Vec<Option<usize>>,
     gauges: Vec<Option<usize>>,
-    lists: Option<Lists>,
+    /// The timer of its remote lists, when it has lists with a provider: the core's
+    /// [`Refresher`] (one per compiled configuration, `crate::shared`) is driven by a scheduler
+    /// whose events a thread commits (the filter ABI has no timer) and by the configuration's
+    /// HTTP call-outs. One process: one fetch per interval per gateway, and one index every
+    /// worker reads.
+    ticker: Option<Ticker>,
 }
 
 impl HttpConfig {
@@ -376,14 +380,23 @@ impl HttpConfig {
             ) == METRICS_SUCCESS
         }
     }
-}
 
-/// The timer of a configuration's remote lists: the core's [`Refresher`] (one per compiled
-/// configuration, `crate::shared`) is driven by a scheduler whose events a thread commits (the
-/// filter ABI has no timer) and by the configuration's HTTP call-outs. One process: one fetch
-/// per interval per gateway, and one index every worker reads.
-struct Lists {
-    ticker: Option<Ticker>,
+    /// Runs `work` on this configuration's remote lists, with `host` for their calls, when it
+    /// has lists and drives them (on Envoy's main thread, in one of its hooks).
+    fn drive_lists(
+        &self,
+        host: ConfigHost<'_>,
+        work: impl FnOnce(&mut Refresher, &Loaded, &ConfigHost<'_>),
+    ) {
+        if self.ticker.is_none() {
+            return;
+        }
+        self.config
+            .compiled()
+            .drive(self.envoy as usize, |refresher, loaded| {
+                work(refresher, loaded, &host)
+            });
+    }
 }
 
 /// A thread that commits a scheduler event every period, until it is dropped.
@@ -462,6 +475,17 @@ struct ConfigHost<'a> {
     config: &'a HttpConfig,
     status: Option<Vec<u8>>,
     body: Vec<u8>,
+}
+
+impl<'a> ConfigHost<'a> {
+    /// A host with no call-out answer being delivered.
+    fn new(config: &'a HttpConfig) -> Self {
+        ConfigHost {
+            config,
+            status: None,
+            body: Vec::new(),
+        }
+    }
 }
 
 impl Host for ConfigHost<'_> {
@@ -610,7 +634,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             envoy: config_envoy,
             counters,
             gauges,
-            lists: None,
+            ticker: None,
         };
         if !http_config.set_gauge(&GaugeEvent::new(
             Gauge::ConfigFingerprint,
@@ -632,9 +656,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 super::unregister_labelled_counters(config_envoy);
                 return ptr::null();
             };
-            http_config.lists = Some(Lists {
-                ticker: Some(ticker),
-            });
+            http_config.ticker = Some(ticker);
         }
         Box::into_raw(Box::new(http_config)).cast_const().cast()
     })
@@ -655,9 +677,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_modu
         move || {
             // Its timer stops before Envoy frees what it commits to; another configuration of the
             // same policy takes the lists over.
-            if let Some(lists) = &mut config.lists {
-                drop(lists.ticker.take());
-            }
+            drop(config.ticker.take());
             config.config.compiled().release(config.envoy as usize);
         },
     );
@@ -687,20 +707,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
         "lists_tick",
         || (),
         || {
-            if config.lists.is_none() {
-                return;
-            }
-            let host = ConfigHost {
-                config,
-                status: None,
-                body: Vec::new(),
-            };
-            config
-                .config
-                .compiled()
-                .drive(config.envoy as usize, |refresher, loaded| {
-                    refresher.on_tick(&host, loaded);
-                });
+            config.drive_lists(ConfigHost::new(config), |refresher, loaded, host| {
+                refresher.on_tick(host, loaded)
+            })
         },
     );
 }
@@ -725,17 +734,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
         "lists_response",
         || (),
         || {
-            if config.lists.is_none() {
-                return;
-            }
             let Ok(token) = u32::try_from(callout_id) else {
                 return;
             };
-            let mut host = ConfigHost {
-                config,
-                status: None,
-                body: Vec::new(),
-            };
+            let mut host = ConfigHost::new(config);
             let mut num_headers = 0;
             if result == CALLOUT_RESULT_SUCCESS {
                 // SAFETY: Envoy's arrays of `headers_size` headers and `body_size` chunks, valid
@@ -754,30 +756,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
                 }
             }
             let body_size = host.body.len();
-            config
-                .config
-                .compiled()
-                .drive(config.envoy as usize, |refresher, loaded| {
-                    refresher.on_response(&host, loaded, token, num_headers, body_size);
-                });
+            config.drive_lists(host, |refresher, loaded, host| {
+                refresher.on_response(host, loaded, token, num_headers, body_size)
+            });
         },
     );
 }
 
 /// `envoy_dynamic_module_type_http_callout_result_Success`.
 const CALLOUT_RESULT_SUCCESS: i32 = 0;
-
-/// Envoy's array as a slice for the rest of the hook.
-///
-/// # Safety
-/// `ptr` must be null or valid for `length` elements until the hook returns.
-unsafe fn envoy_array<'a, T>(ptr: *const T, length: usize) -> &'a [T] {
-    if ptr.is_null() || length == 0 {
-        return &[];
-    }
-    // SAFETY: as the caller guarantees.
-    unsafe { std::slice::from_raw_parts(ptr, length) }
-}
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
@@ -798,12 +785,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *const c_void) {
-    if filter_module.is_null() {
-        return;
-    }
     // SAFETY: the pointer is the box `filter_new` returned, destroyed once by Envoy.
-    let boxed = unsafe { Box::from_raw(filter_module.cast::<Stream>().cast_mut()) };
-    guard("destroy", || (), move || drop(boxed));
+    unsafe { destroy_box::<Stream>("destroy", filter_module) }
 }
 
 /// The stream of a hook, or `None` for a null pointer.

@@ -68,17 +68,39 @@ pub struct ModuleHttpHeader {
     pub(crate) value_length: usize,
 }
 
-/// Envoy's bytes as a slice for the rest of the hook.
+/// Envoy's array as a slice for the rest of the hook.
 ///
 /// # Safety
-/// `buffer` must be what Envoy returned in this hook: `ptr` valid for `length` bytes, or null.
-pub(crate) unsafe fn envoy_bytes<'a>(ptr: *const u8, length: usize) -> &'a [u8] {
+/// `ptr` must be what Envoy passed or returned in this hook: valid for `length` elements, or null.
+pub(crate) unsafe fn envoy_array<'a, T>(ptr: *const T, length: usize) -> &'a [T] {
     if ptr.is_null() || length == 0 {
         return &[];
     }
-    // SAFETY: Envoy guarantees the buffer until the hook returns (abi: OWNERSHIP), and the
+    // SAFETY: Envoy guarantees the array until the hook returns (abi: OWNERSHIP), and the
     // slice does not outlive the hook (its lifetime is bound by the caller's use).
     unsafe { std::slice::from_raw_parts(ptr, length) }
+}
+
+/// Envoy's bytes as a slice for the rest of the hook.
+///
+/// # Safety
+/// As [`envoy_array`].
+pub(crate) unsafe fn envoy_bytes<'a>(ptr: *const u8, length: usize) -> &'a [u8] {
+    // SAFETY: as the caller guarantees.
+    unsafe { envoy_array(ptr, length) }
+}
+
+/// Frees what a `*_new` hook boxed, when Envoy destroys it; a panic in a destructor is caught.
+///
+/// # Safety
+/// `pointer` must be null or the `Box<T>` a `*_new` hook returned, destroyed once by Envoy.
+pub(crate) unsafe fn destroy_box<T>(hook: &str, pointer: *const c_void) {
+    if pointer.is_null() {
+        return;
+    }
+    // SAFETY: as the caller guarantees.
+    let boxed = unsafe { Box::from_raw(pointer.cast::<T>().cast_mut()) };
+    guard(hook, || (), move || drop(boxed));
 }
 
 /// The bytes a callback points `value` at, copied before the hook returns; `None` when it found
@@ -191,18 +213,28 @@ fn unregister_labelled_counters(config_envoy: *mut c_void) {
     }
 }
 
-/// Adds one to a labelled counter through the HTTP filter configuration that defined it; `false`
-/// when none is loaded (a gateway with no native HTTP filter).
-pub(crate) fn increment_labelled(event: &CounterEvent<'_>) -> bool {
+/// Adds one to a labelled counter through the HTTP filter configuration that defined it;
+/// nothing when none is loaded (a gateway with no native HTTP filter, README: Which build?).
+pub(crate) fn increment_labelled(event: &CounterEvent<'_>) {
     let Ok(counters) = LABELLED_COUNTERS.read() else {
-        return false;
+        return;
     };
     let Some((config_envoy, ids)) = counters.last() else {
-        return false;
+        return;
     };
     // SAFETY: the configuration is alive while it is registered: it is unregistered, under the
     // write lock this read lock excludes, before Envoy frees it.
-    unsafe { increment_in_config(*config_envoy as *mut c_void, ids, event) }
+    unsafe { increment_in_config(*config_envoy as *mut c_void, ids, event) };
+}
+
+/// A counter event's label values as the ABI takes them, on the stack (several counters per
+/// request or connection, none worth an allocation), and how many there are.
+fn label_values<'a>(event: &CounterEvent<'a>) -> ([ModuleBuffer; MAX_LABELS], usize) {
+    let mut values = [ModuleBuffer::of(&[]); MAX_LABELS];
+    for (slot, value) in values.iter_mut().zip(event.values()) {
+        *slot = ModuleBuffer::of(value.as_bytes());
+    }
+    (values, event.values().len().min(MAX_LABELS))
 }
 
 /// Adds one to a counter of an HTTP filter configuration, with its label values.
@@ -214,27 +246,21 @@ unsafe fn increment_in_config(
     config_envoy: *mut c_void,
     ids: &[Option<usize>],
     event: &CounterEvent<'_>,
-) -> bool {
+) {
     let Some(id) = ids.get(event.counter as usize).copied().flatten() else {
-        return false;
+        return;
     };
-    // On the stack: several counters per request or connection, none worth an allocation.
-    let mut values = [ModuleBuffer::of(&[]); MAX_LABELS];
-    for (slot, value) in values.iter_mut().zip(event.values()) {
-        *slot = ModuleBuffer::of(value.as_bytes());
-    }
-    let count = event.values().len().min(MAX_LABELS);
+    let (values, count) = label_values(event);
     // SAFETY: as the caller guarantees; the configuration's counters are fixed once it is
     // created, and Envoy's stats are thread-safe. The label values live until the call
     // returns; Envoy copies them.
-    let result = unsafe {
+    unsafe {
         envoy_dynamic_module_callback_http_filter_config_increment_counter(
             config_envoy,
             id,
             values.as_ptr(),
             count,
             1,
-        )
-    };
-    result == METRICS_SUCCESS
+        );
+    }
 }

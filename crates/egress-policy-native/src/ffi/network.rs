@@ -1,5 +1,9 @@
 //! The network filter's hooks and callbacks (`envoy.filters.network.dynamic_modules`), for the
 //! TLS listeners.
+//!
+//! Every hook runs its work inside `super::guard` (`catch_unwind`), directly or through
+//! `data_hook` and `destroy_box`, so that no panic crosses into Envoy; a test in `lib.rs`
+//! checks every exported function for it.
 
 use std::ffi::c_void;
 use std::ptr;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 
 use egress_policy_core::telemetry::metrics::CounterEvent;
 
-use super::{EnvoyBuffer, ModuleBuffer, copied_from_envoy, envoy_bytes, guard, log};
+use super::{EnvoyBuffer, ModuleBuffer, copied_from_envoy, destroy_box, envoy_bytes, guard, log};
 use crate::connection::{Connection, EnvoyConnection, Flow, NetworkConfig};
 
 /// `envoy_dynamic_module_type_on_network_filter_data_status`: Continue, StopIteration.
@@ -176,19 +180,38 @@ impl EnvoyConnection for Envoy {
     }
 
     fn local_port(&self) -> Option<i64> {
-        self.address(envoy_dynamic_module_callback_network_filter_get_local_address)
-            .map(|(_, port)| i64::from(port))
+        let mut address = EnvoyBuffer {
+            ptr: ptr::null(),
+            length: 0,
+        };
+        let mut port = 0_u32;
+        // SAFETY: both results are on this stack for Envoy to fill; only the port is read, so
+        // the address is not copied.
+        let found = unsafe {
+            envoy_dynamic_module_callback_network_filter_get_local_address(
+                self.0,
+                &mut address,
+                &mut port,
+            )
+        };
+        found.then_some(i64::from(port))
     }
 
     fn mtls(&self) -> bool {
-        // SAFETY: the filter pointer is the one of this hook; the subject is only checked for
-        // presence (a peer certificate was presented and verified: the listener requires it).
+        let mut subject = EnvoyBuffer {
+            ptr: ptr::null(),
+            length: 0,
+        };
+        // SAFETY: the filter pointer is the one of this hook; `subject` is for Envoy to fill, and
+        // only its length is read (a peer certificate was presented and verified: the listener
+        // requires it), so nothing is copied.
         unsafe {
             envoy_dynamic_module_callback_network_filter_is_ssl(self.0)
-                && copied_from_envoy(|value| {
-                    envoy_dynamic_module_callback_network_filter_get_ssl_subject(self.0, value)
-                })
-                .is_some_and(|subject| !subject.is_empty())
+                && envoy_dynamic_module_callback_network_filter_get_ssl_subject(
+                    self.0,
+                    &mut subject,
+                )
+                && subject.length > 0
         }
     }
 
@@ -270,12 +293,8 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
 pub extern "C" fn envoy_dynamic_module_on_network_filter_config_destroy(
     config_module: *const c_void,
 ) {
-    if config_module.is_null() {
-        return;
-    }
-    // SAFETY: the pointer is the box `config_new` returned, destroyed once by Envoy.
-    let boxed = unsafe { Box::from_raw(config_module.cast::<Arc<NetworkConfig>>().cast_mut()) };
-    guard("destroy", || (), move || drop(boxed));
+    // SAFETY: the pointer is the box the matching `*_new` hook returned, destroyed once by Envoy.
+    unsafe { destroy_box::<Arc<NetworkConfig>>("config_destroy", config_module) }
 }
 
 #[unsafe(no_mangle)]
@@ -298,12 +317,8 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_new(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_network_filter_destroy(filter_module: *const c_void) {
-    if filter_module.is_null() {
-        return;
-    }
-    // SAFETY: the pointer is the box `filter_new` returned, destroyed once by Envoy.
-    let boxed = unsafe { Box::from_raw(filter_module.cast::<Connection>().cast_mut()) };
-    guard("destroy", || (), move || drop(boxed));
+    // SAFETY: the pointer is the box the matching `*_new` hook returned, destroyed once by Envoy.
+    unsafe { destroy_box::<Connection>("destroy", filter_module) }
 }
 
 /// The connection of a hook, or `None` for a null pointer.
