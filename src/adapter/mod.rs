@@ -122,7 +122,7 @@ impl RequestFilter {
         let facts = read_facts(&active.reads, host, Protocol::Http, headers, !end_of_stream);
         let (request, decision) = policy.decide(&facts, &active.remote.load());
         self.request = request;
-        let flow = match policy.reply(&decision) {
+        let flow = match policy.reply(&decision, &self.request) {
             Some(reply) => {
                 if !host.send_local_reply(&reply) {
                     host.log_warning("egress-policy: could not send the local reply");

@@ -22,8 +22,9 @@ pub struct Args {
     /// `:authority` as the client sends it (port, upper case, userinfo and all).
     #[arg(long, allow_hyphen_values = true, required_unless_present = "sni")]
     host: Option<String>,
-    /// `:path` as the client sends it, undecoded, with the query.
-    #[arg(long, allow_hyphen_values = true, required_unless_present = "sni")]
+    /// `:path` as the client sends it, undecoded, with the query; none for a forward proxy's
+    /// `--method CONNECT` (then `--host` is `host:port`).
+    #[arg(long, allow_hyphen_values = true)]
     path: Option<String>,
     /// Decide a TLS connection instead of a request: the SNI of its ClientHello (for the
     /// sidecar leg, of the outer mTLS handshake). Empty: a connection without SNI.
@@ -91,8 +92,8 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
     .into_iter()
     .filter_map(|(attr, value)| Some((attr, value.clone()?)))
     .collect();
-    let protocol = match (&args.sni, &args.host, &args.path) {
-        (None, Some(_), Some(_)) => Protocol::Http,
+    let protocol = match (&args.sni, &args.host) {
+        (None, Some(_)) => Protocol::Http,
         _ => Protocol::Tcp,
     };
     Described {
@@ -118,6 +119,14 @@ fn facts(args: &Args, policy: &Policy) -> RequestFacts {
 }
 
 pub fn run(args: &Args) -> ExitCode {
+    if args.sni.is_none()
+        && (args.host.is_none() || (args.path.is_none() && args.method != "CONNECT"))
+    {
+        eprintln!(
+            "explain: a request needs --host and --path (a CONNECT: --method CONNECT --host host:port), a connection --sni"
+        );
+        return ExitCode::from(EXIT_INVALID);
+    }
     let policy = match load(&args.config, args.sni.is_some()) {
         Ok(policy) => policy,
         Err(errors) => {
@@ -137,7 +146,7 @@ pub fn run(args: &Args) -> ExitCode {
         size: args.response_size,
         ..Response::default()
     };
-    match policy.reply(&decision) {
+    match policy.reply(&decision, &request) {
         None => println!("decision: {}", outcome.as_str()),
         Some(reply) => {
             match request.protocol {

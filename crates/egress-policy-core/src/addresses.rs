@@ -16,6 +16,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::config::AddressGuardConfig;
+use crate::error::ConfigError;
+use crate::policy::matchers::{HostPattern, HostTable};
+
 /// An IP network: an address and a prefix length, the address masked to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Network {
@@ -253,6 +257,92 @@ impl AddressRules {
     }
 }
 
+/// The guard of one configuration (`addressGuard`): the rules for every name, and the rules of
+/// the names allowed into internal ranges on purpose (`allowNames`), each the general rules plus
+/// its own exceptions.
+#[derive(Debug, Clone)]
+pub struct AddressGuard {
+    rules: AddressRules,
+    by_name: HostTable<AddressRules>,
+}
+
+impl Default for AddressGuard {
+    fn default() -> Self {
+        AddressGuard {
+            rules: AddressRules::defaults(),
+            by_name: HostTable::default(),
+        }
+    }
+}
+
+impl AddressGuard {
+    /// Compiles `addressGuard`; every problem names its field (`addressGuard.refuse[2]`,
+    /// `addressGuard.allowNames["db.corp.example"][0]`).
+    pub fn compile(config: &AddressGuardConfig) -> Result<AddressGuard, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let rules =
+            match AddressRules::compile(&config.refuse, &config.allow, config.allow_ip_literals) {
+                Ok(rules) => rules,
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|problem| {
+                        let (field, message) = problem.split_once(": ").unwrap_or(("", &problem));
+                        ConfigError::new(format!("addressGuard.{field}"), message)
+                    }));
+                    AddressRules::defaults()
+                }
+            };
+        let mut by_name = HostTable::default();
+        for (name, ranges) in &config.allow_names {
+            let path = format!("addressGuard.allowNames[\"{name}\"]");
+            let pattern = match HostPattern::parse(name) {
+                Ok(pattern) => pattern,
+                Err(message) => {
+                    errors.push(ConfigError::new(path, message));
+                    continue;
+                }
+            };
+            if ranges.is_empty() {
+                errors.push(ConfigError::new(
+                    path,
+                    "names no range: list the addresses this name may reach",
+                ));
+                continue;
+            }
+            let mut own = rules.clone();
+            for (i, entry) in ranges.iter().enumerate() {
+                match Network::parse(entry) {
+                    Ok(network) => own.allowed.push(network),
+                    Err(message) => errors.push(ConfigError::new(format!("{path}[{i}]"), message)),
+                }
+            }
+            by_name.entry(pattern, || own);
+        }
+        if errors.is_empty() {
+            Ok(AddressGuard { rules, by_name })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the gateway may connect to `addr` for `host` (canonical, lower case): the host's
+    /// own exceptions if it has some, the general rules otherwise.
+    pub fn check(&self, host: Option<&str>, addr: IpAddr) -> Verdict {
+        host.and_then(|host| self.by_name.lookup(host))
+            .unwrap_or(&self.rules)
+            .check(addr)
+    }
+
+    /// Hosts written as an IP address may be decided on (`allowIpLiterals`).
+    pub fn allows_ip_literals(&self) -> bool {
+        self.rules.allow_ip_literals
+    }
+
+    /// The general rules (what a resolver filter without names drops).
+    pub fn rules(&self) -> &AddressRules {
+        &self.rules
+    }
+}
+
 /// The address a host names when it is written as one, in any form the C library accepts:
 /// IPv6 in brackets (or bare), IPv4 dotted with one to four parts, each decimal, octal (a leading
 /// `0`) or hexadecimal (`0x`), the last part filling the remaining bytes; one trailing dot is
@@ -415,6 +505,42 @@ mod tests {
         assert!(
             rest.iter()
                 .any(|r| r.contains("127.0.0.0".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn a_name_allowed_into_an_internal_range_reaches_it_and_no_other_name_does() {
+        let config: AddressGuardConfig = serde_json::from_str(
+            r#"{"refuse": ["203.0.113.0/24"], "allow": ["127.0.0.1"],
+                "allowNames": {"db.corp.example": ["10.1.2.0/24"], "*.lab.example": ["192.168.7.7"]}}"#,
+        )
+        .unwrap();
+        let guard = AddressGuard::compile(&config).unwrap();
+        let at = |host: &str, address: &str| guard.check(Some(host), address.parse().unwrap());
+        assert_eq!(at("db.corp.example", "10.1.2.3"), Verdict::Allowed);
+        assert_eq!(
+            at("db.corp.example", "10.1.3.3"),
+            Verdict::Refused("private")
+        );
+        assert_eq!(
+            at("other.corp.example", "10.1.2.3"),
+            Verdict::Refused("private")
+        );
+        assert_eq!(at("x.lab.example", "192.168.7.7"), Verdict::Allowed);
+        assert_eq!(
+            at("lab.example", "192.168.7.7"),
+            Verdict::Refused("private")
+        );
+        // The general exception and the configured range hold for every name.
+        assert_eq!(at("db.corp.example", "127.0.0.1"), Verdict::Allowed);
+        assert_eq!(at("anything.example", "127.0.0.1"), Verdict::Allowed);
+        assert_eq!(
+            at("db.corp.example", "203.0.113.9"),
+            Verdict::Refused("configured")
+        );
+        assert_eq!(
+            guard.check(None, "169.254.169.254".parse().unwrap()),
+            Verdict::Refused("link_local")
         );
     }
 }

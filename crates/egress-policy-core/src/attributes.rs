@@ -32,6 +32,7 @@ impl Type {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attr {
     RequestHost,
+    RequestPort,
     RequestPath,
     RequestUrlPath,
     RequestMethod,
@@ -204,6 +205,7 @@ pub const UPSTREAM_LOCAL_ADDRESS: &[&str] = &["upstream", "local_address"];
 #[rustfmt::skip]
 pub const ATTRIBUTES: &[Attribute] = &[
     row("request.host", Scalar(Attr::RequestHost), Str, Request, Source::Header(":authority"), "lower case, port and trailing dot removed; absent when unusable (userinfo, characters no host has, bytes that are not UTF-8)"),
+    row("request.port", Scalar(Attr::RequestPort), Int, Request, Source::Header(":authority"), "the port a forward proxy's `CONNECT host:port` names; absent for other requests (the gateway chooses their destination port: 443, TLS originated)"),
     row("request.path", Scalar(Attr::RequestPath), Str, Request, Source::Header(":path"), "the path, percent-decoded once (see [Security](#security)), with the query string as received"),
     row("request.url_path", Scalar(Attr::RequestUrlPath), Str, Request, Source::Header(":path"), "the decoded path without query string"),
     row("request.method", Scalar(Attr::RequestMethod), Str, Request, Source::Header(":method"), "HTTP method"),

@@ -43,6 +43,32 @@ pub struct PluginConfig {
     /// with 400 (see [Security](#security)): a destination that ignores the body would read it as a
     /// second request the policy never saw. Default: none.
     pub allow_safe_method_bodies: Vec<String>,
+    /// The SSRF guard (see [Security](#security)): the addresses the gateway never connects to,
+    /// whatever name leads there. Default: the internal ranges (loopback, RFC 1918, link-local,
+    /// CGNAT, unique-local, IPv4-mapped and -compatible IPv6, NAT64, multicast, broadcast,
+    /// reserved) refused, no exception, IP literal hosts refused.
+    pub address_guard: AddressGuardConfig,
+}
+
+/// What the SSRF guard refuses beyond its default ranges, and the exceptions an operator makes on
+/// purpose.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddressGuardConfig {
+    /// More ranges to refuse (CIDR, or one address), such as the mesh's pod and service ranges;
+    /// reason `configured`. Default: none.
+    pub refuse: Vec<String>,
+    /// Ranges (CIDR, or one address) the gateway may connect to for any name, even inside a
+    /// refused range. Default: none.
+    pub allow: Vec<String>,
+    /// Host name or wildcard (`db.corp.example`, `*.corp.example`) → ranges that name alone may
+    /// resolve to and be connected to: an internal destination allowed on purpose. Default: none.
+    pub allow_names: BTreeMap<String, Vec<String>>,
+    /// Hosts written as an IP address (`203.0.113.7`, `[2001:db8::1]`, and the decimal, octal and
+    /// hexadecimal forms the C library reads) are decided and connected to; their address is still
+    /// checked. Default: `false` (refused: a policy names destinations by name).
+    pub allow_ip_literals: bool,
 }
 
 impl Default for PluginConfig {
@@ -57,6 +83,7 @@ impl Default for PluginConfig {
             routes: Vec::new(),
             identity: IdentityConfig::default(),
             allow_safe_method_bodies: Vec::new(),
+            address_guard: AddressGuardConfig::default(),
         }
     }
 }

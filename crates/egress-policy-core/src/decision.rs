@@ -53,6 +53,14 @@ pub enum DenyReason {
         list: usize,
         failure: ListFailure,
     },
+    /// The host is written as an IP address and `addressGuard.allowIpLiterals` is off.
+    IpLiteral,
+    /// The SSRF guard: the address the host names or resolved to is one the gateway never
+    /// connects to, for `reason` (the range's: `loopback`, `private`, `link_local`, ...).
+    Address {
+        address: std::net::IpAddr,
+        reason: crate::addresses::Reason,
+    },
 }
 
 /// How a list check failed.

@@ -52,12 +52,18 @@ impl Described {
                 if let Some(host) = &self.host {
                     headers.push(b":authority", host.as_bytes());
                 }
-                let path = self.path.as_deref().unwrap_or_default();
-                headers.push(b":path", path.as_bytes());
                 let method = self.method.as_deref().unwrap_or("GET");
+                // A forward proxy's `CONNECT host:port` has neither path nor scheme.
+                let tunnel = method == "CONNECT" && self.path.is_none();
+                if !tunnel {
+                    let path = self.path.as_deref().unwrap_or_default();
+                    headers.push(b":path", path.as_bytes());
+                }
                 headers.push(b":method", method.as_bytes());
-                let scheme = self.scheme.as_deref().unwrap_or("http");
-                headers.push(b":scheme", scheme.as_bytes());
+                if !tunnel {
+                    let scheme = self.scheme.as_deref().unwrap_or("http");
+                    headers.push(b":scheme", scheme.as_bytes());
+                }
                 for (name, value) in &self.headers {
                     headers.push(name.to_ascii_lowercase().as_bytes(), value.as_bytes());
                 }

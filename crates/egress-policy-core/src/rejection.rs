@@ -7,6 +7,9 @@
 pub enum Rejection {
     /// `:authority` is missing or not a host name (userinfo, spaces, bytes no host has).
     UnusableHost,
+    /// A `CONNECT` whose authority has no port (or not one from 1 to 65535): a tunnel is
+    /// decided on the host and the port it opens.
+    ConnectWithoutPort,
     NotOriginForm,
     ControlOrNonAscii,
     Fragment,
@@ -65,8 +68,9 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Rejection; 26] = [
+    pub const ALL: [Rejection; 27] = [
         Self::UnusableHost,
+        Self::ConnectWithoutPort,
         Self::NotOriginForm,
         Self::ControlOrNonAscii,
         Self::Fragment,
@@ -98,6 +102,7 @@ impl Rejection {
     pub fn code(self) -> &'static str {
         match self {
             Self::UnusableHost => "unusable_host",
+            Self::ConnectWithoutPort => "connect_without_port",
             Self::NotOriginForm => "not_origin_form",
             Self::ControlOrNonAscii => "control_or_non_ascii",
             Self::Fragment => "fragment",
@@ -130,6 +135,7 @@ impl Rejection {
     pub fn describe(self) -> &'static str {
         match self {
             Self::UnusableHost => "host is missing or not a host name",
+            Self::ConnectWithoutPort => "a CONNECT names no port (host:port, 1 to 65535)",
             Self::NotOriginForm => "path does not start with '/'",
             Self::ControlOrNonAscii => "path has control or non-ASCII bytes",
             Self::Fragment => "path has a '#' (fragment)",

@@ -116,6 +116,9 @@ pub struct Request {
     pub destination_port: Option<i64>,
     /// `request.host`: lower case, without port or trailing dot. Set it with [`Request::set_host`].
     pub host: Option<String>,
+    /// `request.port`: the port a `CONNECT` names (`CONNECT host:port`); absent for other
+    /// requests, whose destination port the gateway chooses.
+    pub port: Option<i64>,
     /// `request.path`: the decoded path, then the query as received. Set with
     /// [`Request::set_path`].
     path: Option<String>,
@@ -181,6 +184,22 @@ pub struct Response {
 }
 
 impl Request {
+    /// A forward proxy's tunnel request (`CONNECT host:port`), not an extended `CONNECT`
+    /// (WebSocket over HTTP/2, which has a path).
+    pub fn is_connect(&self) -> bool {
+        self.protocol == Protocol::Http
+            && self.method.as_deref() == Some("CONNECT")
+            && self.path.is_none()
+    }
+
+    /// The name the decision is about: the host of a request, the SNI of a connection.
+    pub fn destination(&self) -> Option<&str> {
+        match self.protocol {
+            Protocol::Http => self.host.as_deref(),
+            Protocol::Tcp => self.requested_server_name.as_deref(),
+        }
+    }
+
     /// Sets `request.host` from an `:authority` or `Host` value: lower-cased, port and trailing
     /// dot removed. An empty or unusable authority (userinfo, characters no host name has,
     /// replaced non-UTF-8 bytes) leaves the host absent, which routes treat as "cannot be

@@ -217,7 +217,7 @@ impl Stream {
         let loaded = &self.config.compiled.loaded;
         let (request, decision) = loaded.policy.decide(&facts, &loaded.remote.load());
         self.request = request;
-        let flow = match loaded.policy.reply(&decision) {
+        let flow = match loaded.policy.reply(&decision, &self.request) {
             Some(reply) => {
                 host.send_local_reply(&reply);
                 Flow::Stop

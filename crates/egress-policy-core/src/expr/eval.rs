@@ -66,6 +66,7 @@ fn attribute<'a>(attr: Attr, env: &Env<'a>) -> Option<Value<'a>> {
     };
     match attr {
         Attr::RequestHost => text(&request.host),
+        Attr::RequestPort => request.port.map(Value::Int),
         Attr::RequestPath => request.path().map(Value::Str),
         Attr::RequestUrlPath => request.url_path().map(Value::Str),
         Attr::RequestMethod => text(&request.method),

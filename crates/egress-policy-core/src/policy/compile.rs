@@ -10,6 +10,7 @@ use super::matchers::{HostPattern, HostTable};
 use super::provider::Provider;
 use super::route::RouteTable;
 use super::{DenyReply, List, LogField, Policy, Rule, check_name};
+use crate::addresses::AddressGuard;
 use crate::attributes::Attr;
 use crate::config::{self, PluginConfig};
 use crate::error::{ConfigError, ConfigErrors};
@@ -38,6 +39,10 @@ impl Policy {
         compiler.identity(&config.identity);
         let safe_method_bodies = compiler.safe_method_bodies(&config.allow_safe_method_bodies);
         let routes = RouteTable::compile(&config.routes, &mut compiler.errors);
+        let address_guard = AddressGuard::compile(&config.address_guard).unwrap_or_else(|errors| {
+            compiler.errors.extend(errors);
+            AddressGuard::default()
+        });
         if config.rules.is_empty() && config.routes.is_empty() {
             compiler.errors.push(ConfigError::new(
                 "",
@@ -74,6 +79,7 @@ impl Policy {
                 .as_ref()
                 .map(|h| h.to_ascii_lowercase()),
             safe_method_bodies,
+            address_guard,
             deny_status: config.deny_status,
             instance: config.log.instance.clone(),
             log_fields,

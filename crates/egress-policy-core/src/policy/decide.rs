@@ -4,6 +4,9 @@
 use super::Policy;
 use super::provider::RemoteLists;
 use super::route::RouteOutcome;
+use std::net::IpAddr;
+
+use crate::addresses::{Verdict, ip_literal};
 use crate::attributes::Attr;
 use crate::decision::{Decision, DenyReason};
 use crate::expr::Env;
@@ -91,13 +94,27 @@ impl Policy {
         request.time_micros = facts.time_micros;
         request.method = text(":method");
         request.mtls = facts.mtls;
-        let mut rejected = request
-            .set_path(headers.get(":path").unwrap_or_default())
-            .err();
+        // A forward proxy's tunnel (`CONNECT host:port`) has no path: it is decided on its
+        // authority, host and port, and its bytes are the caller's own TLS.
+        let tunnel = request.method.as_deref() == Some("CONNECT") && headers.get(":path").is_none();
+        let mut rejected = if tunnel {
+            None
+        } else {
+            request
+                .set_path(headers.get(":path").unwrap_or_default())
+                .err()
+        };
         // Bytes that are not UTF-8 leave U+FFFD behind, which canonical_host refuses: such a
         // host is absent (and the request refused), never a near-miss of a listed one.
         if let Some(authority) = headers.get(":authority") {
-            request.set_host(&lossy_text(authority));
+            let authority = lossy_text(authority);
+            request.set_host(&authority);
+            if tunnel {
+                request.port = authority_port(&authority);
+                if request.port.is_none() {
+                    rejected = rejected.or(Some(Rejection::ConnectWithoutPort));
+                }
+            }
         }
         if request.host.is_none() {
             rejected = rejected.or(Some(Rejection::UnusableHost));
@@ -205,11 +222,15 @@ impl Policy {
             Protocol::Http => self.routes.check(request),
             Protocol::Tcp => RouteOutcome::Unrouted,
         };
-        let mut denied = match routes {
-            RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
-            RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
-            RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
-        };
+        // The address guard comes first: a host written as an address names where the gateway
+        // would connect, and no route or rule may send it into the gateway's own network.
+        let mut denied = self
+            .literal_verdict(request.destination())
+            .or(match routes {
+                RouteOutcome::Unrouted | RouteOutcome::Admitted(_) => None,
+                RouteOutcome::Refused(route) => Some(DenyReason::NoRouteMatch { route }),
+                RouteOutcome::HostUnknown => Some(DenyReason::HostUnknown),
+            });
         let mut fired = Vec::with_capacity(self.rules.len());
         let mut dry_run = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
@@ -246,6 +267,38 @@ impl Policy {
             dry_run,
         }
     }
+}
+
+impl Policy {
+    /// The address guard on a host written as an IP address, in any form a client or resolver
+    /// reads as one (`2130706433`, `0177.1`, `[::ffff:127.0.0.1]`): refused unless
+    /// `allowIpLiterals`, and then only if its address may be connected to. `None` for a name.
+    pub fn literal_verdict(&self, host: Option<&str>) -> Option<DenyReason> {
+        let host = host?;
+        let address = ip_literal(host)?;
+        if !self.address_guard.allows_ip_literals() {
+            return Some(DenyReason::IpLiteral);
+        }
+        self.address_verdict(Some(host), address)
+    }
+
+    /// The address guard at connect time: whether the gateway may connect to `address`, which
+    /// `host` resolved to (README: Security). `None` when it may.
+    pub fn address_verdict(&self, host: Option<&str>, address: IpAddr) -> Option<DenyReason> {
+        match self.address_guard.check(host, address) {
+            Verdict::Allowed => None,
+            Verdict::Refused(reason) => Some(DenyReason::Address { address, reason }),
+        }
+    }
+}
+
+/// The port of a `CONNECT` authority (`host:port`, `[v6]:port`): 1 to 65535, digits only.
+fn authority_port(authority: &str) -> Option<i64> {
+    let (_, port) = authority.rsplit_once(':')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    port.parse::<i64>().ok().filter(|p| (1..=65535).contains(p))
 }
 
 /// Why a connection cannot be decided on its SNI `sni`, given how it began: the ClientHello the

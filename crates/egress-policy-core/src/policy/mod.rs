@@ -126,6 +126,9 @@ pub struct Policy {
     pub trusted_header: Option<String>,
     /// Hosts to which GET, HEAD, OPTIONS and TRACE may carry a body.
     pub safe_method_bodies: matchers::HostTable<()>,
+    /// The SSRF guard (`addressGuard`): hosts written as addresses, and the addresses connected
+    /// to.
+    pub address_guard: crate::addresses::AddressGuard,
 }
 
 /// The local reply to a request the filter does not forward, with the response code details
@@ -173,8 +176,10 @@ impl Policy {
         Self::compile(&PluginConfig::from_json(bytes)?)
     }
 
-    /// The local reply for a request that is not forwarded; `None` when it is.
-    pub fn reply(&self, decision: &Decision) -> Option<LocalReply<'_>> {
+    /// The local reply for a request that is not forwarded; `None` when it is. A refused
+    /// `CONNECT` is answered 403 whatever `denyStatus` says: a forward proxy's client (curl,
+    /// Python, Go, Java) reads it as "the proxy refused", not as a page of the destination.
+    pub fn reply(&self, decision: &Decision, request: &Request) -> Option<LocalReply<'_>> {
         if let Some(problem) = decision.rejected {
             return Some(LocalReply {
                 status: REJECT_STATUS,
@@ -188,8 +193,13 @@ impl Policy {
             DenyReason::List { rule, .. } => self.rules.get(*rule).map_or(&self.deny, |r| &r.deny),
             _ => &self.deny,
         };
+        let status = if request.is_connect() {
+            CONNECT_DENY_STATUS
+        } else {
+            deny.status
+        };
         Some(LocalReply {
-            status: deny.status,
+            status,
             details: self.details(reason),
             body: &deny.body,
             headers: &deny.headers,
@@ -292,6 +302,10 @@ impl Policy {
                 self.rule_name(*rule),
                 self.list_name(*list)
             ),
+            DenyReason::IpLiteral => "egress_policy_denied:ip_literal".into(),
+            DenyReason::Address { address, reason } => {
+                format!("egress_policy_denied:address_guard,address={address},reason={reason}")
+            }
         }
     }
 
@@ -325,9 +339,21 @@ impl Policy {
                 };
                 format!("denied by rule {}: {why} {}", self.rule_name(*rule), self.list_name(*list))
             }
+            DenyReason::IpLiteral => format!(
+                "denied: host {} is written as an IP address, and the policy decides on names (addressGuard.allowIpLiterals is off)",
+                request.destination().unwrap_or("?"),
+            ),
+            DenyReason::Address { address, reason } => format!(
+                "denied by the address guard: {} is at {address}, a {} address the gateway never connects to",
+                request.destination().unwrap_or("?"),
+                reason.replace('_', "-"),
+            ),
         }
     }
 }
+
+/// Status of the reply to a refused `CONNECT` (the forward proxy's tunnels).
+pub const CONNECT_DENY_STATUS: u16 = 403;
 
 /// Status of the reply to a refused request: it is malformed, so it is a client error whatever
 /// `denyStatus` says about forbidden ones.

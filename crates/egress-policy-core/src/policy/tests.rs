@@ -61,7 +61,7 @@ fn check_decision_table(file: &str, at_least: usize) {
                 case["outcome"]
             ));
         }
-        let reply = policy.reply(&decision);
+        let reply = policy.reply(&decision, &request);
         let status = reply
             .as_ref()
             .filter(|_| request.protocol == Protocol::Http)

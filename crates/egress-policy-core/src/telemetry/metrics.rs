@@ -380,6 +380,9 @@ impl Metrics {
             DenyReason::List { rule, list, .. } => {
                 Some((self.rules.get(*rule)?, self.lists.get(*list)?))
             }
+            DenyReason::IpLiteral => Some(("ip_literal", "none")),
+            // The guard's reason is a fixed word (addresses::DEFAULT_REFUSED, `configured`).
+            DenyReason::Address { reason, .. } => Some(("address_guard", reason)),
         }
     }
 }
