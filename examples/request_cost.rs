@@ -104,6 +104,13 @@ impl HttpHost for MemoryHost {
         black_box(reply);
         true
     }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        black_box(size);
+        None
+    }
+    fn reset_stream(&self) -> bool {
+        true
+    }
 }
 
 fn host(request: &str) -> MemoryHost {

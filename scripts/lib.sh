@@ -95,6 +95,14 @@ render_gateway() {
   mkdir -p "$run_dir"
   export FILTER_CONFIG_DIR="${FILTER_CONFIG_DIR:-$run_dir/filter}"
   install_filter_config "$config" "$run_dir/filter"
+  # The SSRF guard's ranges for the DNS cache, from the policy (and this deployment's own
+  # exceptions, GUARD_ALLOW: a local run's stand-ins on 127.0.0.1).
+  local allow=() cidr
+  for cidr in ${GUARD_ALLOW:-}; do allow+=(--allow "$cidr"); done
+  DNS_REFUSED_RANGES="$("$CLI" address-filter "$config" "${allow[@]}")" || die "cannot compute the address guard's ranges for $config"
+  export DNS_REFUSED_RANGES
+  printf '%s\n' "${GUARD_ALLOW:-}" > "$run_dir/guard-allow"
+  printf '%s\n' "$DNS_REFUSED_RANGES" > "$run_dir/address-filter.json"
   "$REPO/scripts/render-envoy-config" "$REPO/envoy/gateway.yaml" > "$run_dir/.envoy.yaml.tmp"
   mv -f "$run_dir/.envoy.yaml.tmp" "$run_dir/envoy.yaml"
   printf 'EGRESS_MODULE_PATH=%q\nEGRESS_ADMIN_PORT=%q\nEGRESS_BUILD=%q\n' "$(module_path)" "$ADMIN_PORT" "$(build)" > "$run_dir/gateway.env"

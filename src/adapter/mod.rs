@@ -20,7 +20,7 @@ use crate::core::attributes::{self, Attr, MapAttr, Source, Type};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
 use crate::core::headers::Headers;
-use crate::core::policy::{LocalReply, Policy};
+use crate::core::policy::{LocalReply, Policy, TunnelCheck, tunnel_opening};
 use crate::core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
 };
@@ -55,6 +55,10 @@ pub trait HttpHost: StreamHost {
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Answers the request locally; its details become Envoy's response code details.
     fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool;
+    /// The request body the proxy holds, its first `size` bytes (a tunnel's first bytes).
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Resets the stream, both sides: a tunnel whose bytes may not be relayed.
+    fn reset_stream(&self) -> bool;
 }
 
 /// Whether the proxy may go on with the request.
@@ -87,6 +91,8 @@ pub struct RequestFilter {
     body_bytes: Option<i64>,
     request: Request,
     decision: Option<Decision>,
+    /// An allowed `CONNECT` whose tunnel has not shown its ClientHello yet: its bytes are held.
+    tunnel_unread: bool,
 }
 
 impl RequestFilter {
@@ -99,6 +105,7 @@ impl RequestFilter {
             body_bytes: None,
             request: Request::default(),
             decision: None,
+            tunnel_unread: false,
         }
     }
 
@@ -131,8 +138,41 @@ impl RequestFilter {
             }
             None => Flow::Continue,
         };
+        self.tunnel_unread = flow == Flow::Continue && self.request.is_connect();
         self.decision = Some(decision);
         flow
+    }
+
+    /// A tunnel's bytes are held until they show one ClientHello naming the host its `CONNECT`
+    /// named, and the tunnel is reset before a byte is relayed if they do not (README: HTTPS
+    /// egress). Other bodies pass.
+    pub fn on_request_body(
+        &mut self,
+        host: &impl HttpHost,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        if !self.tunnel_unread {
+            return Flow::Continue;
+        }
+        let first_bytes = host.request_body(body_size).unwrap_or_default();
+        match tunnel_opening(&self.request, &first_bytes, end_of_stream) {
+            TunnelCheck::NeedMore => Flow::Stop,
+            TunnelCheck::Relay => {
+                self.tunnel_unread = false;
+                Flow::Continue
+            }
+            TunnelCheck::Refuse(problem) => {
+                self.tunnel_unread = false;
+                if let Some(decision) = &mut self.decision {
+                    decision.reject_after(problem);
+                }
+                if !host.reset_stream() {
+                    host.log_warning("egress-policy: could not reset a refused tunnel");
+                }
+                Flow::Stop
+            }
+        }
     }
 
     /// Notes the status from the response headers: a header read is cheaper than the
@@ -152,7 +192,7 @@ impl RequestFilter {
     }
 
     pub fn on_log(&mut self, host: &impl HttpHost) {
-        let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
+        let (Some(active), Some(decision)) = (&self.active, &mut self.decision) else {
             return;
         };
         let policy = &active.policy;
@@ -164,6 +204,14 @@ impl RequestFilter {
         );
         response.code = response.code.or(self.status);
         response.size = response.size.or(self.body_bytes);
+        // Only Envoy's own 503 can be the address guard's refusal at connect time.
+        if response.code == Some(503)
+            && decision.outcome().forwarded()
+            && let Some(details) = host.property(&["response", "code_details"])
+        {
+            decision.note_upstream(&details);
+        }
+        let decision = &*decision;
         active
             .metrics
             .count_request(decision, &self.request, response.code, |event| {

@@ -186,6 +186,13 @@ impl HttpContext for Http {
         action(self.filter.on_request_headers(&WasmHost, end_of_stream))
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_request_body(&WasmHost, body_size, end_of_stream),
+        )
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.filter.on_response_headers(&WasmHost);
         Action::Continue
@@ -250,6 +257,14 @@ impl HttpHost for WasmHost {
             reply.body.as_bytes(),
             &super::header_map::serialize(reply.headers),
         )
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        abi::buffer(abi::BUFFER_HTTP_REQUEST_BODY, size)
+    }
+
+    fn reset_stream(&self) -> bool {
+        abi::close_stream(abi::STREAM_HTTP_REQUEST)
     }
 }
 

@@ -15,6 +15,7 @@ mod compose;
 mod convert;
 mod e2e;
 mod filter_flow;
+mod forward_proxy;
 mod hardening;
 mod list_refresher;
 mod lists;

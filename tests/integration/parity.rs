@@ -30,8 +30,11 @@ fn cli_answer(config: &str, request: &Value) -> Answer {
         .arg("explain")
         .arg(config_path(config))
         .args(["--host", text("host").unwrap_or("")])
-        .args(["--path", text("path").unwrap_or("")])
         .args(["--method", text("method").unwrap_or("GET")]);
+    // A forward proxy's CONNECT has no path at all.
+    if text("method") != Some("CONNECT") || text("path").is_some() {
+        command.args(["--path", text("path").unwrap_or("")]);
+    }
     if request.get("body").and_then(Value::as_bool) == Some(true) {
         command.arg("--body");
     }
@@ -136,7 +139,9 @@ fn attack_request(case: &Value) -> Value {
     let mut headers: Vec<Value> = Vec::new();
     let mut method = "GET".to_owned();
     if case["via"] == "raw" {
-        let raw = case["raw"].as_str().unwrap();
+        // The port of a stand-in, which explain does not need.
+        let raw = case["raw"].as_str().unwrap().replace("{tls_port}", "443");
+        let raw = raw.as_str();
         let (request_line, rest) = raw.split_once("\r\n").unwrap();
         let (verb, target) = request_line.split_once(' ').unwrap();
         let target = target.rsplit_once(' ').map_or(target, |(t, _)| t);
@@ -149,6 +154,11 @@ fn attack_request(case: &Value) -> Value {
             } else if !name.eq_ignore_ascii_case("connection") {
                 headers.push(json!([name.to_ascii_lowercase(), value.trim()]));
             }
+        }
+        // A forward proxy's CONNECT names an authority, no path.
+        if verb == "CONNECT" {
+            request.as_object_mut().unwrap().remove("path");
+            request["host"] = json!(target);
         }
         if let Some(absolute) = target.strip_prefix("http://") {
             let (host, path) = absolute.split_once('/').unwrap();

@@ -88,6 +88,8 @@ struct Session {
     /// TLS egress listeners: the sidecar leg and passthrough (`--port 10444`, `--port 10445`).
     tls_port: u16,
     passthrough_port: u16,
+    /// The forward proxy (`127.0.0.1:3128`).
+    proxy_port: u16,
     admin_port: u16,
     gateway: Option<RunningGateway>,
 }
@@ -99,6 +101,7 @@ impl Session {
         self.mtls_port = free_port();
         self.tls_port = free_port();
         self.passthrough_port = free_port();
+        self.proxy_port = free_port();
         self.admin_port = free_port();
         let log = std::fs::File::create(self.run_dir.path("scripts-run.out")).unwrap();
         let child = Command::new("bash")
@@ -145,6 +148,7 @@ impl Session {
             ("EGRESS_MTLS_PORT", self.mtls_port.to_string()),
             ("EGRESS_TLS_PORT", self.tls_port.to_string()),
             ("EGRESS_PASSTHROUGH_PORT", self.passthrough_port.to_string()),
+            ("EGRESS_PROXY_PORT", self.proxy_port.to_string()),
             ("EGRESS_ADMIN_PORT", self.admin_port.to_string()),
             ("EGRESS_RUN_DIR", self.run_dir.0.display().to_string()),
         ]
@@ -155,6 +159,7 @@ impl Session {
         command
             .replace("127.0.0.1:10000", &format!("127.0.0.1:{}", self.http_port))
             .replace("127.0.0.1:10443", &format!("127.0.0.1:{}", self.mtls_port))
+            .replace("127.0.0.1:3128", &format!("127.0.0.1:{}", self.proxy_port))
             .replace("--port 10444", &format!("--port {}", self.tls_port))
             .replace("--port 10445", &format!("--port {}", self.passthrough_port))
             .replace(".cache/run/", &format!("{}/", self.run_dir.0.display()))
@@ -186,6 +191,7 @@ fn readme_console_commands_produce_what_the_readme_shows() {
         mtls_port: 0,
         tls_port: 0,
         passthrough_port: 0,
+        proxy_port: 0,
         admin_port: 0,
         gateway: None,
     };

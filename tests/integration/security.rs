@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Gateway, certs, raw_request, repo};
+use crate::support::{Gateway, STARTUP_TIMEOUT, certs, raw_request, repo};
 use serde_json::{Value, json};
 
 const CNN: &str = "edition.cnn.com";
@@ -74,6 +74,38 @@ fn plain_http_without_identity_cannot_earn_the_exemption_of_the_policy_cannot_ea
     assert_eq!(entries[0]["sourceNamespace"], "unknown");
 }
 
+/// DNS rebinding through the forward proxy: `host` answers `first` for one CONNECT (relayed),
+/// then `then`; once the gateway has forgotten the old answer, the status of the next CONNECT.
+fn rebind(gateway: &Gateway, case: &Value) -> u16 {
+    let host = case["host"].as_str().unwrap();
+    let connect = || {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-m", "10", "-w", "%{http_connect}"])
+            .args([
+                "--proxy",
+                &format!("http://127.0.0.1:{}", gateway.proxy_port),
+            ])
+            .arg("--cacert")
+            .arg(certs().join("ca.crt"))
+            .arg(format!("https://{host}:{}/", gateway.tls_destinations.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+    };
+    let mut names = crate::support::default_names();
+    names[host] = case["first"].clone();
+    gateway.dns.answer(&names);
+    assert_eq!(connect(), 200, "{host} at {}", case["first"]);
+    names[host] = case["then"].clone();
+    gateway.dns.answer(&names);
+    crate::support::wait_until(
+        "the gateway to forget the old answer",
+        STARTUP_TIMEOUT,
+        || gateway.counter("dns_cache.egress.num_hosts") == 0,
+    );
+    connect()
+}
+
 /// Line counts of the three logs, to see which one an attempt landed in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Counts {
@@ -92,17 +124,21 @@ fn counts(gateway: &Gateway) -> Counts {
 
 fn run_case(gateway: &Gateway, case: &Value) -> u16 {
     let listener = case["listener"].as_str().unwrap();
-    let port = if listener == "mtls" {
-        gateway.mtls_port
-    } else {
-        gateway.http_port
+    let port = match listener {
+        "mtls" => gateway.mtls_port,
+        "proxy" => gateway.proxy_port,
+        _ => gateway.http_port,
     };
     let placeholders = |s: &str| {
         s.replace("{http_port}", &gateway.http_port.to_string())
             .replace("{mtls_port}", &gateway.mtls_port.to_string())
+            .replace("{tls_port}", &gateway.tls_destinations.port.to_string())
     };
     if case["via"] == "raw" {
-        return raw_request(port, case["raw"].as_str().unwrap().as_bytes());
+        return raw_request(port, placeholders(case["raw"].as_str().unwrap()).as_bytes());
+    }
+    if case["via"] == "rebind" {
+        return rebind(gateway, case);
     }
     let mut command = Command::new("curl");
     command.args([

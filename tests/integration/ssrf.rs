@@ -173,7 +173,7 @@ const REFUSED: (&str, &str) = ("503", "DNS resolution failure");
 
 /// A listener on the refused address, at the stand-in's port: it counts the connections the
 /// guard should have prevented.
-fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+pub(crate) fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     let listener = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
@@ -392,7 +392,7 @@ fn a_connect_to_a_refused_address_is_answered_and_never_connected() {
 #[test]
 fn hosts_wired_nowhere_are_reached_by_their_sni() {
     let dir = TempDir::new("sni-any-host");
-    let destinations = TlsDestinations::start_issuing_on_demand(&dir);
+    let destinations = TlsDestinations::start(&dir);
     let names = json!({"*.ibm.com": "127.0.0.1"});
     let gateway = Guarded::start(dir, destinations.port, names, "tls", |dns, refused| {
         sni_dfp_gateway(dns, refused, destinations.port)

@@ -155,6 +155,93 @@ impl Upstream {
     }
 }
 
+/// The gateway's DNS in tests (`scripts/dns-server`): answers from a JSON table of names, read
+/// on every query, with loopback addresses only.
+pub struct TestDns {
+    _process: Guard,
+    pub port: u16,
+    table: PathBuf,
+    record: PathBuf,
+}
+
+/// What the test DNS answers by default: the stand-ins on 127.0.0.1, `internal.ibm.com` on the
+/// refused 127.0.0.2 (as `scripts/run` does).
+pub fn default_names() -> Value {
+    serde_json::json!({
+        "edition.cnn.com": "127.0.0.1",
+        "*.ibm.com": "127.0.0.1",
+        "mongo1.composedb.com": "127.0.0.1",
+        "internal.ibm.com": "127.0.0.2",
+    })
+}
+
+impl TestDns {
+    pub fn start(dir: &TempDir, names: &Value) -> Self {
+        let table = dir.path("dns.json");
+        std::fs::write(&table, names.to_string()).unwrap();
+        let record = dir.path("dns.log");
+        let mut command = Command::new(repo().join("scripts/dns-server"));
+        command
+            .arg("--table")
+            .arg(&table)
+            .arg("--record")
+            .arg(&record);
+        let (process, port) = spawn_listening(command, &dir.path("dns.port"), "scripts/dns-server");
+        TestDns {
+            _process: process,
+            port,
+            table,
+            record,
+        }
+    }
+
+    /// Answers `names` from now on.
+    pub fn answer(&self, names: &Value) {
+        let tmp = self.table.with_extension("tmp");
+        std::fs::write(&tmp, names.to_string()).unwrap();
+        std::fs::rename(tmp, &self.table).unwrap();
+    }
+
+    /// Every query answered so far: `NAME TYPE ANSWER...` lines.
+    pub fn queries(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The resolvers line of the gateway's DNS cache.
+    pub fn resolvers(&self) -> String {
+        format!(
+            "[{{socket_address: {{address: 127.0.0.1, port_value: {}}}}}]",
+            self.port
+        )
+    }
+}
+
+/// The SSRF guard's ranges of `plugin_config` for the DNS cache, by the CLI as `scripts/run`
+/// computes them, the stand-ins' 127.0.0.1 allowed.
+pub fn refused_ranges(plugin_config: &Path) -> String {
+    let mut output = cli(&[
+        "address-filter",
+        &plugin_config.display().to_string(),
+        "--allow",
+        "127.0.0.1",
+    ]);
+    // A test of what Envoy does with an invalid configuration still needs a gateway: the
+    // default guard's ranges then.
+    if !output.status.success() {
+        output = cli(&["address-filter", "--allow", "127.0.0.1"]);
+    }
+    assert!(
+        output.status.success(),
+        "address-filter: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 /// The local TLS stand-in for the HTTPS egress destinations (scripts/fake-tls-destinations).
 pub struct TlsDestinations {
     _process: Guard,
@@ -166,17 +253,9 @@ pub struct TlsDestinations {
 pub const TLS_DESTINATIONS: &str = "www.ibm.com,api.ibm.com,mongo1.composedb.com";
 
 impl TlsDestinations {
+    /// The stand-in for every destination: the names above with their certificates, and any
+    /// other name with a test-CA certificate it makes for that name (`--issue-on-demand`).
     pub fn start(dir: &TempDir) -> Self {
-        Self::start_with(dir, false)
-    }
-
-    /// The stand-in that also answers any other name, with a test-CA certificate it makes for
-    /// that name (`--issue-on-demand`): every host a gateway may reach.
-    pub fn start_issuing_on_demand(dir: &TempDir) -> Self {
-        Self::start_with(dir, true)
-    }
-
-    fn start_with(dir: &TempDir, issue_on_demand: bool) -> Self {
         let port_file = dir.path("tls-destinations.port");
         let record = dir.path("tls-destinations.jsonl");
         let mut command = Command::new(repo().join("scripts/fake-tls-destinations"));
@@ -185,10 +264,8 @@ impl TlsDestinations {
             .arg(certs())
             .args(["--names", TLS_DESTINATIONS])
             .arg("--record")
-            .arg(&record);
-        if issue_on_demand {
-            command.arg("--issue-on-demand");
-        }
+            .arg(&record)
+            .arg("--issue-on-demand");
         let (process, port) = spawn_listening(command, &port_file, "scripts/fake-tls-destinations");
         TlsDestinations {
             _process: process,
@@ -357,6 +434,7 @@ pub fn render_envoy_config(
     upstream_port: u16,
     tls_upstream_port: u16,
     list_port: u16,
+    dns: &TestDns,
 ) -> PathBuf {
     install_filter_config(&dir.path("filter"), plugin_config);
     let path_of = |p: PathBuf| p.display().to_string();
@@ -370,10 +448,16 @@ pub fn render_envoy_config(
             ("MTLS_PORT", "0".into()),
             ("TLS_PORT", "0".into()),
             ("PASSTHROUGH_PORT", "0".into()),
+            ("PROXY_PORT", "0".into()),
             ("TLS_UPSTREAM_PORT", tls_upstream_port.to_string()),
-            ("TLS_ADDRESS_WWW_IBM_COM", "127.0.0.1".into()),
-            ("TLS_ADDRESS_API_IBM_COM", "127.0.0.1".into()),
-            ("TLS_ADDRESS_MONGO1_COMPOSEDB_COM", "127.0.0.1".into()),
+            ("HTTPS_UPSTREAM_PORT", tls_upstream_port.to_string()),
+            ("DNS_RESOLVERS", dns.resolvers()),
+            ("DNS_REFUSED_RANGES", refused_ranges(plugin_config)),
+            // Names are resolved again every second and forgotten after a second unused, so
+            // that a test sees a changed answer soon (the defaults: 60 s, 5 s, 300 s).
+            ("DNS_REFRESH_RATE", "1s".into()),
+            ("DNS_MIN_REFRESH_RATE", "1s".into()),
+            ("DNS_HOST_TTL", "1s".into()),
             ("MESH_CA", path_of(certs().join("mesh-ca.crt"))),
             ("GATEWAY_CERT", path_of(certs().join("gateway.crt"))),
             ("GATEWAY_KEY", path_of(certs().join("gateway.key"))),
@@ -479,6 +563,7 @@ impl ListServer {
 /// A running gateway: Envoy + the filter + the local upstream + the list server.
 pub struct Gateway {
     envoy: Guard,
+    pub dns: TestDns,
     pub upstream: Upstream,
     pub tls_destinations: TlsDestinations,
     pub lists: ListServer,
@@ -489,6 +574,8 @@ pub struct Gateway {
     /// TLS egress: the sidecar leg (mTLS around the application's TLS) and passthrough.
     pub tls_port: u16,
     pub passthrough_port: u16,
+    /// The forward proxy (`CONNECT`, absolute-form HTTP).
+    pub proxy_port: u16,
     envoy_stderr: PathBuf,
     /// The build it runs (its metrics' family names differ by Envoy's `envoy_` prefix).
     pub build: Build,
@@ -520,6 +607,7 @@ impl Gateway {
         let dir = TempDir::new(&label);
         let upstream = Upstream::start(&dir);
         let tls_destinations = TlsDestinations::start(&dir);
+        let dns = TestDns::start(&dir, &default_names());
         let lists = ListServer::start(&dir);
         for (name, content) in lists_content {
             lists.write(name, content);
@@ -530,6 +618,7 @@ impl Gateway {
             upstream.port,
             tls_destinations.port,
             lists.port,
+            &dns,
         );
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
@@ -537,7 +626,10 @@ impl Gateway {
         let port_of = |name: &str| listener_port(admin_port, name);
         let (http_port, mtls_port) = (port_of("egress_http"), port_of("egress_mtls"));
         let (tls_port, passthrough_port) = (port_of("egress_tls"), port_of("egress_passthrough"));
+        let proxy_port = port_of("egress_proxy");
         Gateway {
+            dns,
+            proxy_port,
             build: Build::current(),
             lists,
             mtls_port,

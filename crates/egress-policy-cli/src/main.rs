@@ -5,6 +5,7 @@
 //! configuration or usage; `audit` 0 clean, 1 a forbidden request was let through, 2 unreadable
 //! input. Usage errors exit 2 (clap's convention).
 
+mod address_filter;
 mod audit;
 mod check;
 mod convert;
@@ -55,6 +56,10 @@ enum Command {
     /// values (metrics), or a manifest with the module pinned to an OCI image digest.
     #[command(subcommand)]
     Istio(istio::Command),
+    /// Print the SSRF guard's refused ranges (the policy's addressGuard, its exceptions cut out)
+    /// as the JSON list of Envoy's DNS cache `resolved_address_filter.ranges`: what the gateway
+    /// never connects to. Exits 2 on an invalid CONFIG.
+    AddressFilter(address_filter::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,5 +69,6 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Istio(command) => istio::run(&command),
         Command::Convert(args) => convert::run(&args),
+        Command::AddressFilter(args) => address_filter::run(&args),
     }
 }

@@ -234,6 +234,13 @@ impl AddressRules {
             .map_or(Verdict::Allowed, |(_, reason)| Verdict::Refused(reason))
     }
 
+    /// These rules with more exceptions (a deployment's own, such as a local run's stand-ins).
+    pub fn with_exceptions(&self, more: &[Network]) -> AddressRules {
+        let mut rules = self.clone();
+        rules.allowed.extend_from_slice(more);
+        rules
+    }
+
     /// Every refused range minus the exceptions, as CIDR ranges: the set a resolver filter (Envoy's
     /// `resolved_address_filter`, which takes ranges and no exceptions) drops, so that the proxy
     /// refuses exactly what [`AddressRules::check`] refuses.
@@ -335,6 +342,11 @@ impl AddressGuard {
     /// Hosts written as an IP address may be decided on (`allowIpLiterals`).
     pub fn allows_ip_literals(&self) -> bool {
         self.rules.allow_ip_literals
+    }
+
+    /// Some names have exceptions of their own (`allowNames`).
+    pub fn has_name_exceptions(&self) -> bool {
+        !self.by_name.is_empty()
     }
 
     /// The general rules (what a resolver filter without names drops).
@@ -541,6 +553,19 @@ mod tests {
         assert_eq!(
             guard.check(None, "169.254.169.254".parse().unwrap()),
             Verdict::Refused("link_local")
+        );
+    }
+
+    /// The README's table of what the guard refuses is this table.
+    #[test]
+    fn the_readme_lists_the_refused_ranges() {
+        let rows: Vec<String> = DEFAULT_REFUSED
+            .iter()
+            .map(|(range, reason)| format!("| `{range}` | `{reason}` |"))
+            .collect();
+        assert_eq!(
+            crate::stripped::readme_table_rows("### The SSRF guard"),
+            rows
         );
     }
 }

@@ -61,6 +61,9 @@ pub enum DenyReason {
         address: std::net::IpAddr,
         reason: crate::addresses::Reason,
     },
+    /// The address guard at connect time: the name resolved only to addresses the gateway never
+    /// connects to, so Envoy's DNS cache kept none of them and the request went nowhere.
+    ResolvedOnlyToRefused,
 }
 
 /// How a list check failed.
@@ -91,7 +94,40 @@ pub struct Decision {
     pub dry_run: Vec<DenyReason>,
 }
 
+impl DenyReason {
+    /// Refused by the SSRF guard (README: Security), not by a rule, a list or a route.
+    pub fn is_address_guard(&self) -> bool {
+        matches!(
+            self,
+            Self::IpLiteral | Self::Address { .. } | Self::ResolvedOnlyToRefused
+        )
+    }
+}
+
+/// Envoy's response code details when its DNS cache dropped every address of a name (its
+/// `resolved_address_filter`, the SSRF guard at connect time).
+pub const ENVOY_ADDRESS_DENIED: &[u8] = b"dns_resolution_failure{address_denied}";
+
 impl Decision {
+    /// What became of a forwarded request once Envoy answered it: a request the policy allowed
+    /// that the address guard stopped at connect time (Envoy's `details`) is denied, and says
+    /// so in its log line and metrics. `true` when that changed the decision.
+    pub fn note_upstream(&mut self, details: &[u8]) -> bool {
+        if self.rejected.is_some() || self.denied.is_some() || details != ENVOY_ADDRESS_DENIED {
+            return false;
+        }
+        self.denied = Some(DenyReason::ResolvedOnlyToRefused);
+        true
+    }
+
+    /// Refuses, after the fact, a request the policy let through: a tunnel whose first bytes are
+    /// not what its `CONNECT` was decided on. It is logged and counted as that refusal alone.
+    pub fn reject_after(&mut self, problem: crate::request::Rejection) {
+        self.rejected = Some(problem);
+        self.fired.clear();
+        self.dry_run.clear();
+    }
+
     pub fn outcome(&self) -> Outcome {
         match (&self.rejected, &self.denied) {
             (Some(_), _) => Outcome::Reject,

@@ -54,6 +54,12 @@ impl EnvoyHost for MemoryEnvoy {
     fn send_local_reply(&self, reply: &LocalReply<'_>) {
         black_box(reply);
     }
+    fn received_request_body(&self) -> Option<Vec<u8>> {
+        None
+    }
+    fn reset_stream(&self, details: &str) {
+        black_box(details);
+    }
     fn increment(&self, counter_id: usize, event: &CounterEvent<'_>) {
         black_box((counter_id, event));
     }

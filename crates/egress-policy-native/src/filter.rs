@@ -11,7 +11,7 @@ use std::sync::Arc;
 use egress_policy_core::attributes::{self, Attr, Source};
 use egress_policy_core::decision::Decision;
 use egress_policy_core::headers::Headers;
-use egress_policy_core::policy::LocalReply;
+use egress_policy_core::policy::{LocalReply, Policy, TunnelCheck, tunnel_opening};
 use egress_policy_core::refresh::Loaded;
 
 use crate::shared::Compiled;
@@ -42,6 +42,7 @@ pub const PEER_URI_SANS: &str = "egress_policy.peer_uri_sans";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attribute {
     ResponseCode = 15,
+    ResponseCodeDetails = 16,
     ResponseSize = 21,
     SourceAddress = 24,
     DestinationPort = 27,
@@ -62,6 +63,10 @@ pub trait EnvoyHost {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>>;
     fn set_filter_state(&self, key: &str, value: &[u8]) -> bool;
     fn send_local_reply(&self, reply: &LocalReply<'_>);
+    /// The request body bytes of this hook (not those held before).
+    fn received_request_body(&self) -> Option<Vec<u8>>;
+    /// Resets the stream, both sides: a tunnel whose bytes may not be relayed.
+    fn reset_stream(&self, details: &str);
     fn increment(&self, counter_id: usize, event: &CounterEvent<'_>);
 }
 
@@ -185,6 +190,8 @@ pub struct Stream {
     /// When the request headers arrived: `response.duration` is measured from there (the ABI
     /// gives no request duration).
     started_micros: Option<i64>,
+    /// An allowed `CONNECT`'s first bytes, held until they show its ClientHello.
+    tunnel: Option<Vec<u8>>,
 }
 
 impl Stream {
@@ -194,6 +201,7 @@ impl Stream {
             request: Request::default(),
             decision: None,
             started_micros: None,
+            tunnel: None,
         }
     }
 
@@ -224,8 +232,35 @@ impl Stream {
             }
             None => Flow::Continue,
         };
+        if flow == Flow::Continue && self.request.is_connect() {
+            self.tunnel = Some(Vec::new());
+        }
         self.decision = Some(decision);
         flow
+    }
+
+    /// A tunnel's bytes are held until they show one ClientHello naming the host its `CONNECT`
+    /// named, and the tunnel is reset before a byte is relayed if they do not; other bodies pass.
+    pub fn on_request_body(&mut self, host: &impl EnvoyHost, end_of_stream: bool) -> Flow {
+        let Some(first_bytes) = &mut self.tunnel else {
+            return Flow::Continue;
+        };
+        first_bytes.extend(host.received_request_body().unwrap_or_default());
+        match tunnel_opening(&self.request, first_bytes, end_of_stream) {
+            TunnelCheck::NeedMore => Flow::Stop,
+            TunnelCheck::Relay => {
+                self.tunnel = None;
+                Flow::Continue
+            }
+            TunnelCheck::Refuse(problem) => {
+                self.tunnel = None;
+                if let Some(decision) = &mut self.decision {
+                    decision.reject_after(problem);
+                }
+                host.reset_stream(&Policy::rejection_details(problem));
+                Flow::Stop
+            }
+        }
     }
 
     /// Notes nothing yet: the response's code and size are read when the stream completes.
@@ -234,7 +269,7 @@ impl Stream {
     /// Counts the request and hands its log entries to the access log, which Envoy writes after
     /// this hook.
     pub fn on_complete(&mut self, host: &impl EnvoyHost) {
-        let Some(decision) = &self.decision else {
+        let Some(decision) = &mut self.decision else {
             return;
         };
         let loaded = &self.config.compiled.loaded;
@@ -251,6 +286,14 @@ impl Stream {
                 .flatten(),
             ..Response::default()
         };
+        // Only Envoy's own 503 can be the address guard's refusal at connect time.
+        if response.code == Some(503)
+            && decision.outcome().forwarded()
+            && let Some(details) = host.attribute_text(Attribute::ResponseCodeDetails)
+        {
+            decision.note_upstream(&details);
+        }
+        let decision = &*decision;
         loaded
             .metrics
             .count_request(decision, &self.request, response.code, |event| {

@@ -241,6 +241,15 @@ impl HttpHost for FakeHost {
     fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
         None
     }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.body_reads.borrow_mut().push(size);
+        let body = self.downstream.borrow();
+        Some(body.get(..size.min(body.len()))?.to_vec())
+    }
+    fn reset_stream(&self) -> bool {
+        self.closed.set(true);
+        true
+    }
     fn send_local_reply(&self, reply: &LocalReply<'_>) -> bool {
         self.replies.borrow_mut().push(Reply {
             status: reply.status,

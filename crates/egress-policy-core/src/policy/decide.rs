@@ -292,6 +292,32 @@ impl Policy {
     }
 }
 
+/// What a forward proxy's tunnel may carry, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelCheck {
+    /// Not a whole ClientHello yet: hold the bytes and wait for more.
+    NeedMore,
+    /// A ClientHello for the host the `CONNECT` named: relay the tunnel.
+    Relay,
+    /// Anything else: close the tunnel before a byte of it is relayed.
+    Refuse(Rejection),
+}
+
+/// The first bytes of an allowed `CONNECT`'s tunnel, as the TLS listeners read a connection's:
+/// they must be one TLS ClientHello naming the host the `CONNECT` named (and was decided on), or
+/// the destination would serve a name the policy never saw (domain fronting).
+pub fn tunnel_opening(request: &Request, first_bytes: &[u8], ended: bool) -> TunnelCheck {
+    let scanned = tls::scan(first_bytes);
+    if matches!(scanned, Scan::Incomplete) && !ended && first_bytes.len() < tls::MAX_FIRST_BYTES {
+        return TunnelCheck::NeedMore;
+    }
+    let opening = Opening::FirstBytes(Vec::new());
+    match opening_problem(&opening, Some(scanned), request.host.as_deref()) {
+        Some(problem) => TunnelCheck::Refuse(problem),
+        None => TunnelCheck::Relay,
+    }
+}
+
 /// The port of a `CONNECT` authority (`host:port`, `[v6]:port`): 1 to 65535, digits only.
 fn authority_port(authority: &str) -> Option<i64> {
     let (_, port) = authority.rsplit_once(':')?;

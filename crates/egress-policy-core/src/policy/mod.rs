@@ -3,6 +3,7 @@
 
 mod compile;
 mod decide;
+pub use decide::{TunnelCheck, tunnel_opening};
 pub mod list;
 pub mod matchers;
 pub mod provider;
@@ -306,6 +307,9 @@ impl Policy {
             DenyReason::Address { address, reason } => {
                 format!("egress_policy_denied:address_guard,address={address},reason={reason}")
             }
+            DenyReason::ResolvedOnlyToRefused => {
+                "egress_policy_denied:address_guard,resolved=refused".into()
+            }
         }
     }
 
@@ -347,6 +351,10 @@ impl Policy {
                 "denied by the address guard: {} is at {address}, a {} address the gateway never connects to",
                 request.destination().unwrap_or("?"),
                 reason.replace('_', "-"),
+            ),
+            DenyReason::ResolvedOnlyToRefused => format!(
+                "denied by the address guard: {} resolved only to addresses the gateway never connects to",
+                request.destination().unwrap_or("?"),
             ),
         }
     }

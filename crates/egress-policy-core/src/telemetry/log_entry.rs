@@ -35,13 +35,28 @@ fn entries<'p>(
         .dry_run
         .iter()
         .map(|reason| ("warning", Some(("wouldDeny", policy.details(reason)))));
+    // The address guard's refusal is always written, whatever the rules log, and is the
+    // request's one line: no rule decided it.
+    let guarded = decision
+        .denied
+        .as_ref()
+        .filter(|reason| reason.is_address_guard())
+        .map(|reason| {
+            (
+                "error",
+                Some(("addressGuard", policy.explain(reason, request))),
+            )
+        });
+    let by_guard = guarded.is_some();
     let rules = decision
         .fired
         .iter()
+        .filter(move |_| !by_guard)
         .filter_map(|&i| policy.rules.get(usize::try_from(i).ok()?))
         .filter_map(|rule| rule.log.map(|level| (level.as_str(), None)));
     rejected
         .into_iter()
+        .chain(guarded)
         .chain(identity)
         .chain(dry_run)
         .chain(rules)

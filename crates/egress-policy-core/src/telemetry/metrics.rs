@@ -383,6 +383,7 @@ impl Metrics {
             DenyReason::IpLiteral => Some(("ip_literal", "none")),
             // The guard's reason is a fixed word (addresses::DEFAULT_REFUSED, `configured`).
             DenyReason::Address { reason, .. } => Some(("address_guard", reason)),
+            DenyReason::ResolvedOnlyToRefused => Some(("address_guard", "resolved")),
         }
     }
 }

@@ -134,7 +134,28 @@ unsafe extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        filter_envoy: *mut c_void,
+        body_type: i32,
+    ) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter_envoy: *mut c_void,
+        body_type: i32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_reset_stream(
+        filter_envoy: *mut c_void,
+        reason: i32,
+        details: ModuleBuffer,
+    );
 }
+
+/// `envoy_dynamic_module_type_http_body_type_ReceivedRequestBody`: the body bytes of the hook.
+const RECEIVED_REQUEST_BODY: i32 = 0;
+/// `envoy_dynamic_module_type_http_filter_stream_reset_reason_LocalReset`.
+const LOCAL_RESET: i32 = 0;
+/// `envoy_dynamic_module_type_on_http_filter_request_body_status_StopIterationAndBuffer`.
+const STOP_ITERATION_AND_BUFFER: i32 = 1;
 
 /// One stream's host calls, through the filter pointer Envoy passes to every hook.
 struct Envoy(*mut c_void);
@@ -272,6 +293,50 @@ impl EnvoyHost for Envoy {
                 ModuleBuffer::of(key.as_bytes()),
                 ModuleBuffer::of(value),
             )
+        }
+    }
+
+    fn received_request_body(&self) -> Option<Vec<u8>> {
+        // SAFETY: the filter pointer is this hook's; the array has the size Envoy reported and
+        // Envoy fills every entry before returning true; the chunks are valid until the hook
+        // returns, and are copied before.
+        unsafe {
+            let count = envoy_dynamic_module_callback_http_get_body_chunks_size(
+                self.0,
+                RECEIVED_REQUEST_BODY,
+            );
+            let mut chunks = vec![
+                EnvoyBuffer {
+                    ptr: std::ptr::null(),
+                    length: 0
+                };
+                count
+            ];
+            if count > 0
+                && !envoy_dynamic_module_callback_http_get_body_chunks(
+                    self.0,
+                    RECEIVED_REQUEST_BODY,
+                    chunks.as_mut_ptr(),
+                )
+            {
+                return None;
+            }
+            let mut body = Vec::new();
+            for chunk in &chunks {
+                body.extend_from_slice(envoy_bytes(chunk.ptr, chunk.length));
+            }
+            Some(body)
+        }
+    }
+
+    fn reset_stream(&self, details: &str) {
+        // SAFETY: the details are valid for the call; Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_reset_stream(
+                self.0,
+                LOCAL_RESET,
+                ModuleBuffer::of(details.as_bytes()),
+            );
         }
     }
 
@@ -873,8 +938,30 @@ macro_rules! idle_hooks {
     )*};
 }
 
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: *mut c_void,
+    filter_module: *const c_void,
+    end_of_stream: bool,
+) -> i32 {
+    let host = Envoy(filter_envoy);
+    // SAFETY: as in request_headers.
+    let Some(stream) = (unsafe { stream(filter_module) }) else {
+        return STOP_ITERATION_AND_BUFFER;
+    };
+    let fail_closed = || {
+        host.reset_stream(crate::filter::PANIC_DETAILS);
+        Flow::Stop
+    };
+    match guard("request_body", fail_closed, || {
+        stream.on_request_body(&host, end_of_stream)
+    }) {
+        Flow::Continue => CONTINUE,
+        Flow::Stop => STOP_ITERATION_AND_BUFFER,
+    }
+}
+
 continuing_hooks! {
-    envoy_dynamic_module_on_http_filter_request_body(bool);
     envoy_dynamic_module_on_http_filter_request_trailers();
     envoy_dynamic_module_on_http_filter_response_body(bool);
     envoy_dynamic_module_on_http_filter_response_trailers();
