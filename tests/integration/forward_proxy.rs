@@ -334,8 +334,11 @@ fn a_name_resolving_to_a_refused_address_is_refused_on_every_path_and_never_conn
         None,
         "internal.ibm.com"
     ));
-    let entries = lines(&gateway, 3);
-    for entry in &entries[..2] {
+    let entries = lines(&gateway, 4);
+    let (recorded, decided): (Vec<&Value>, Vec<&Value>) = entries
+        .iter()
+        .partition(|e| e["instance"] == "egress-dns-guard");
+    for entry in &decided[..2] {
         assert_eq!(entry["destination"], "internal.ibm.com");
         assert_eq!(entry["decision"], "deny");
         assert_eq!(
@@ -343,8 +346,18 @@ fn a_name_resolving_to_a_refused_address_is_refused_on_every_path_and_never_conn
             "egress_policy_denied:address_guard,resolved=refused"
         );
     }
-    assert_eq!(entries[2]["destination"], "internal.ibm.com");
-    assert_eq!(entries[2]["relayed"], false);
+    assert_eq!(decided[2]["destination"], "internal.ibm.com");
+    assert_eq!(decided[2]["relayed"], false);
+    // What Envoy dropped, by name, address and reason: the DNS guard's record of the answer.
+    let record = recorded.first().expect("the DNS guard's line");
+    assert_eq!(record["destination"], "internal.ibm.com");
+    assert_eq!(record["address"], "127.0.0.2");
+    assert_eq!(record["reason"], "loopback");
+    assert_eq!(record["level"], "error");
+    assert_eq!(
+        record["deniedBy"],
+        "egress_policy_denied:address_guard,address=127.0.0.2,reason=loopback"
+    );
     wait_until("the refusals to be counted", STARTUP_TIMEOUT, || {
         gateway.metric("denied", &[("rule", "address_guard"), ("list", "resolved")]) == 2
     });
@@ -382,8 +395,25 @@ fn a_name_rebound_to_a_refused_address_is_refused_once_the_gateway_resolves_it_a
         "{:?}",
         gateway.dns.queries()
     );
-    let entries = lines(&gateway, 2);
-    let last = entries.last().unwrap();
+    wait_until("the second CONNECT's line", STARTUP_TIMEOUT, || {
+        gateway
+            .log_entries()
+            .iter()
+            .filter(|e| e["instance"] != "egress-dns-guard")
+            .count()
+            >= 2
+    });
+    let entries = gateway.log_entries();
+    let last = entries
+        .iter()
+        .rfind(|e| e["instance"] != "egress-dns-guard")
+        .unwrap();
+    assert!(
+        entries.iter().any(|e| e["instance"] == "egress-dns-guard"
+            && e["destination"] == "rebind.ibm.com"
+            && e["address"] == "127.0.0.2"),
+        "the rebound answer is on record: {entries:?}"
+    );
     assert_eq!(last["destination"], "rebind.ibm.com");
     assert_eq!(
         last["deniedBy"],

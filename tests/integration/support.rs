@@ -210,6 +210,37 @@ impl TestDns {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// `egress-policy dns-guard` between the gateway and the test DNS, as `scripts/run` starts it:
+/// it logs into the gateway's policy log every address an answer gives that the guard refuses.
+pub struct DnsGuard {
+    _process: Guard,
+    pub port: u16,
+}
+
+impl DnsGuard {
+    pub fn start(dir: &TempDir, plugin_config: &Path, dns: &TestDns) -> Self {
+        let mut command = cli_command();
+        command.arg("dns-guard");
+        // A test of what Envoy does with an invalid configuration: the default guard then.
+        if cli(&["check", &plugin_config.display().to_string()])
+            .status
+            .success()
+        {
+            command.arg(plugin_config);
+        }
+        command
+            .args(["--listen", "127.0.0.1:0", "--allow", "127.0.0.1"])
+            .args(["--upstream", &format!("127.0.0.1:{}", dns.port)])
+            .arg("--log")
+            .arg(dir.path("egress.log"));
+        let (process, port) = spawn_listening(command, &dir.path("dns-guard.port"), "dns-guard");
+        DnsGuard {
+            _process: process,
+            port,
+        }
+    }
 
     /// The resolvers line of the gateway's DNS cache.
     pub fn resolvers(&self) -> String {
@@ -434,7 +465,7 @@ pub fn render_envoy_config(
     upstream_port: u16,
     tls_upstream_port: u16,
     list_port: u16,
-    dns: &TestDns,
+    dns: &DnsGuard,
 ) -> PathBuf {
     install_filter_config(&dir.path("filter"), plugin_config);
     let path_of = |p: PathBuf| p.display().to_string();
@@ -564,6 +595,7 @@ impl ListServer {
 pub struct Gateway {
     envoy: Guard,
     pub dns: TestDns,
+    _dns_guard: DnsGuard,
     pub upstream: Upstream,
     pub tls_destinations: TlsDestinations,
     pub lists: ListServer,
@@ -608,6 +640,7 @@ impl Gateway {
         let upstream = Upstream::start(&dir);
         let tls_destinations = TlsDestinations::start(&dir);
         let dns = TestDns::start(&dir, &default_names());
+        let dns_guard = DnsGuard::start(&dir, plugin_config, &dns);
         let lists = ListServer::start(&dir);
         for (name, content) in lists_content {
             lists.write(name, content);
@@ -618,7 +651,7 @@ impl Gateway {
             upstream.port,
             tls_destinations.port,
             lists.port,
-            &dns,
+            &dns_guard,
         );
         let edited = edit(std::fs::read_to_string(&envoy_config).unwrap());
         std::fs::write(&envoy_config, edited).unwrap();
@@ -629,6 +662,7 @@ impl Gateway {
         let proxy_port = port_of("egress_proxy");
         Gateway {
             dns,
+            _dns_guard: dns_guard,
             proxy_port,
             build: Build::current(),
             lists,

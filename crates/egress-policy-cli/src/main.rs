@@ -9,6 +9,7 @@ mod address_filter;
 mod audit;
 mod check;
 mod convert;
+mod dns_guard;
 mod explain;
 mod istio;
 mod load;
@@ -60,6 +61,10 @@ enum Command {
     /// as the JSON list of Envoy's DNS cache `resolved_address_filter.ranges`: what the gateway
     /// never connects to. Exits 2 on an invalid CONFIG.
     AddressFilter(address_filter::Args),
+    /// Relay the gateway's DNS queries to its resolver unchanged, and log each address an
+    /// answer gives that the address guard refuses (name, address, reason): the record of what
+    /// Envoy's DNS cache drops. Runs until stopped; exits 2 when it cannot start.
+    DnsGuard(dns_guard::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +75,6 @@ fn main() -> ExitCode {
         Command::Istio(command) => istio::run(&command),
         Command::Convert(args) => convert::run(&args),
         Command::AddressFilter(args) => address_filter::run(&args),
+        Command::DnsGuard(args) => dns_guard::run(&args),
     }
 }

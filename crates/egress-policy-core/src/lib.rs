@@ -29,6 +29,7 @@ pub mod config;
 pub mod connection;
 pub mod decision;
 pub mod described;
+pub mod dns;
 pub mod duration;
 pub mod error;
 pub mod expr;

@@ -1,0 +1,191 @@
+//! `egress-policy dns-guard`: the gateway's resolver sits behind this small DNS relay, which
+//! passes every query and answer through unchanged and writes a log line for each address an
+//! answer gives that the address guard refuses: the name, the address and the reason, which
+//! Envoy's DNS cache does not say when it drops the address (README: Security). Envoy refuses;
+//! this records what it refused.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use egress_policy_core::addresses::{AddressGuard, AddressRules, Network, Verdict};
+use egress_policy_core::dns::read_answer;
+use egress_policy_core::telemetry::time::rfc3339_micros;
+use serde_json::json;
+
+use crate::EXIT_INVALID;
+use crate::load::load;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Plugin configuration whose addressGuard is applied (as `address-filter` computes it for
+    /// Envoy); without one, the default guard.
+    #[arg(value_name = "CONFIG")]
+    config: Option<String>,
+    /// Where to listen for the gateway's queries (UDP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    listen: SocketAddr,
+    /// The resolver to relay to (UDP); default the first `nameserver` of /etc/resolv.conf.
+    #[arg(long)]
+    upstream: Option<SocketAddr>,
+    /// One more exception of this deployment (CIDR or address), repeatable, as given to
+    /// `address-filter`.
+    #[arg(long = "allow", value_name = "CIDR")]
+    allow: Vec<String>,
+    /// The file the log lines are appended to (the gateway's policy log); default standard
+    /// error.
+    #[arg(long)]
+    log: Option<std::path::PathBuf>,
+    /// Writes the bound port here once listening (for `--listen` port 0).
+    #[arg(long)]
+    port_file: Option<std::path::PathBuf>,
+}
+
+/// How long an answer may take before the query is dropped (the resolver asks again).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(args: &Args) -> ExitCode {
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("dns-guard: {why}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn serve(args: &Args) -> Result<(), String> {
+    let guard = match &args.config {
+        None => AddressGuard::default(),
+        Some(file) => {
+            load(file, false)
+                .map_err(|errors| format!("{file}: {errors}"))?
+                .address_guard
+        }
+    };
+    let mut more = Vec::new();
+    for entry in &args.allow {
+        more.push(Network::parse(entry).map_err(|why| format!("--allow: {why}"))?);
+    }
+    let rules = Arc::new(guard.rules().with_exceptions(&more));
+    let upstream = match args.upstream {
+        Some(upstream) => upstream,
+        None => system_resolver()?,
+    };
+    let socket = UdpSocket::bind(args.listen).map_err(|e| format!("{}: {e}", args.listen))?;
+    let bound = socket.local_addr().map_err(|e| e.to_string())?;
+    if let Some(port_file) = &args.port_file {
+        std::fs::write(port_file, bound.port().to_string())
+            .map_err(|e| format!("{}: {e}", port_file.display()))?;
+    }
+    let log: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(match &args.log {
+        Some(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    }));
+    let socket = Arc::new(socket);
+    let mut query = [0u8; 4096];
+    loop {
+        let (size, client) = match socket.recv_from(&mut query) {
+            Ok(received) => received,
+            Err(e) => {
+                eprintln!("dns-guard: {e}");
+                continue;
+            }
+        };
+        let query = query.get(..size).unwrap_or_default().to_vec();
+        let (socket, rules, log) = (socket.clone(), rules.clone(), log.clone());
+        // One thread per query: a slow answer holds up no other.
+        std::thread::spawn(move || {
+            if let Some(answer) = relay(&query, upstream) {
+                record_refusals(&answer, &rules, &log);
+                if let Err(e) = socket.send_to(&answer, client) {
+                    eprintln!("dns-guard: answering {client}: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// The upstream's answer to `query`, or `None` (the resolver retries or fails).
+fn relay(query: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(local).ok()?;
+    socket.connect(upstream).ok()?;
+    socket.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    socket.send(query).ok()?;
+    let mut answer = vec![0u8; 65_535];
+    let size = socket.recv(&mut answer).ok()?;
+    answer.truncate(size);
+    Some(answer)
+}
+
+/// One line per refused address of `answer`, in the policy log's vocabulary.
+fn record_refusals(answer: &[u8], rules: &AddressRules, log: &Mutex<Box<dyn Write + Send>>) {
+    let Ok(answer) = read_answer(answer) else {
+        return;
+    };
+    for address in &answer.addresses {
+        let Verdict::Refused(reason) = rules.check(*address) else {
+            continue;
+        };
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_micros()).ok())
+            .and_then(rfc3339_micros);
+        // In the policy log's order: level, time, instance first.
+        let fields = [
+            ("level", json!("error")),
+            ("time", json!(time)),
+            ("instance", json!("egress-dns-guard")),
+            ("decision", json!("deny")),
+            (
+                "deniedBy",
+                json!(format!(
+                    "egress_policy_denied:address_guard,address={address},reason={reason}"
+                )),
+            ),
+            ("destination", json!(answer.name)),
+            ("address", json!(address.to_string())),
+            ("reason", json!(reason)),
+        ];
+        let mut line = String::from("{");
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&format!("\"{name}\":{value}"));
+        }
+        line.push('}');
+        if let Ok(mut log) = log.lock() {
+            // One write per line: appended whole beside the gateway's own lines.
+            if let Err(e) = log.write_all(format!("{line}\n").as_bytes()) {
+                eprintln!("dns-guard: writing the log: {e}");
+            }
+        }
+    }
+}
+
+/// The first `nameserver` of /etc/resolv.conf, on port 53.
+fn system_resolver() -> Result<SocketAddr, String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| format!("/etc/resolv.conf: {e} (give --upstream)"))?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .find_map(|rest| rest.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .ok_or_else(|| "/etc/resolv.conf names no nameserver (give --upstream)".into())
+}

@@ -1,0 +1,206 @@
+//! The addresses a DNS answer gives for its question (RFC 1035), for the address guard's record
+//! of what a name resolved to (`egress-policy dns-guard`, README: Security). The bytes come from
+//! a resolver the gateway does not control: every length and pointer is checked, and a message
+//! that is not one well-formed answer is an error, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The name asked and the addresses answered (A and AAAA records; CNAMEs are followed by the
+/// resolver, whose answer carries the final addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The question's name, lower case, without the trailing dot.
+    pub name: String,
+    /// Every A and AAAA record of the answer section, in order.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Why a message is not an answer this reader understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsError {
+    /// Shorter than its header or than what its counts and lengths announce.
+    Truncated,
+    /// A query, not a response.
+    NotResponse,
+    /// Not exactly one question.
+    QuestionCount,
+    /// A name with a label over 63 bytes, over 255 in all, or a compression loop.
+    BadName,
+}
+
+const HEADER: usize = 12;
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const CLASS_IN: u16 = 1;
+/// More jumps than a 255-byte name can need is a loop.
+const MAX_POINTERS: usize = 128;
+
+/// The question's name and the addresses of `message`, a DNS response.
+pub fn read_answer(message: &[u8]) -> Result<Answer, DnsError> {
+    let flags = *message.get(2).ok_or(DnsError::Truncated)?;
+    if message.len() < HEADER {
+        return Err(DnsError::Truncated);
+    }
+    if flags & 0x80 == 0 {
+        return Err(DnsError::NotResponse);
+    }
+    if u16_at(message, 4)? != 1 {
+        return Err(DnsError::QuestionCount);
+    }
+    let answers = u16_at(message, 6)?;
+    let (name, mut at) = read_name(message, HEADER)?;
+    // The question's type and class.
+    at = at
+        .checked_add(4)
+        .filter(|end| *end <= message.len())
+        .ok_or(DnsError::Truncated)?;
+    let mut addresses = Vec::new();
+    for _ in 0..answers {
+        let (_, after_name) = read_name(message, at)?;
+        let record_type = u16_at(message, after_name)?;
+        let class = u16_at(message, after_name + 2)?;
+        let length = usize::from(u16_at(message, after_name + 8)?);
+        let data_at = after_name + 10;
+        let data = message
+            .get(data_at..data_at + length)
+            .ok_or(DnsError::Truncated)?;
+        match (record_type, class) {
+            (TYPE_A, CLASS_IN) => {
+                if let Ok(octets) = <[u8; 4]>::try_from(data) {
+                    addresses.push(IpAddr::V4(Ipv4Addr::from(octets)));
+                }
+            }
+            (TYPE_AAAA, CLASS_IN) => {
+                if let Ok(octets) = <[u8; 16]>::try_from(data) {
+                    addresses.push(IpAddr::V6(Ipv6Addr::from(octets)));
+                }
+            }
+            _ => {}
+        }
+        at = data_at + length;
+    }
+    Ok(Answer { name, addresses })
+}
+
+/// The big-endian 16-bit word at `at`.
+fn u16_at(message: &[u8], at: usize) -> Result<u16, DnsError> {
+    message
+        .get(at..at + 2)
+        .and_then(|bytes| <[u8; 2]>::try_from(bytes).ok())
+        .map(u16::from_be_bytes)
+        .ok_or(DnsError::Truncated)
+}
+
+/// The name at `at` (following compression pointers), and where the bytes after it start.
+fn read_name(message: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
+    let mut name = String::new();
+    let mut after = None;
+    let mut jumps = 0;
+    loop {
+        let length = *message.get(at).ok_or(DnsError::Truncated)?;
+        match length {
+            0 => {
+                return Ok((name, after.unwrap_or(at + 1)));
+            }
+            0xC0..=0xFF => {
+                let low = *message.get(at + 1).ok_or(DnsError::Truncated)?;
+                after.get_or_insert(at + 2);
+                jumps += 1;
+                if jumps > MAX_POINTERS {
+                    return Err(DnsError::BadName);
+                }
+                at = usize::from(u16::from_be_bytes([length & 0x3F, low]));
+            }
+            1..=63 => {
+                let start = at + 1;
+                let label = message
+                    .get(start..start + usize::from(length))
+                    .ok_or(DnsError::Truncated)?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                for &byte in label {
+                    // A label is bytes; what is not printable ASCII is written escaped, so the
+                    // name logged can never be mistaken for another.
+                    if byte.is_ascii_graphic() && byte != b'\\' && byte != b'.' {
+                        name.push(char::from(byte.to_ascii_lowercase()));
+                    } else {
+                        name.push_str(&format!("\\{byte:03}"));
+                    }
+                }
+                if name.len() > 255 {
+                    return Err(DnsError::BadName);
+                }
+                at = start + usize::from(length);
+            }
+            // 0x40 and 0x80: label types nobody uses.
+            _ => return Err(DnsError::BadName),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response to `name` with `records` (type, data), the answers' names compressed to the
+    /// question's.
+    fn response(name: &str, records: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut message = vec![0x12, 0x34, 0x81, 0x80, 0, 1];
+        message.extend_from_slice(&(records.len() as u16).to_be_bytes());
+        message.extend_from_slice(&[0, 0, 0, 0]);
+        for label in name.split('.') {
+            message.push(label.len() as u8);
+            message.extend_from_slice(label.as_bytes());
+        }
+        message.extend_from_slice(&[0, 0, 1, 0, 1]);
+        for (record_type, data) in records {
+            message.extend_from_slice(&[0xC0, 12]);
+            message.extend_from_slice(&record_type.to_be_bytes());
+            message.extend_from_slice(&[0, 1, 0, 0, 0, 1]);
+            message.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            message.extend_from_slice(data);
+        }
+        message
+    }
+
+    #[test]
+    fn an_answer_gives_its_question_and_every_address() {
+        let v6: [u8; 16] = "::ffff:127.0.0.2".parse::<Ipv6Addr>().unwrap().octets();
+        let message = response(
+            "Internal.IBM.com",
+            &[(1, &[127, 0, 0, 2]), (5, b"\x03cdn\x00"), (28, &v6)],
+        );
+        assert_eq!(
+            read_answer(&message),
+            Ok(Answer {
+                name: "internal.ibm.com".into(),
+                addresses: vec![
+                    "127.0.0.2".parse().unwrap(),
+                    "::ffff:127.0.0.2".parse().unwrap()
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn what_is_not_one_whole_answer_is_an_error_at_every_length() {
+        let message = response("a.b", &[(1, &[10, 0, 0, 1])]);
+        for end in 0..message.len() {
+            assert!(read_answer(&message[..end]).is_err(), "{end}");
+        }
+        let mut query = message.clone();
+        query[2] &= 0x7F;
+        assert_eq!(read_answer(&query), Err(DnsError::NotResponse));
+        let mut looped = message.clone();
+        // The question's name points at itself.
+        looped.splice(12..17, [0xC0, 12]);
+        assert_eq!(read_answer(&looped), Err(DnsError::BadName));
+    }
+
+    #[test]
+    fn bytes_no_host_name_has_are_written_escaped() {
+        let message = response("a\u{0}b.c", &[]);
+        assert_eq!(read_answer(&message).unwrap().name, "a\\000b.c");
+    }
+}
