@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, STARTUP_TIMEOUT, certs, default_names, raw_request, repo, wait_until,
+    Gateway, IMPOSTOR, STARTUP_TIMEOUT, certs, default_names, raw_request, repo, wait_until,
 };
 
 fn gateway() -> Gateway {
@@ -420,4 +420,35 @@ fn a_name_rebound_to_a_refused_address_is_refused_once_the_gateway_resolves_it_a
         "egress_policy_denied:address_guard,resolved=refused"
     );
     assert_eq!(canary.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// TLS originated to any host verifies the destination's certificate for that host: a stand-in
+/// that answers `impostor.ibm.com` with its `www.ibm.com` certificate is refused, and nothing of
+/// the request reaches it.
+#[test]
+fn a_destination_whose_certificate_names_another_host_is_refused() {
+    let gateway = gateway();
+    assert_eq!(
+        curl_through(&gateway, None, "http://cloud.ibm.com/x"),
+        (0, 200)
+    );
+    assert_eq!(
+        curl_through(&gateway, None, "http://impostor.ibm.com/x"),
+        (0, 503)
+    );
+    wait_until("the stand-in to record both", STARTUP_TIMEOUT, || {
+        gateway.tls_destinations.connections().len() >= 2
+    });
+    let refused: Vec<Value> = gateway
+        .tls_destinations
+        .connections()
+        .into_iter()
+        .filter(|c| c["sni"] == IMPOSTOR)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0]["http"],
+        Value::Null,
+        "no request was sent: {refused:?}"
+    );
 }

@@ -280,6 +280,9 @@ pub struct TlsDestinations {
     record: PathBuf,
 }
 
+/// A name the TLS stand-in answers with another name's certificate (`--impostor`).
+pub const IMPOSTOR: &str = "impostor.ibm.com";
+
 /// The names the TLS stand-in serves, each with its test-CA certificate.
 pub const TLS_DESTINATIONS: &str = "www.ibm.com,api.ibm.com,mongo1.composedb.com";
 
@@ -296,7 +299,8 @@ impl TlsDestinations {
             .args(["--names", TLS_DESTINATIONS])
             .arg("--record")
             .arg(&record)
-            .arg("--issue-on-demand");
+            .arg("--issue-on-demand")
+            .args(["--impostor", IMPOSTOR]);
         let (process, port) = spawn_listening(command, &port_file, "scripts/fake-tls-destinations");
         TlsDestinations {
             _process: process,

@@ -233,7 +233,7 @@ pub const ATTRIBUTES: &[Attribute] = &[
     row("connection.sent.bytes", Scalar(Attr::ConnectionSentBytes), Int, Close, Source::AtClose(&["response", "size"]), "bytes relayed from the destination to the caller"),
     row("connection.duration", Scalar(Attr::ConnectionDuration), Int, Close, Source::ConnectionEnd, "milliseconds the connection lasted"),
     row("connection.event", Scalar(Attr::ConnectionEvent), Str, Close, Source::ConnectionEnd, "`open` for a connection refused when it opened, `close` when it ended"),
-    row("connection.relayed", Scalar(Attr::ConnectionRelayed), Bool, Close, Source::AtClose(UPSTREAM_LOCAL_ADDRESS), "an upstream connection was made and the connection relayed: `false` for a refused connection, and for an allowed one whose destination was never reached (no cluster, connection refused); every connection's line also has it as `relayed`"),
+    row("connection.relayed", Scalar(Attr::ConnectionRelayed), Bool, Close, Source::AtClose(UPSTREAM_LOCAL_ADDRESS), "an upstream connection was made and the connection relayed: `false` for a refused connection, and for an allowed one whose destination was never reached (the name resolves nowhere, connection refused); every connection's line also has it as `relayed`"),
     row("policy.decision", Scalar(Attr::PolicyDecision), Str, Outcome, Source::Decision, "`allow`, `deny`, `reject` or `dry_run_deny` (forwarded, but a dry-run check failed): the one outcome vocabulary of the log, the metrics' `decision` label and `audit`"),
     row("policy.deniedBy", Scalar(Attr::PolicyDeniedBy), Str, Outcome, Source::Decision, "what denied or refused the request, as in the reply's details (`egress_policy_denied:rule=handle-cnn-access,list=path-checker`)"),
 ];
