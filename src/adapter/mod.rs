@@ -20,7 +20,7 @@ use crate::core::attributes::{self, Attr, MapAttr, Source, Type};
 use crate::core::decision::Decision;
 use crate::core::expr::Needs;
 use crate::core::headers::Headers;
-use crate::core::policy::{LocalReply, Policy, TunnelCheck, tunnel_opening};
+use crate::core::policy::{LocalReply, Policy, TunnelStep, tunnel_step};
 use crate::core::request::{
     Fact, Opening, Protocol, Request, RequestFacts, Response, headers_to_strip,
 };
@@ -156,17 +156,19 @@ impl RequestFilter {
             return Flow::Continue;
         }
         let first_bytes = host.request_body(body_size).unwrap_or_default();
-        match tunnel_opening(&self.request, &first_bytes, end_of_stream) {
-            TunnelCheck::NeedMore => Flow::Stop,
-            TunnelCheck::Relay => {
+        match tunnel_step(
+            &self.request,
+            self.decision.as_mut(),
+            &first_bytes,
+            end_of_stream,
+        ) {
+            TunnelStep::Hold => Flow::Stop,
+            TunnelStep::Relay => {
                 self.tunnel_unread = false;
                 Flow::Continue
             }
-            TunnelCheck::Refuse(problem) => {
+            TunnelStep::Reset(_) => {
                 self.tunnel_unread = false;
-                if let Some(decision) = &mut self.decision {
-                    decision.reject_after(problem);
-                }
                 if !host.reset_stream() {
                     host.log_warning("egress-policy: could not reset a refused tunnel");
                 }

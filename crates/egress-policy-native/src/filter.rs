@@ -11,7 +11,7 @@ use std::sync::Arc;
 use egress_policy_core::attributes::{self, Attr, Source};
 use egress_policy_core::decision::Decision;
 use egress_policy_core::headers::Headers;
-use egress_policy_core::policy::{LocalReply, Policy, TunnelCheck, tunnel_opening};
+use egress_policy_core::policy::{LocalReply, TunnelStep, tunnel_step};
 use egress_policy_core::refresh::Loaded;
 
 use crate::shared::Compiled;
@@ -246,18 +246,20 @@ impl Stream {
             return Flow::Continue;
         };
         first_bytes.extend(host.received_request_body().unwrap_or_default());
-        match tunnel_opening(&self.request, first_bytes, end_of_stream) {
-            TunnelCheck::NeedMore => Flow::Stop,
-            TunnelCheck::Relay => {
+        match tunnel_step(
+            &self.request,
+            self.decision.as_mut(),
+            first_bytes,
+            end_of_stream,
+        ) {
+            TunnelStep::Hold => Flow::Stop,
+            TunnelStep::Relay => {
                 self.tunnel = None;
                 Flow::Continue
             }
-            TunnelCheck::Refuse(problem) => {
+            TunnelStep::Reset(details) => {
                 self.tunnel = None;
-                if let Some(decision) = &mut self.decision {
-                    decision.reject_after(problem);
-                }
-                host.reset_stream(&Policy::rejection_details(problem));
+                host.reset_stream(&details);
                 Flow::Stop
             }
         }

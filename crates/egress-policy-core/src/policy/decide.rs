@@ -318,6 +318,37 @@ pub fn tunnel_opening(request: &Request, first_bytes: &[u8], ended: bool) -> Tun
     }
 }
 
+/// What a filter does with an allowed tunnel's bytes so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelStep {
+    /// Hold them; more are needed.
+    Hold,
+    /// Let the tunnel through, these bytes first.
+    Relay,
+    /// Reset the tunnel, with these response code details; the decision now says why.
+    Reset(String),
+}
+
+/// The tunnel check of both filters ([`tunnel_opening`]): on a refusal, `decision` becomes that
+/// refusal alone ([`Decision::reject_after`]).
+pub fn tunnel_step(
+    request: &Request,
+    decision: Option<&mut Decision>,
+    first_bytes: &[u8],
+    ended: bool,
+) -> TunnelStep {
+    match tunnel_opening(request, first_bytes, ended) {
+        TunnelCheck::NeedMore => TunnelStep::Hold,
+        TunnelCheck::Relay => TunnelStep::Relay,
+        TunnelCheck::Refuse(problem) => {
+            if let Some(decision) = decision {
+                decision.reject_after(problem);
+            }
+            TunnelStep::Reset(Policy::rejection_details(problem))
+        }
+    }
+}
+
 /// The port of a `CONNECT` authority (`host:port`, `[v6]:port`): 1 to 65535, digits only.
 fn authority_port(authority: &str) -> Option<i64> {
     let (_, port) = authority.rsplit_once(':')?;

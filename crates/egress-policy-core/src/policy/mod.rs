@@ -3,7 +3,7 @@
 
 mod compile;
 mod decide;
-pub use decide::{TunnelCheck, tunnel_opening};
+pub use decide::{TunnelCheck, TunnelStep, tunnel_opening, tunnel_step};
 pub mod list;
 pub mod matchers;
 pub mod provider;
