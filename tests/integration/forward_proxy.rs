@@ -452,3 +452,81 @@ fn a_destination_whose_certificate_names_another_host_is_refused() {
         "no request was sent: {refused:?}"
     );
 }
+
+/// `addressGuard.allowNames`: a name allowed into an internal range on purpose reaches it, and
+/// no other name does, though the gateway's DNS cache (which sees no names) lets that range
+/// through: the DNS guard blanks it in the other names' answers, and the line says so.
+#[test]
+fn an_internal_destination_allowed_for_one_name_is_reached_by_that_name_only() {
+    let dir = crate::support::TempDir::new("allow-names");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("envoy/examples/forward-proxy.json")).unwrap(),
+    )
+    .unwrap();
+    config["addressGuard"] = json!({"allowNames": {"db.ibm.com": ["127.0.0.3"]}});
+    let path = dir.path("allow-names.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let gateway = Gateway::start(&path);
+    let port = gateway.tls_destinations.port;
+    // The internal destination: a TLS stand-in on 127.0.0.3.
+    let record = dir.path("internal.jsonl");
+    let port_file = dir.path("internal.port");
+    let mut command = Command::new(repo().join("scripts/fake-tls-destinations"));
+    command
+        .arg("--certs")
+        .arg(certs())
+        .args(["--names", "www.ibm.com", "--issue-on-demand"])
+        .args(["--host", "127.0.0.3", "--port", &port.to_string()])
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--record")
+        .arg(&record);
+    let _internal = crate::support::Guard(command.spawn().unwrap());
+    wait_until("the internal stand-in to listen", STARTUP_TIMEOUT, || {
+        port_file.exists()
+    });
+    let mut names = default_names();
+    names["db.ibm.com"] = json!("127.0.0.3");
+    names["other.ibm.com"] = json!("127.0.0.3");
+    gateway.dns.answer(&names);
+
+    assert_eq!(
+        curl_through(&gateway, None, &format!("https://db.ibm.com:{port}/")),
+        (200, 200)
+    );
+    assert_eq!(
+        curl_through(&gateway, None, &format!("https://other.ibm.com:{port}/")).0,
+        503
+    );
+    wait_until("the internal stand-in's record", STARTUP_TIMEOUT, || {
+        !crate::support::read_json_lines(&record).is_empty()
+    });
+    let reached: Vec<Value> = crate::support::read_json_lines(&record);
+    assert_eq!(reached.len(), 1, "{reached:?}");
+    assert_eq!(reached[0]["sni"], "db.ibm.com");
+    wait_until("the lines", STARTUP_TIMEOUT, || {
+        gateway.log_entries().len() >= 3
+    });
+    let entries = gateway.log_entries();
+    let other: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["destination"] == "other.ibm.com")
+        .collect();
+    assert!(
+        other.iter().any(|e| e["instance"] == "egress-dns-guard"
+            && e["address"] == "127.0.0.3"
+            && e["reason"] == "loopback"),
+        "{entries:?}"
+    );
+    assert!(
+        other.iter().any(|e| e["instance"] == "egress-proxy"
+            && e["deniedBy"] == "egress_policy_denied:address_guard,resolved=refused"),
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["destination"] == "db.ibm.com" && e["decision"] != "allow"),
+        "{entries:?}"
+    );
+}

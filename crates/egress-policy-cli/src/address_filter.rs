@@ -48,17 +48,15 @@ pub fn run(args: &Args) -> ExitCode {
         }
     }
     if guard.has_name_exceptions() {
-        // One resolver filter serves every name: an exception for one name cannot be cut out
-        // of it without opening the range to all. Refusing it at connect time fails closed.
+        // One filter serves every name: the ranges some name is allowed into are left out of
+        // it, and the DNS guard refuses them for the other names.
         eprintln!(
-            "{}: warning: addressGuard.allowNames is applied to hosts written as addresses; at connect time \
-             the gateway's one DNS cache still refuses those ranges for every name (README: Security)",
-            name
+            "{name}: warning: addressGuard.allowNames: the ranges named there are refused for other names by \
+             egress-policy dns-guard, not by this filter; the gateway must resolve through it (README: Security)"
         );
     }
     let ranges: Vec<_> = guard
-        .rules()
-        .with_exceptions(&more)
+        .nameless_rules(&more)
         .refused_ranges()
         .iter()
         .map(|network| json!({"address_prefix": network.addr.to_string(), "prefix_len": network.len}))

@@ -1,18 +1,19 @@
 //! `egress-policy dns-guard`: the gateway's resolver sits behind this small DNS relay, which
-//! passes every query and answer through unchanged and writes a log line for each address an
-//! answer gives that the address guard refuses: the name, the address and the reason, which
-//! Envoy's DNS cache does not say when it drops the address (README: Security). Envoy refuses;
-//! this records what it refused.
+//! writes a log line for each address an answer gives that the address guard refuses: the name,
+//! the address and the reason, which Envoy's DNS cache does not say when it drops the address
+//! (README: Security). Envoy refuses what it can refuse for every name; the answers pass through
+//! unchanged but for the addresses only some names may reach (`allowNames`), which this relay
+//! blanks in the answers for other names, as no filter without names can.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use egress_policy_core::addresses::{AddressGuard, AddressRules, Network, Verdict};
-use egress_policy_core::dns::read_answer;
+use egress_policy_core::dns::{blank_addresses, read_answer};
 use egress_policy_core::telemetry::time::rfc3339_micros;
 use serde_json::json;
 
@@ -70,7 +71,11 @@ fn serve(args: &Args) -> Result<(), String> {
     for entry in &args.allow {
         more.push(Network::parse(entry).map_err(|why| format!("--allow: {why}"))?);
     }
-    let rules = Arc::new(guard.rules().with_exceptions(&more));
+    let rules = Arc::new(Rules {
+        nameless: guard.nameless_rules(&more),
+        guard,
+        more,
+    });
     let upstream = match args.upstream {
         Some(upstream) => upstream,
         None => system_resolver()?,
@@ -106,7 +111,7 @@ fn serve(args: &Args) -> Result<(), String> {
         // One thread per query: a slow answer holds up no other.
         std::thread::spawn(move || {
             if let Some(answer) = relay(&query, upstream) {
-                record_refusals(&answer, &rules, &log);
+                let answer = guarded(answer, &rules, &log);
                 if let Err(e) = socket.send_to(&answer, client) {
                     eprintln!("dns-guard: answering {client}: {e}");
                 }
@@ -132,49 +137,91 @@ fn relay(query: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
     Some(answer)
 }
 
-/// One line per refused address of `answer`, in the policy log's vocabulary.
-fn record_refusals(answer: &[u8], rules: &AddressRules, log: &Mutex<Box<dyn Write + Send>>) {
-    let Ok(answer) = read_answer(answer) else {
-        return;
-    };
-    for address in &answer.addresses {
-        let Verdict::Refused(reason) = rules.check(*address) else {
-            continue;
-        };
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_micros()).ok())
-            .and_then(rfc3339_micros);
-        // In the policy log's order: level, time, instance first.
-        let fields = [
-            ("level", json!("error")),
-            ("time", json!(time)),
-            ("instance", json!("egress-dns-guard")),
-            ("decision", json!("deny")),
-            (
-                "deniedBy",
-                json!(format!(
-                    "egress_policy_denied:address_guard,address={address},reason={reason}"
-                )),
-            ),
-            ("destination", json!(answer.name)),
-            ("address", json!(address.to_string())),
-            ("reason", json!(reason)),
-        ];
-        let mut line = String::from("{");
-        for (i, (name, value)) in fields.iter().enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            line.push_str(&format!("\"{name}\":{value}"));
+/// The address guard of one gateway: per name, and as Envoy's DNS cache applies it.
+struct Rules {
+    guard: AddressGuard,
+    /// A deployment's own exceptions (`--allow`).
+    more: Vec<Network>,
+    /// What Envoy's DNS cache refuses (`address-filter`).
+    nameless: AddressRules,
+}
+
+impl Rules {
+    /// Why `name` may not connect to `address`, if it may not.
+    fn refused(&self, name: &str, address: IpAddr) -> Option<&'static str> {
+        if self.more.iter().any(|network| network.contains(address)) {
+            return None;
         }
-        line.push('}');
-        if let Ok(mut log) = log.lock() {
-            // One write per line: appended whole beside the gateway's own lines.
-            if let Err(e) = log.write_all(format!("{line}\n").as_bytes()) {
-                eprintln!("dns-guard: writing the log: {e}");
-            }
+        match self.guard.check(Some(name), address) {
+            Verdict::Refused(reason) => Some(reason),
+            Verdict::Allowed => None,
+        }
+    }
+}
+
+/// `answer` as the gateway may see it, with one log line per refused address: those Envoy's DNS
+/// cache lets through (another name's exception) are blanked here; the rest Envoy drops.
+fn guarded(answer: Vec<u8>, rules: &Rules, log: &Mutex<Box<dyn Write + Send>>) -> Vec<u8> {
+    let Ok(read) = read_answer(&answer) else {
+        return answer;
+    };
+    for address in &read.addresses {
+        if let Some(reason) = rules.refused(&read.name, *address) {
+            record_refusal(&read.name, *address, reason, log);
+        }
+    }
+    let only_here = |address: IpAddr| {
+        rules.refused(&read.name, address).is_some()
+            && rules.nameless.check(address) == Verdict::Allowed
+    };
+    if !read.addresses.iter().any(|a| only_here(*a)) {
+        return answer;
+    }
+    // Blanked to the unspecified address, which Envoy's DNS cache drops and says so; if this
+    // deployment allows even that, nothing is passed on.
+    let unspecified_refused = rules.nameless.check(IpAddr::from([0u8; 4])) != Verdict::Allowed
+        && rules.nameless.check(IpAddr::from([0u16; 8])) != Verdict::Allowed;
+    match blank_addresses(&answer, only_here) {
+        Ok((blanked, _)) if unspecified_refused => blanked,
+        _ => Vec::new(),
+    }
+}
+
+/// One line for a refused address, in the policy log's vocabulary.
+fn record_refusal(name: &str, address: IpAddr, reason: &str, log: &Mutex<Box<dyn Write + Send>>) {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_micros()).ok())
+        .and_then(rfc3339_micros);
+    // In the policy log's order: level, time, instance first.
+    let fields = [
+        ("level", json!("error")),
+        ("time", json!(time)),
+        ("instance", json!("egress-dns-guard")),
+        ("decision", json!("deny")),
+        (
+            "deniedBy",
+            json!(format!(
+                "egress_policy_denied:address_guard,address={address},reason={reason}"
+            )),
+        ),
+        ("destination", json!(name)),
+        ("address", json!(address.to_string())),
+        ("reason", json!(reason)),
+    ];
+    let mut line = String::from("{");
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push_str(&format!("\"{name}\":{value}"));
+    }
+    line.push('}');
+    if let Ok(mut log) = log.lock() {
+        // One write per line: appended whole beside the gateway's own lines.
+        if let Err(e) = log.write_all(format!("{line}\n").as_bytes()) {
+            eprintln!("dns-guard: writing the log: {e}");
         }
     }
 }

@@ -271,6 +271,8 @@ impl AddressRules {
 pub struct AddressGuard {
     rules: AddressRules,
     by_name: HostTable<AddressRules>,
+    /// Every range some name is allowed into (`allowNames`), together.
+    name_exceptions: Vec<Network>,
 }
 
 impl Default for AddressGuard {
@@ -278,6 +280,7 @@ impl Default for AddressGuard {
         AddressGuard {
             rules: AddressRules::defaults(),
             by_name: HostTable::default(),
+            name_exceptions: Vec::new(),
         }
     }
 }
@@ -299,6 +302,7 @@ impl AddressGuard {
                 }
             };
         let mut by_name = HostTable::default();
+        let mut name_exceptions = Vec::new();
         for (name, ranges) in &config.allow_names {
             let path = format!("addressGuard.allowNames[\"{name}\"]");
             let pattern = match HostPattern::parse(name) {
@@ -318,14 +322,21 @@ impl AddressGuard {
             let mut own = rules.clone();
             for (i, entry) in ranges.iter().enumerate() {
                 match Network::parse(entry) {
-                    Ok(network) => own.allowed.push(network),
+                    Ok(network) => {
+                        own.allowed.push(network);
+                        name_exceptions.push(network);
+                    }
                     Err(message) => errors.push(ConfigError::new(format!("{path}[{i}]"), message)),
                 }
             }
             by_name.entry(pattern, || own);
         }
         if errors.is_empty() {
-            Ok(AddressGuard { rules, by_name })
+            Ok(AddressGuard {
+                rules,
+                by_name,
+                name_exceptions,
+            })
         } else {
             Err(errors)
         }
@@ -349,9 +360,18 @@ impl AddressGuard {
         !self.by_name.is_empty()
     }
 
-    /// The general rules (what a resolver filter without names drops).
+    /// The general rules.
     pub fn rules(&self) -> &AddressRules {
         &self.rules
+    }
+
+    /// What a resolver filter that sees no names can refuse (Envoy's DNS cache): the general
+    /// rules with a deployment's exceptions `more` and every range some name is allowed into,
+    /// which the DNS guard refuses for the other names ([`AddressGuard::check`]).
+    pub fn nameless_rules(&self, more: &[Network]) -> AddressRules {
+        let mut exceptions = more.to_vec();
+        exceptions.extend_from_slice(&self.name_exceptions);
+        self.rules.with_exceptions(&exceptions)
     }
 }
 

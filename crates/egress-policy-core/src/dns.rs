@@ -91,17 +91,39 @@ fn u16_at(message: &[u8], at: usize) -> Result<u16, DnsError> {
         .ok_or(DnsError::Truncated)
 }
 
-/// The name at `at` (following compression pointers), and where the bytes after it start.
-fn read_name(message: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
+/// The name at `at` (following compression pointers), as text, and where the bytes after it
+/// start.
+fn read_name(message: &[u8], at: usize) -> Result<(String, usize), DnsError> {
+    let (labels, after) = read_labels(message, at)?;
     let mut name = String::new();
+    for label in labels {
+        if !name.is_empty() {
+            name.push('.');
+        }
+        for &byte in label {
+            // A label is bytes; what is not printable ASCII is written escaped, so the name
+            // logged can never be mistaken for another.
+            if byte.is_ascii_graphic() && byte != b'\\' && byte != b'.' {
+                name.push(char::from(byte.to_ascii_lowercase()));
+            } else {
+                name.push_str(&format!("\\{byte:03}"));
+            }
+        }
+    }
+    Ok((name, after))
+}
+
+/// The labels of the name at `at` (following compression pointers), and where the bytes after
+/// it start.
+fn read_labels(message: &[u8], mut at: usize) -> Result<(Vec<&[u8]>, usize), DnsError> {
+    let mut labels = Vec::new();
+    let mut total = 0usize;
     let mut after = None;
     let mut jumps = 0;
     loop {
         let length = *message.get(at).ok_or(DnsError::Truncated)?;
         match length {
-            0 => {
-                return Ok((name, after.unwrap_or(at + 1)));
-            }
+            0 => return Ok((labels, after.unwrap_or(at + 1))),
             0xC0..=0xFF => {
                 let low = *message.get(at + 1).ok_or(DnsError::Truncated)?;
                 after.get_or_insert(at + 2);
@@ -116,27 +138,58 @@ fn read_name(message: &[u8], mut at: usize) -> Result<(String, usize), DnsError>
                 let label = message
                     .get(start..start + usize::from(length))
                     .ok_or(DnsError::Truncated)?;
-                if !name.is_empty() {
-                    name.push('.');
-                }
-                for &byte in label {
-                    // A label is bytes; what is not printable ASCII is written escaped, so the
-                    // name logged can never be mistaken for another.
-                    if byte.is_ascii_graphic() && byte != b'\\' && byte != b'.' {
-                        name.push(char::from(byte.to_ascii_lowercase()));
-                    } else {
-                        name.push_str(&format!("\\{byte:03}"));
-                    }
-                }
-                if name.len() > 255 {
+                total += label.len() + 1;
+                if total > 255 {
                     return Err(DnsError::BadName);
                 }
+                labels.push(label);
                 at = start + usize::from(length);
             }
             // 0x40 and 0x80: label types nobody uses.
             _ => return Err(DnsError::BadName),
         }
     }
+}
+
+/// `message`, a DNS response, with the address of every A and AAAA record that `drop` holds for
+/// overwritten with the unspecified address (`0.0.0.0`, `::`), which every resolver filter of the
+/// guard refuses: the gateway's DNS cache then drops it and says so, as for any refused address,
+/// and the rest of the message is untouched. Returns the addresses overwritten.
+pub fn blank_addresses(
+    message: &[u8],
+    drop: impl Fn(IpAddr) -> bool,
+) -> Result<(Vec<u8>, Vec<IpAddr>), DnsError> {
+    read_answer(message)?;
+    let mut out = message.to_vec();
+    let mut blanked = Vec::new();
+    let answers = u16_at(message, 6)?;
+    let (_, mut at) = read_labels(message, HEADER)?;
+    at += 4;
+    for _ in 0..answers {
+        let (_, after_name) = read_labels(message, at)?;
+        let record_type = u16_at(message, after_name)?;
+        let class = u16_at(message, after_name + 2)?;
+        let length = usize::from(u16_at(message, after_name + 8)?);
+        let data_at = after_name + 10;
+        let data = out
+            .get_mut(data_at..data_at + length)
+            .ok_or(DnsError::Truncated)?;
+        let address = match (record_type, class) {
+            (TYPE_A, CLASS_IN) => <[u8; 4]>::try_from(&*data)
+                .ok()
+                .map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+            (TYPE_AAAA, CLASS_IN) => <[u8; 16]>::try_from(&*data)
+                .ok()
+                .map(|o| IpAddr::V6(Ipv6Addr::from(o))),
+            _ => None,
+        };
+        if let Some(address) = address.filter(|a| drop(*a)) {
+            data.fill(0);
+            blanked.push(address);
+        }
+        at = data_at + length;
+    }
+    Ok((out, blanked))
 }
 
 #[cfg(test)]
@@ -202,5 +255,29 @@ mod tests {
     fn bytes_no_host_name_has_are_written_escaped() {
         let message = response("a\u{0}b.c", &[]);
         assert_eq!(read_answer(&message).unwrap().name, "a\\000b.c");
+    }
+
+    #[test]
+    fn a_blanked_address_reads_as_unspecified_and_the_rest_is_untouched() {
+        let message = response(
+            "db.corp.example",
+            &[
+                (5, b"\x02db\xC0\x0C"),
+                (1, &[10, 1, 2, 3]),
+                (1, &[203, 0, 113, 7]),
+            ],
+        );
+        let ten = |a: IpAddr| matches!(a, IpAddr::V4(v4) if v4.octets()[0] == 10);
+        let (blanked, which) = blank_addresses(&message, ten).unwrap();
+        assert_eq!(which, ["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(blanked.len(), message.len());
+        assert_eq!(
+            read_answer(&blanked).unwrap().addresses,
+            [
+                "0.0.0.0".parse::<IpAddr>().unwrap(),
+                "203.0.113.7".parse().unwrap()
+            ]
+        );
+        assert_eq!(blank_addresses(&message, |_| false).unwrap().0, message);
     }
 }
