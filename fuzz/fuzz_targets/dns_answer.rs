@@ -19,6 +19,9 @@ fuzz_target!(|bytes: &[u8]| {
         let after = read_answer(&blanked).unwrap();
         assert_eq!(after.name, answer.name);
         assert!(after.addresses.iter().all(|a| !a.is_loopback()));
-        assert_eq!(which.len(), answer.addresses.iter().filter(|a| a.is_loopback()).count());
+        assert_eq!(
+            which.len(),
+            answer.addresses.iter().filter(|a| a.is_loopback()).count()
+        );
     }
 });
