@@ -94,15 +94,14 @@ pub fn certs() -> &'static Path {
 fn spawn_listening(mut command: Command, port_file: &Path, what: &str) -> (Guard, u16) {
     let child = command.arg("--port-file").arg(port_file).spawn().unwrap();
     let mut process = Guard(child);
+    let read_port =
+        || -> Option<u16> { std::fs::read_to_string(port_file).ok()?.trim().parse().ok() };
+    // Until it holds a whole port number: a file may be seen before it is written.
     wait_until(&format!("{what} to listen"), STARTUP_TIMEOUT, || {
         assert!(process.0.try_wait().unwrap().is_none(), "{what} exited");
-        port_file.exists()
+        read_port().is_some()
     });
-    let port = std::fs::read_to_string(port_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let port = read_port().unwrap();
     (process, port)
 }
 

@@ -83,7 +83,10 @@ fn serve(args: &Args) -> Result<(), String> {
     let socket = UdpSocket::bind(args.listen).map_err(|e| format!("{}: {e}", args.listen))?;
     let bound = socket.local_addr().map_err(|e| e.to_string())?;
     if let Some(port_file) = &args.port_file {
-        std::fs::write(port_file, bound.port().to_string())
+        // Renamed into place: whoever waits for the file never reads it half written.
+        let partial = port_file.with_extension("partial");
+        std::fs::write(&partial, bound.port().to_string())
+            .and_then(|()| std::fs::rename(&partial, port_file))
             .map_err(|e| format!("{}: {e}", port_file.display()))?;
     }
     let log: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(match &args.log {
