@@ -530,3 +530,28 @@ fn an_internal_destination_allowed_for_one_name_is_reached_by_that_name_only() {
         "{entries:?}"
     );
 }
+
+/// A tunnel goes to the port its `CONNECT` names, the one the policy decided on, never to the
+/// port the gateway originates TLS to.
+#[test]
+fn a_connect_goes_to_the_port_it_names() {
+    let gateway = gateway();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let named = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let connect =
+        format!("CONNECT cloud.ibm.com:{named} HTTP/1.1\r\nHost: cloud.ibm.com:{named}\r\n\r\n");
+    raw_request(gateway.proxy_port, connect.as_bytes());
+    wait_until("the connection to the port named", STARTUP_TIMEOUT, || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    assert_eq!(reached(&gateway, "cloud.ibm.com"), 0);
+    assert!(gateway.tls_destinations.connections().is_empty());
+}
