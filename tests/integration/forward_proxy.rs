@@ -536,16 +536,7 @@ fn an_internal_destination_allowed_for_one_name_is_reached_by_that_name_only() {
 #[test]
 fn a_connect_goes_to_the_port_it_names() {
     let gateway = gateway();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let named = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for connection in listener.incoming() {
-            drop(connection);
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
+    let (named, accepted) = crate::ssrf::counting_listener("127.0.0.1", 0);
     let connect =
         format!("CONNECT cloud.ibm.com:{named} HTTP/1.1\r\nHost: cloud.ibm.com:{named}\r\n\r\n");
     raw_request(gateway.proxy_port, connect.as_bytes());

@@ -174,7 +174,17 @@ const REFUSED: (&str, &str) = ("503", "DNS resolution failure");
 /// A listener on the refused address, at the stand-in's port: it counts the connections the
 /// guard should have prevented.
 pub(crate) fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    let listener = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+    counting_listener("127.0.0.2", port).1
+}
+
+/// A listener on `address` (port 0: any free one) that counts the connections it accepts; its
+/// port and the count.
+pub(crate) fn counting_listener(
+    address: &str,
+    port: u16,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind((address, port)).unwrap();
+    let bound = listener.local_addr().unwrap().port();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     std::thread::spawn(move || {
@@ -183,7 +193,7 @@ pub(crate) fn canary(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    accepted
+    (bound, accepted)
 }
 
 /// Offline, the stand-ins' 127.0.0.1 is the one exception to the loopback range: the ranges a

@@ -380,6 +380,14 @@ impl AddressGuard {
 /// `0`) or hexadecimal (`0x`), the last part filling the remaining bytes; one trailing dot is
 /// ignored. `None` for a name.
 pub fn ip_literal(host: &str) -> Option<IpAddr> {
+    // Checked for every request: a name with a letter no address form has (nearly every name)
+    // is refused here, without the parsing below and its allocations.
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'[' | b']' | b'x' | b'X'))
+    {
+        return None;
+    }
     let host = host.strip_suffix('.').unwrap_or(host);
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);

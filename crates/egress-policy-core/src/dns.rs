@@ -3,7 +3,7 @@
 //! a resolver the gateway does not control: every length and pointer is checked, and a message
 //! that is not one well-formed answer is an error, never a panic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// The name asked and the addresses answered (A and AAAA records; CNAMEs are followed by the
 /// resolver, whose answer carries the final addresses).
@@ -37,6 +37,16 @@ const MAX_POINTERS: usize = 128;
 
 /// The question's name and the addresses of `message`, a DNS response.
 pub fn read_answer(message: &[u8]) -> Result<Answer, DnsError> {
+    let (name, records) = read_records(message)?;
+    Ok(Answer {
+        name,
+        addresses: records.into_iter().map(|(_, address)| address).collect(),
+    })
+}
+
+/// The question's name, and every A and AAAA record of the answer section: where its address
+/// starts in `message`, and the address.
+fn read_records(message: &[u8]) -> Result<(String, Vec<(usize, IpAddr)>), DnsError> {
     let flags = *message.get(2).ok_or(DnsError::Truncated)?;
     if message.len() < HEADER {
         return Err(DnsError::Truncated);
@@ -54,9 +64,9 @@ pub fn read_answer(message: &[u8]) -> Result<Answer, DnsError> {
         .checked_add(4)
         .filter(|end| *end <= message.len())
         .ok_or(DnsError::Truncated)?;
-    let mut addresses = Vec::new();
+    let mut records = Vec::new();
     for _ in 0..answers {
-        let (_, after_name) = read_name(message, at)?;
+        let (_, after_name) = read_labels(message, at)?;
         let record_type = u16_at(message, after_name)?;
         let class = u16_at(message, after_name + 2)?;
         let length = usize::from(u16_at(message, after_name + 8)?);
@@ -64,22 +74,15 @@ pub fn read_answer(message: &[u8]) -> Result<Answer, DnsError> {
         let data = message
             .get(data_at..data_at + length)
             .ok_or(DnsError::Truncated)?;
-        match (record_type, class) {
-            (TYPE_A, CLASS_IN) => {
-                if let Ok(octets) = <[u8; 4]>::try_from(data) {
-                    addresses.push(IpAddr::V4(Ipv4Addr::from(octets)));
-                }
-            }
-            (TYPE_AAAA, CLASS_IN) => {
-                if let Ok(octets) = <[u8; 16]>::try_from(data) {
-                    addresses.push(IpAddr::V6(Ipv6Addr::from(octets)));
-                }
-            }
-            _ => {}
-        }
+        let address = match (record_type, class) {
+            (TYPE_A, CLASS_IN) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (TYPE_AAAA, CLASS_IN) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            _ => None,
+        };
+        records.extend(address.map(|address| (data_at, address)));
         at = data_at + length;
     }
-    Ok(Answer { name, addresses })
+    Ok((name, records))
 }
 
 /// The big-endian 16-bit word at `at`.
@@ -159,35 +162,15 @@ pub fn blank_addresses(
     message: &[u8],
     drop: impl Fn(IpAddr) -> bool,
 ) -> Result<(Vec<u8>, Vec<IpAddr>), DnsError> {
-    read_answer(message)?;
+    let (_, records) = read_records(message)?;
     let mut out = message.to_vec();
     let mut blanked = Vec::new();
-    let answers = u16_at(message, 6)?;
-    let (_, mut at) = read_labels(message, HEADER)?;
-    at += 4;
-    for _ in 0..answers {
-        let (_, after_name) = read_labels(message, at)?;
-        let record_type = u16_at(message, after_name)?;
-        let class = u16_at(message, after_name + 2)?;
-        let length = usize::from(u16_at(message, after_name + 8)?);
-        let data_at = after_name + 10;
-        let data = out
-            .get_mut(data_at..data_at + length)
-            .ok_or(DnsError::Truncated)?;
-        let address = match (record_type, class) {
-            (TYPE_A, CLASS_IN) => <[u8; 4]>::try_from(&*data)
-                .ok()
-                .map(|o| IpAddr::V4(Ipv4Addr::from(o))),
-            (TYPE_AAAA, CLASS_IN) => <[u8; 16]>::try_from(&*data)
-                .ok()
-                .map(|o| IpAddr::V6(Ipv6Addr::from(o))),
-            _ => None,
-        };
-        if let Some(address) = address.filter(|a| drop(*a)) {
+    for (data_at, address) in records.into_iter().filter(|(_, a)| drop(*a)) {
+        let width = if address.is_ipv4() { 4 } else { 16 };
+        if let Some(data) = out.get_mut(data_at..data_at + width) {
             data.fill(0);
             blanked.push(address);
         }
-        at = data_at + length;
     }
     Ok((out, blanked))
 }
@@ -219,7 +202,10 @@ mod tests {
 
     #[test]
     fn an_answer_gives_its_question_and_every_address() {
-        let v6: [u8; 16] = "::ffff:127.0.0.2".parse::<Ipv6Addr>().unwrap().octets();
+        let v6: [u8; 16] = "::ffff:127.0.0.2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
         let message = response(
             "Internal.IBM.com",
             &[(1, &[127, 0, 0, 2]), (5, b"\x03cdn\x00"), (28, &v6)],
