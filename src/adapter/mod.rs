@@ -222,9 +222,13 @@ impl RequestFilter {
         if !log_entry::has_entries(policy, decision, &self.request) {
             return;
         }
-        let entries = active
-            .log
-            .render(policy, decision, &self.request, &response);
+        let entries = active.log.render_sealed(
+            policy,
+            decision,
+            &self.request,
+            &response,
+            &active.remote.load(),
+        );
         if !host.write_log_entries(&entries) {
             host.log_warning("egress-policy: could not hand log entries to the access log");
         }

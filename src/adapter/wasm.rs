@@ -73,17 +73,32 @@ impl RootContext for Root {
             );
             return false;
         };
+        // A signing key that is set but unusable refuses the configuration: lines nobody can
+        // vouch for must not be written while the operator believes they are signed.
+        let key = crate::core::evidence::process_signing_key();
+        if let Err(why) = key {
+            increment_now(&metrics::counter_name(&metrics::config_load(false)));
+            abi::log(
+                abi::LOG_ERROR,
+                &format!("egress-policy: configuration refused: {why}"),
+            );
+            return false;
+        }
         let compiled = Policy::from_json(&bytes);
         increment_now(&metrics::counter_name(&metrics::config_load(
             compiled.is_ok(),
         )));
         match compiled {
             Ok(policy) => {
+                if matches!(key, Ok(None)) && !self.network {
+                    abi::log(abi::LOG_WARN, UNSIGNED_WARNING);
+                }
                 WasmHost.set_gauge(&GaugeEvent::new(
                     Gauge::ConfigFingerprint,
                     &[],
                     u64::from(crate::core::config::fingerprint(&bytes)),
                 ));
+                publish_version(self.owner(), Some(&policy.version));
                 let tick = self.lists.configure(&WasmHost, policy);
                 let millis = u32::try_from(tick / 1_000).unwrap_or(200);
                 if !abi::set_tick_period_millis(millis) {
@@ -132,6 +147,29 @@ impl RootContext for Root {
         } else {
             ContextType::HttpContext
         })
+    }
+}
+
+/// Said once per configuration when no signing key is set.
+const UNSIGNED_WARNING: &str = "egress-policy: no EGRESS_LOG_SIGNING_KEY: log lines are chained but no checkpoint is signed, so `audit --verify` can vouch for none (README: Security)";
+
+impl Root {
+    /// What tells this root's configuration from the VM's others in the info gauge.
+    fn owner(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        publish_version(self.owner(), None);
+    }
+}
+
+/// `egress_policy_config_info{version}`: 1 while a configuration of this VM serves the version.
+fn publish_version(owner: usize, version: Option<&str>) {
+    for (version, value) in crate::core::telemetry::metrics::versions_in_force(owner, version) {
+        WasmHost.set_gauge(&GaugeEvent::new(Gauge::ConfigInfo, &[&version], value));
     }
 }
 

@@ -14,6 +14,7 @@ mod cli;
 mod compose;
 mod convert;
 mod e2e;
+mod evidence;
 mod filter_flow;
 mod forward_proxy;
 mod hardening;

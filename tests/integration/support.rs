@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use egress_policy_testkit::envoy::{
-    Guard, STARTUP_TIMEOUT, TempDir, http_agent, http_get, wait_until,
+    Guard, STARTUP_TIMEOUT, TempDir, http_agent, http_get, http_post, wait_until,
 };
 pub use egress_policy_testkit::repo;
 
@@ -87,6 +87,31 @@ pub fn certs() -> &'static Path {
         assert!(status.success(), "scripts/certs failed");
         dir
     })
+}
+
+/// The variable the gateway reads its log-signing key from.
+pub const SIGNING_KEY_ENV: &str = "EGRESS_LOG_SIGNING_KEY";
+
+/// The tests' log-signing key (PEM), made by scripts/certs.
+pub fn signing_key() -> String {
+    std::fs::read_to_string(certs().join("log-signing.key")).unwrap()
+}
+
+thread_local! {
+    static SIGNING_KEY_OVERRIDE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `start` (which starts a gateway on this thread) with `key` as the gateway's signing key.
+pub fn with_signing_key<T>(key: &str, start: impl FnOnce() -> T) -> T {
+    SIGNING_KEY_OVERRIDE.with(|k| *k.borrow_mut() = Some(key.to_owned()));
+    let started = start();
+    SIGNING_KEY_OVERRIDE.with(|k| *k.borrow_mut() = None);
+    started
+}
+
+/// The public half, for `audit --verify --public-key`.
+pub fn signing_public_key() -> PathBuf {
+    certs().join("log-signing.pub")
 }
 
 /// Starts a stand-in that writes its bound port to `--port-file` once it listens; returns it
@@ -233,7 +258,8 @@ impl DnsGuard {
             .args(["--listen", "127.0.0.1:0", "--allow", "127.0.0.1"])
             .args(["--upstream", &format!("127.0.0.1:{}", dns.port)])
             .arg("--log")
-            .arg(dir.path("egress.log"));
+            .arg(dir.path("egress.log"))
+            .env(SIGNING_KEY_ENV, signing_key());
         let (process, port) = spawn_listening(command, &dir.path("dns-guard.port"), "dns-guard");
         DnsGuard {
             _process: process,
@@ -515,6 +541,11 @@ pub fn render_envoy_config(
 /// returns the process, its admin port and its stderr file.
 pub fn start_envoy(dir: &TempDir, envoy_config: &Path) -> (Guard, u16, PathBuf) {
     let mut options = egress_policy_testkit::envoy::Options::default();
+    // Every gateway of the tests signs its log, as `scripts/run`'s does.
+    let key = SIGNING_KEY_OVERRIDE
+        .with(|key| key.borrow().clone())
+        .unwrap_or_else(signing_key);
+    options.env.push((SIGNING_KEY_ENV.into(), key));
     if Build::current() == Build::Native {
         let search_path = native_module_dir().display().to_string();
         options
@@ -960,7 +991,19 @@ impl Gateway {
     }
 
     /// The filter's log entries, parsed; each line must be one JSON object.
+    /// The filter's log entries, checkpoints left out, each without what every line ends with
+    /// (`policyVersion`, `listVersions`, and the chain's `stream`, `seq`, `chain`), after
+    /// checking that it has them: expected entries stay the source documents' fields.
     pub fn log_entries(&self) -> Vec<Value> {
+        self.sealed_log_lines()
+            .into_iter()
+            .filter(|entry| entry.get("checkpoint").is_none())
+            .map(without_evidence)
+            .collect()
+    }
+
+    /// Every line of the filter's log as written, checkpoints included.
+    pub fn sealed_log_lines(&self) -> Vec<Value> {
         read_json_lines(&self.dir.path("egress.log"))
     }
 
@@ -1016,6 +1059,24 @@ pub fn read_json_lines(path: &Path) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"))
         })
         .collect()
+}
+
+/// Removes the fields every line ends with, after checking that it has them.
+pub fn without_evidence(mut entry: Value) -> Value {
+    let version = entry["policyVersion"].as_str().unwrap_or_default();
+    assert!(
+        version.len() == 16 || version == "none",
+        "no policyVersion in {entry}"
+    );
+    assert!(
+        entry["stream"].is_string() && entry["seq"].is_u64() && entry["chain"].is_string(),
+        "a line outside the chain: {entry}"
+    );
+    let fields = entry.as_object_mut().unwrap();
+    for field in ["policyVersion", "listVersions", "stream", "seq", "chain"] {
+        fields.remove(field);
+    }
+    entry
 }
 
 /// Removes `time` after checking it is RFC 3339 UTC with microseconds.

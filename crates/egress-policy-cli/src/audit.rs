@@ -19,9 +19,24 @@ use crate::{EXIT_DENIED, EXIT_INVALID};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// JSON log files ('-' or none: standard input).
+    /// JSON log files ('-' or none: standard input), in the order they were written (a rotated
+    /// file before the one that replaced it).
     #[arg(value_name = "LOGFILE")]
     logs: Vec<String>,
+    /// Verify the logs' hash chains and signed checkpoints instead: exit 0 when every stream
+    /// verifies, 1 naming the stream and sequence where one does not.
+    #[arg(long, requires = "public_keys", conflicts_with = "baseline")]
+    verify: bool,
+    /// A public key (PEM) the checkpoints may be signed with; repeatable (keys being rotated).
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<String>,
+    /// A log of before, repeatable: report what the LOGFILEs hold that these do not (new
+    /// source and destination pairs, denied sources, first contacts). Exits 0 whatever it finds.
+    #[arg(long = "baseline", value_name = "OLD_LOG")]
+    baseline: Vec<String>,
+    /// With --baseline or --verify: print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -31,6 +46,20 @@ pub fn run(args: &Args) -> ExitCode {
     } else {
         &args.logs[..]
     };
+    if args.verify {
+        return crate::verify::run(files, &args.public_keys, args.json);
+    }
+    if !args.public_keys.is_empty() {
+        eprintln!("egress-policy: --public-key is for --verify");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    if !args.baseline.is_empty() {
+        return crate::baseline::run(&args.baseline, files, args.json);
+    }
+    if args.json {
+        eprintln!("egress-policy: --json is for --baseline or --verify");
+        return ExitCode::from(EXIT_INVALID);
+    }
     let mut report = Report::default();
     for file in files {
         match read(file) {
@@ -60,6 +89,11 @@ pub struct Report {
     pub by_source: BTreeMap<String, usize>,
     pub by_destination: BTreeMap<String, usize>,
     pub by_decision: BTreeMap<String, usize>,
+    /// Entries by the `policyVersion` that decided them (`none` for lines written before
+    /// lines carried it).
+    pub by_version: BTreeMap<String, usize>,
+    /// Signed checkpoint lines (not entries: `audit --verify` reads them).
+    pub checkpoints: usize,
     /// `file:line: what` for each error entry that was let through.
     pub violations: Vec<String>,
     /// `file: why` for each file that could not be read, `file:line: why` for each line that is
@@ -67,7 +101,7 @@ pub struct Report {
     pub unreadable: Vec<String>,
 }
 
-fn text<'a>(entry: &'a Value, field: &str) -> Option<&'a str> {
+pub fn text<'a>(entry: &'a Value, field: &str) -> Option<&'a str> {
     entry.get(field).and_then(Value::as_str)
 }
 
@@ -100,7 +134,15 @@ impl Report {
                     .push(format!("{at}: no \"level\": not an egress-policy entry"));
                 continue;
             };
+            if entry.get("checkpoint").is_some() {
+                self.checkpoints += 1;
+                continue;
+            }
             self.entries += 1;
+            *self
+                .by_version
+                .entry(text(&entry, "policyVersion").unwrap_or("none").to_owned())
+                .or_default() += 1;
             *self.by_level.entry(level.to_owned()).or_default() += 1;
             let source = format!(
                 "{} ({})",
@@ -144,11 +186,18 @@ impl Report {
     /// The human-readable summary.
     pub fn render(&self) -> String {
         let mut out = format!("entries: {}\n", self.entries);
+        if self.checkpoints > 0 {
+            out.push_str(&format!(
+                "checkpoints: {} (check them with audit --verify)\n",
+                self.checkpoints
+            ));
+        }
         for (title, counts) in [
             ("by level", &self.by_level),
             ("by source (namespace)", &self.by_source),
             ("by destination", &self.by_destination),
             ("by decision", &self.by_decision),
+            ("by policy version", &self.by_version),
         ] {
             out.push_str(title);
             out.push_str(":\n");

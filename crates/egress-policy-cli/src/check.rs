@@ -27,10 +27,11 @@ pub fn run(args: &Args) -> ExitCode {
             match found.policy {
                 Ok(policy) => {
                     println!(
-                        "{name}: valid ({} rules, {} lists, {} routes)",
+                        "{name}: valid ({} rules, {} lists, {} routes), policyVersion {}",
                         policy.rules.len(),
                         policy.lists.len(),
-                        policy.routes.len()
+                        policy.routes.len(),
+                        policy.version
                     );
                     for warning in policy.warnings() {
                         eprintln!("{name}: warning: {warning}");

@@ -421,6 +421,7 @@ fn log_config(instance: &Component, report: &mut Report) -> LogConfig {
     LogConfig {
         instance: instance.resource.name.clone(),
         fields,
+        ..LogConfig::default()
     }
 }
 

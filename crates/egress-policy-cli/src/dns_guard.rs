@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use egress_policy_core::addresses::{AddressGuard, AddressRules, Network, Verdict};
 use egress_policy_core::dns::{blank_addresses, read_answer};
+use egress_policy_core::evidence::{CheckpointEvery, LogChain, Sealing, process_signing_key};
 use egress_policy_core::telemetry::time::rfc3339_micros;
 use serde_json::json;
 
@@ -59,14 +60,23 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    let guard = match &args.config {
-        None => AddressGuard::default(),
+    let (guard, sealing) = match &args.config {
+        None => (
+            AddressGuard::default(),
+            Sealing::new(INSTANCE, "none", CheckpointEvery::default()),
+        ),
         Some(file) => {
-            load(file, false)
-                .map_err(|errors| format!("{file}: {errors}"))?
-                .address_guard
+            let policy = load(file, false).map_err(|errors| format!("{file}: {errors}"))?;
+            let sealing = Sealing::new(INSTANCE, &policy.version, policy.checkpoint_every);
+            (policy.address_guard, sealing)
         }
     };
+    // Its lines are a stream of the policy log like the filter's: chained, and signed with the
+    // same key when one is set.
+    let key = process_signing_key()
+        .clone()
+        .map_err(|why| format!("{why}"))?;
+    let stream = LogChain::random_stream_name().ok_or("no randomness for the log stream's name")?;
     let mut more = Vec::new();
     for entry in &args.allow {
         more.push(Network::parse(entry).map_err(|why| format!("--allow: {why}"))?);
@@ -89,15 +99,19 @@ fn serve(args: &Args) -> Result<(), String> {
             .and_then(|()| std::fs::rename(&partial, port_file))
             .map_err(|e| format!("{}: {e}", port_file.display()))?;
     }
-    let log: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(match &args.log {
-        Some(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
-        None => Box::new(std::io::stderr()),
+    let log = Arc::new(Mutex::new(GuardLog {
+        out: match &args.log {
+            Some(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None => Box::new(std::io::stderr()),
+        },
+        chain: LogChain::new(stream, key),
+        sealing,
     }));
     let socket = Arc::new(socket);
     let mut query = [0u8; 4096];
@@ -164,7 +178,7 @@ impl Rules {
 
 /// `answer` as the gateway may see it, with one log line per refused address: those Envoy's DNS
 /// cache lets through (another name's exception) are blanked here; the rest Envoy drops.
-fn guarded(answer: Vec<u8>, rules: &Rules, log: &Mutex<Box<dyn Write + Send>>) -> Vec<u8> {
+fn guarded(answer: Vec<u8>, rules: &Rules, log: &Mutex<GuardLog>) -> Vec<u8> {
     let Ok(read) = read_answer(&answer) else {
         return answer;
     };
@@ -191,17 +205,17 @@ fn guarded(answer: Vec<u8>, rules: &Rules, log: &Mutex<Box<dyn Write + Send>>) -
 }
 
 /// One line for a refused address, in the policy log's vocabulary.
-fn record_refusal(name: &str, address: IpAddr, reason: &str, log: &Mutex<Box<dyn Write + Send>>) {
-    let time = SystemTime::now()
+fn record_refusal(name: &str, address: IpAddr, reason: &str, log: &Mutex<GuardLog>) {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()
-        .and_then(|d| i64::try_from(d.as_micros()).ok())
-        .and_then(rfc3339_micros);
+        .and_then(|d| i64::try_from(d.as_micros()).ok());
+    let time = now.and_then(rfc3339_micros);
     // In the policy log's order: level, time, instance first.
     let fields = [
         ("level", json!("error")),
         ("time", json!(time)),
-        ("instance", json!("egress-dns-guard")),
+        ("instance", json!(INSTANCE)),
         ("decision", json!("deny")),
         (
             "deniedBy",
@@ -220,14 +234,31 @@ fn record_refusal(name: &str, address: IpAddr, reason: &str, log: &Mutex<Box<dyn
         }
         line.push_str(&format!("\"{name}\":{value}"));
     }
-    line.push('}');
     if let Ok(mut log) = log.lock() {
-        // One write per line: appended whole beside the gateway's own lines.
-        if let Err(e) = log.write_all(format!("{line}\n").as_bytes()) {
+        line.push_str(&log.sealing.policy_version);
+        line.push('}');
+        let GuardLog {
+            out,
+            chain,
+            sealing,
+        } = &mut *log;
+        let sealed = chain.seal(&line, now, sealing);
+        // One write: appended whole beside the gateway's own lines, in the chain's order.
+        if let Err(e) = out.write_all(format!("{sealed}\n").as_bytes()) {
             eprintln!("dns-guard: writing the log: {e}");
         }
     }
 }
+
+/// Where the guard's lines go, and the stream they continue.
+struct GuardLog {
+    out: Box<dyn Write + Send>,
+    chain: LogChain,
+    sealing: Sealing,
+}
+
+/// The `instance` of the guard's lines.
+const INSTANCE: &str = "egress-dns-guard";
 
 /// The first `nameserver` of /etc/resolv.conf, on port 53.
 fn system_resolver() -> Result<SocketAddr, String> {

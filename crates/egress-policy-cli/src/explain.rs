@@ -199,6 +199,7 @@ pub fn run(args: &Args) -> ExitCode {
         println!("log entries:");
         println!("{entries}");
     }
+    println!("policy version: {}", policy.version);
     if outcome.forwarded() {
         ExitCode::SUCCESS
     } else {

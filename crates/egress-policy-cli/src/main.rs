@@ -7,12 +7,14 @@
 
 mod address_filter;
 mod audit;
+mod baseline;
 mod check;
 mod convert;
 mod dns_guard;
 mod explain;
 mod istio;
 mod load;
+mod verify;
 mod yaml;
 
 use std::process::ExitCode;

@@ -139,6 +139,14 @@ pub struct LogConfig {
     /// Default: the seven fields of the source documents (below).
     #[serde(default = "default_log_fields")]
     pub fields: BTreeMap<String, String>,
+    /// A log stream writes a signed checkpoint after this many lines since its last one (README:
+    /// Security, "Logs as evidence"). Default: 1000.
+    #[serde(default = "default_checkpoint_lines")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
+    pub checkpoint_lines: u32,
+    /// …or after the first line written this long after its last checkpoint. Default: `10s`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: String,
 }
 
 impl Default for LogConfig {
@@ -146,8 +154,18 @@ impl Default for LogConfig {
         Self {
             instance: default_instance(),
             fields: default_log_fields(),
+            checkpoint_lines: default_checkpoint_lines(),
+            checkpoint_interval: default_checkpoint_interval(),
         }
     }
+}
+
+fn default_checkpoint_lines() -> u32 {
+    1_000
+}
+
+fn default_checkpoint_interval() -> String {
+    "10s".to_owned()
 }
 
 fn default_instance() -> String {

@@ -244,9 +244,13 @@ impl ConnectionFlow {
             relayed: Some(relayed.upstream_connected),
             ..Response::default()
         };
-        let entries = loaded
-            .log
-            .render(policy, decision, &self.request, &response);
+        let entries = loaded.log.render_sealed(
+            policy,
+            decision,
+            &self.request,
+            &response,
+            &loaded.remote.load(),
+        );
         if !host.write_log_entries(&entries) {
             host.log_warning("egress-policy: could not hand log entries to the access log");
         }

@@ -32,6 +32,7 @@ pub mod described;
 pub mod dns;
 pub mod duration;
 pub mod error;
+pub mod evidence;
 pub mod expr;
 pub mod hash;
 pub mod headers;

@@ -60,8 +60,8 @@ impl Loaded {
         Loaded {
             metrics: Metrics::compile(&policy),
             log: LogTemplate::compile(&policy),
+            remote: ArcSwap::from_pointee(RemoteLists::for_policy(&policy)),
             policy,
-            remote: ArcSwap::from_pointee(RemoteLists::default()),
         }
     }
 }
@@ -132,7 +132,7 @@ impl Refresher {
             };
             let outcome = provider
                 .parse(config.entry_type, &body)
-                .and_then(|index| put_in_force(loaded, list, index, fetched_at));
+                .and_then(|index| put_in_force(loaded, list, index, fetched_at, &body));
             // Refused or not, this version is not looked at again: the next fetch brings a new one.
             self.fetcher.adopted(list, fetched_at);
             match outcome {
@@ -208,7 +208,7 @@ impl Refresher {
         let now = host.now_micros().unwrap_or(0);
         let entries = provider
             .parse(config.entry_type, &body)
-            .and_then(|index| put_in_force(loaded, list, index, now))?;
+            .and_then(|index| put_in_force(loaded, list, index, now, &body))?;
         self.fetcher.share(host, list, now, &body);
         Ok(entries)
     }
@@ -236,6 +236,7 @@ fn put_in_force(
     list: usize,
     index: EntryIndex,
     fetched_at_micros: i64,
+    body: &[u8],
 ) -> Result<usize, FetchError> {
     let entries = index.len();
     let mut remote = RemoteLists::clone(&loaded.remote.load());
@@ -244,8 +245,10 @@ fn put_in_force(
         RemoteEntries {
             index,
             fetched_at_micros,
+            version: crate::evidence::content_version(body),
         },
     );
+    remote.describe(&loaded.policy);
     loaded.remote.store(Arc::new(remote));
     Ok(entries)
 }

@@ -304,9 +304,13 @@ impl Stream {
                 }
             });
         if log_entry::has_entries(&loaded.policy, decision, &self.request) {
-            let entries = loaded
-                .log
-                .render(&loaded.policy, decision, &self.request, &response);
+            let entries = loaded.log.render_sealed(
+                &loaded.policy,
+                decision,
+                &self.request,
+                &response,
+                &loaded.remote.load(),
+            );
             host.set_filter_state(LOG_FILTER_STATE, entries.as_bytes());
         }
     }

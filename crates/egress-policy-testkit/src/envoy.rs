@@ -132,6 +132,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// POST to `path` on a loopback port (Envoy's admin API: `/reopen_logs`); the status, `None`
+/// when nothing answered.
+pub fn http_post(port: u16, path: &str) -> Option<u16> {
+    let response = http_agent(Duration::from_secs(5))
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .send_empty()
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
 /// How to run one Envoy.
 #[derive(Debug, Clone)]
 pub struct Options {

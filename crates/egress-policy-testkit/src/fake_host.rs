@@ -42,7 +42,12 @@ pub struct FakeHost {
     /// `false`: header removals fail.
     pub removals_succeed: bool,
     pub replies: RefCell<Vec<Reply>>,
+    /// The entries written, each line without what every line ends with (`policyVersion`,
+    /// `listVersions`, and the chain's `stream`, `seq`, `chain`), so expected lines stay
+    /// readable; [`Self::sealed`] keeps them as written.
     pub entries: RefCell<Vec<String>>,
+    /// The entries as the filter wrote them.
+    pub sealed: RefCell<Vec<String>>,
     pub counters: RefCell<Vec<String>>,
     pub gauges: RefCell<BTreeMap<String, u64>>,
     pub warnings: RefCell<Vec<String>>,
@@ -90,6 +95,7 @@ impl Default for FakeHost {
             removals_succeed: true,
             replies: RefCell::default(),
             entries: RefCell::default(),
+            sealed: RefCell::default(),
             counters: RefCell::default(),
             gauges: RefCell::default(),
             warnings: RefCell::default(),
@@ -268,7 +274,23 @@ impl StreamHost for FakeHost {
         self.properties.get(&key).cloned()
     }
     fn write_log_entries(&self, entries: &str) -> bool {
-        self.entries.borrow_mut().push(entries.to_owned());
+        self.sealed.borrow_mut().push(entries.to_owned());
+        let unsealed: Vec<&str> = entries
+            .lines()
+            .map(|line| {
+                let end = line.rfind(",\"policyVersion\":").unwrap_or_else(|| {
+                    panic!("a line without its policy version was written: {line}")
+                });
+                &line[..end]
+            })
+            .collect();
+        self.entries.borrow_mut().push(
+            unsealed
+                .iter()
+                .map(|l| format!("{l}}}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
         true
     }
 }

@@ -3,6 +3,7 @@
 //! configuration has its own step; all of them report every problem with its field path, and any
 //! problem refuses the whole configuration.
 
+use crate::evidence::CheckpointEvery;
 use std::collections::BTreeMap;
 
 use super::list::EntryIndex;
@@ -39,6 +40,7 @@ impl Policy {
         compiler.identity(&config.identity);
         let safe_method_bodies = compiler.safe_method_bodies(&config.allow_safe_method_bodies);
         let routes = RouteTable::compile(&config.routes, &mut compiler.errors);
+        let checkpoint_every = compiler.checkpoint_every(&config.log);
         let address_guard = AddressGuard::compile(&config.address_guard).unwrap_or_else(|errors| {
             compiler.errors.extend(errors);
             AddressGuard::default()
@@ -82,6 +84,10 @@ impl Policy {
             address_guard,
             deny_status: config.deny_status,
             instance: config.log.instance.clone(),
+            version: crate::evidence::policy_version(
+                &serde_json::to_value(config).unwrap_or_default(),
+            ),
+            checkpoint_every,
             log_fields,
             lists,
             rules,
@@ -92,9 +98,50 @@ impl Policy {
     }
 }
 
+/// The fields the filter writes itself: no configured field may take their names, or a line
+/// would carry two of them and a reader take either.
+pub const RESERVED_LOG_FIELDS: [&str; 14] = [
+    "level",
+    "time",
+    "instance",
+    "policyVersion",
+    "stream",
+    "seq",
+    "chain",
+    "checkpoint",
+    "relayed",
+    "rejected",
+    "addressGuard",
+    "wouldDeny",
+    "identityError",
+    "listVersions",
+];
+
 impl Compiler {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// `log.checkpointLines`, `log.checkpointInterval`.
+    fn checkpoint_every(&mut self, log: &crate::config::LogConfig) -> CheckpointEvery {
+        if log.checkpoint_lines == 0 {
+            self.error("log.checkpointLines", "must be at least 1");
+        }
+        let micros = match crate::duration::parse_micros(&log.checkpoint_interval) {
+            Ok(micros) if micros > 0 => micros,
+            Ok(_) => {
+                self.error("log.checkpointInterval", "must be longer than 0s");
+                0
+            }
+            Err(message) => {
+                self.error("log.checkpointInterval", message);
+                0
+            }
+        };
+        CheckpointEvery {
+            lines: u64::from(log.checkpoint_lines),
+            micros,
+        }
     }
 
     /// `denyStatus`, `denyHeaders` and `log.instance`.
@@ -133,10 +180,13 @@ impl Compiler {
         let mut fields = Vec::new();
         for (name, source) in &config.log.fields {
             let path = format!("log.fields.{name}");
-            if ["level", "time", "instance"].contains(&name.as_str()) || name.is_empty() {
+            if RESERVED_LOG_FIELDS.contains(&name.as_str()) || name.is_empty() {
                 self.error(
                     &path,
-                    "this field name is reserved (level, time and instance are always written)",
+                    format!(
+                        "this field name is reserved ({} are written by the filter)",
+                        RESERVED_LOG_FIELDS.join(", ")
+                    ),
                 );
                 continue;
             }

@@ -111,6 +111,11 @@ pub struct Policy {
     /// The global local reply (`denyStatus`, `denyBody`, `denyHeaders`).
     pub deny: DenyReply,
     pub instance: String,
+    /// The configuration's digest (`policyVersion` on every log line): the same wherever the
+    /// same configuration is loaded, however it was spelled.
+    pub version: String,
+    /// How often each log stream writes a signed checkpoint.
+    pub checkpoint_every: crate::evidence::CheckpointEvery,
     pub log_fields: Vec<LogField>,
     pub lists: Vec<List>,
     pub rules: Vec<Rule>,

@@ -216,6 +216,8 @@ impl std::fmt::Display for FetchError {
 pub struct RemoteEntries {
     pub index: EntryIndex,
     pub fetched_at_micros: i64,
+    /// The digest of the body the entries came from (`listVersions` on every log line).
+    pub version: String,
 }
 
 /// Remote entries by list index, replaced whole on each good fetch ([`crate::refresh::Loaded`]).
@@ -223,9 +225,44 @@ pub struct RemoteEntries {
 pub struct RemoteLists {
     /// Shared between the versions of the lists: replacing one list copies the others' pointers.
     lists: Vec<Option<Arc<RemoteEntries>>>,
+    /// `,"listVersions":{"name":"…"}` for the policy's remote lists (`unloaded` before a first
+    /// good fetch); empty for a policy without one. Built when a list changes, written per line.
+    log_fragment: String,
 }
 
 impl RemoteLists {
+    /// No list loaded yet, for `policy`.
+    pub fn for_policy(policy: &super::Policy) -> Self {
+        let mut lists = RemoteLists::default();
+        lists.describe(policy);
+        lists
+    }
+
+    /// Rebuilds the log fragment after a change of the lists in force.
+    pub fn describe(&mut self, policy: &super::Policy) {
+        let mut out = String::new();
+        for (index, list, _) in policy.providers() {
+            out.push_str(if out.is_empty() {
+                ",\"listVersions\":{"
+            } else {
+                ","
+            });
+            crate::telemetry::log_entry::push_json_string(&mut out, &list.name);
+            out.push(':');
+            let version = self.get(index).map_or("unloaded", |e| e.version.as_str());
+            crate::telemetry::log_entry::push_json_string(&mut out, version);
+        }
+        if !out.is_empty() {
+            out.push('}');
+        }
+        self.log_fragment = out;
+    }
+
+    /// What every log line carries of the remote lists in force.
+    pub fn log_fragment(&self) -> &str {
+        &self.log_fragment
+    }
+
     pub fn get(&self, list: usize) -> Option<&RemoteEntries> {
         self.lists.get(list)?.as_deref()
     }

@@ -91,7 +91,10 @@ fn check_decision_table(file: &str, at_least: usize) {
             .collect();
         for entry in &mut entries {
             assert_eq!(entry["time"], "2018-06-18T13:22:58.317448Z", "{name}");
+            // Every line names the configuration that decided it.
+            assert_eq!(entry["policyVersion"], policy.version.as_str(), "{name}");
             entry.as_object_mut().unwrap().remove("time");
+            entry.as_object_mut().unwrap().remove("policyVersion");
         }
         if entries != *case["entries"].as_array().unwrap() {
             failures.push(format!("{name}: entries {}", rendered));

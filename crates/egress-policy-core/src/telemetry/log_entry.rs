@@ -7,8 +7,10 @@
 use std::fmt::Write;
 
 use crate::decision::Decision;
+use crate::evidence::Sealing;
 use crate::expr::{Env, Value};
 use crate::policy::Policy;
+use crate::policy::provider::RemoteLists;
 use crate::request::{Request, Response};
 use crate::telemetry::time::push_rfc3339_micros;
 
@@ -78,16 +80,15 @@ pub fn render(
 /// left per request is the values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogTemplate {
-    /// `,"instance":"egress-access"`.
-    instance: String,
+    /// `,"instance":"egress-access"`, `,"policyVersion":"…"` and the checkpoint settings: what
+    /// every line and its stream's checkpoints carry.
+    pub sealing: Sealing,
     /// `,"destination":` for each of the policy's log fields, in order.
     keys: Vec<String>,
 }
 
 impl LogTemplate {
     pub fn compile(policy: &Policy) -> Self {
-        let mut instance = String::from(",\"instance\":");
-        push_json_string(&mut instance, &policy.instance);
         let keys = policy
             .log_fields
             .iter()
@@ -98,7 +99,24 @@ impl LogTemplate {
                 key
             })
             .collect();
-        LogTemplate { instance, keys }
+        LogTemplate {
+            sealing: Sealing::new(&policy.instance, &policy.version, policy.checkpoint_every),
+            keys,
+        }
+    }
+
+    /// The entries as the log receives them: rendered, then sealed into this thread's stream
+    /// (README: Security, "Logs as evidence"). Every adapter writes these.
+    pub fn render_sealed(
+        &self,
+        policy: &Policy,
+        decision: &Decision,
+        request: &Request,
+        response: &Response,
+        lists: &RemoteLists,
+    ) -> String {
+        let entries = self.render_with(policy, decision, request, response, lists.log_fragment());
+        crate::evidence::seal_on_this_thread(&entries, request.time_micros, &self.sealing)
     }
 
     /// The entries of [`render`], for the policy this template was compiled from.
@@ -108,6 +126,18 @@ impl LogTemplate {
         decision: &Decision,
         request: &Request,
         response: &Response,
+    ) -> String {
+        self.render_with(policy, decision, request, response, "")
+    }
+
+    /// [`Self::render`], every line also carrying `lists` (the remote lists' versions).
+    fn render_with(
+        &self,
+        policy: &Policy,
+        decision: &Decision,
+        request: &Request,
+        response: &Response,
+        lists: &str,
     ) -> String {
         let denied_by = match (&decision.rejected, &decision.denied) {
             (Some(problem), _) => Some(Policy::rejection_details(*problem)),
@@ -138,7 +168,7 @@ impl LogTemplate {
                     out.truncate(mark);
                 }
             }
-            out.push_str(&self.instance);
+            out.push_str(&self.sealing.instance);
             for (field, key) in policy.log_fields.iter().zip(&self.keys) {
                 out.push_str(key);
                 match field.value.eval(&env) {
@@ -163,6 +193,8 @@ impl LogTemplate {
                 out.push_str("\":");
                 push_json_string(&mut out, &value);
             }
+            out.push_str(&self.sealing.policy_version);
+            out.push_str(lists);
             out.push('}');
         }
         out

@@ -37,11 +37,14 @@ pub enum Label {
     List,
     /// `success` or `failure`.
     Result,
+    /// A configuration's `policyVersion`. Not `version`: Istio's tag regex for that name would
+    /// also match inside `source_version=.=…;.;` and tag every request counter with it.
+    PolicyVersion,
 }
 
 impl Label {
     /// In the order metric names carry them in Istio's tag encoding.
-    pub const ALL: [Label; 9] = [
+    pub const ALL: [Label; 10] = [
         Self::Decision,
         Self::Destination,
         Self::SourceNamespace,
@@ -51,6 +54,7 @@ impl Label {
         Self::Rule,
         Self::List,
         Self::Result,
+        Self::PolicyVersion,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Label {
             Self::Rule => "rule",
             Self::List => "list",
             Self::Result => "result",
+            Self::PolicyVersion => "policy_version",
         }
     }
 }
@@ -139,13 +144,16 @@ pub enum Gauge {
     ListAgeSeconds,
     /// The fingerprint of the configuration in force ([`crate::config::fingerprint`]).
     ConfigFingerprint,
+    /// 1 for each `policyVersion` in force, 0 for one replaced (an info metric).
+    ConfigInfo,
 }
 
 impl Gauge {
-    pub const ALL: [Gauge; 3] = [
+    pub const ALL: [Gauge; 4] = [
         Self::ListEntries,
         Self::ListAgeSeconds,
         Self::ConfigFingerprint,
+        Self::ConfigInfo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,6 +161,7 @@ impl Gauge {
             Self::ListEntries => "list_entries",
             Self::ListAgeSeconds => "list_age_seconds",
             Self::ConfigFingerprint => "config_fingerprint",
+            Self::ConfigInfo => "config_info",
         }
     }
 
@@ -160,6 +169,7 @@ impl Gauge {
         match self {
             Self::ListEntries | Self::ListAgeSeconds => &[Label::List],
             Self::ConfigFingerprint => &[],
+            Self::ConfigInfo => &[Label::PolicyVersion],
         }
     }
 }
@@ -223,6 +233,49 @@ fn label_values<'a>(values: &[&'a str]) -> [&'a str; MAX_LABELS] {
         *slot = value;
     }
     out
+}
+
+/// The configurations a process (a wasm VM) has in force, by their owner (a root context, a
+/// filter configuration), for the info gauge: a version stays at 1 while any owner serves it,
+/// so replacing one configuration of two that share it does not hide it.
+#[derive(Debug, Default)]
+pub struct VersionsInForce {
+    owners: Vec<(usize, String)>,
+}
+
+impl VersionsInForce {
+    /// `owner` now serves `version` (`None`: it is gone). Returns the gauge settings to make:
+    /// the new version at 1, and the one it replaced at 0 if no owner serves it any more.
+    pub fn set(&mut self, owner: usize, version: Option<&str>) -> Vec<(String, u64)> {
+        let before = self
+            .owners
+            .iter()
+            .position(|(o, _)| *o == owner)
+            .map(|at| self.owners.swap_remove(at).1);
+        if let Some(version) = version {
+            self.owners.push((owner, version.to_owned()));
+        }
+        let mut settings = Vec::new();
+        if let Some(version) = version {
+            settings.push((version.to_owned(), 1));
+        }
+        if let Some(before) = before
+            && !self.owners.iter().any(|(_, v)| *v == before)
+        {
+            settings.push((before, 0));
+        }
+        settings
+    }
+}
+
+/// This process's [`VersionsInForce`].
+pub fn versions_in_force(owner: usize, version: Option<&str>) -> Vec<(String, u64)> {
+    static VERSIONS: std::sync::Mutex<VersionsInForce> =
+        std::sync::Mutex::new(VersionsInForce { owners: Vec::new() });
+    match VERSIONS.lock() {
+        Ok(mut versions) => versions.set(owner, version),
+        Err(poisoned) => poisoned.into_inner().set(owner, version),
+    }
 }
 
 /// The prefix of every metric's name (`egress_policy_requests` in Prometheus).

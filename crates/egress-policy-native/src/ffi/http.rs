@@ -428,6 +428,15 @@ struct HttpConfig {
 }
 
 impl HttpConfig {
+    /// `egress_policy_config_info{version}`: 1 while a configuration of this process serves
+    /// the version.
+    fn publish_version(&self, version: Option<&str>) {
+        let owner = self.envoy as usize;
+        for (version, value) in metrics::versions_in_force(owner, version) {
+            self.set_gauge(&GaugeEvent::new(Gauge::ConfigInfo, &[&version], value));
+        }
+    }
+
     fn set_gauge(&self, event: &GaugeEvent<'_>) -> bool {
         let Some(id) = self.gauges.get(event.gauge as usize).copied().flatten() else {
             return false;
@@ -671,6 +680,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 )
             })
             .collect();
+        // A signing key that is set but unusable refuses the configuration: lines nobody can
+        // vouch for must not be written while the operator believes they are signed.
+        let key = egress_policy_core::evidence::process_signing_key();
+        if let Err(why) = key {
+            super::increment_labelled(&metrics::config_load(false));
+            log(
+                true,
+                &format!("egress-policy: configuration refused: {why}"),
+            );
+            return ptr::null();
+        }
         let compiled = Config::new(bytes, counters.clone());
         if compiled.is_ok() {
             super::register_labelled_counters(config_envoy, counters.clone());
@@ -694,6 +714,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let fingerprint = config.fingerprint();
         let policy = &config.loaded().policy;
         let tick = Fetcher::tick_micros(policy);
+        let version = policy.version.clone();
         let mut http_config = HttpConfig {
             config: Arc::new(config),
             envoy: config_envoy,
@@ -711,6 +732,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 "egress-policy: cannot publish the configuration's fingerprint",
             );
         }
+        if matches!(key, Ok(None)) {
+            log(false, UNSIGNED_WARNING);
+        }
+        http_config.publish_version(Some(&version));
         if let Some(tick) = tick {
             let period = Duration::from_micros(u64::try_from(tick).unwrap_or(1_000_000).max(1_000));
             let Some(ticker) = Ticker::start(config_envoy, period) else {
@@ -726,6 +751,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         Box::into_raw(Box::new(http_config)).cast_const().cast()
     })
 }
+
+/// Said once per configuration when no signing key is set.
+const UNSIGNED_WARNING: &str = "egress-policy: no EGRESS_LOG_SIGNING_KEY: log lines are chained but no checkpoint is signed, so `audit --verify` can vouch for none (README: Security)";
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module: *const c_void) {
@@ -743,6 +771,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_modu
             // Its timer stops before Envoy frees what it commits to; another configuration of the
             // same policy takes the lists over.
             drop(config.ticker.take());
+            config.publish_version(None);
             config.config.compiled().release(config.envoy as usize);
         },
     );

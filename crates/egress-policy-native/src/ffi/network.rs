@@ -271,6 +271,13 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
     guard("network_config", ptr::null, || {
         // SAFETY: Envoy's configuration bytes, valid during this hook.
         let bytes = unsafe { envoy_bytes(config.ptr, config.length) };
+        if let Err(why) = egress_policy_core::evidence::process_signing_key() {
+            log(
+                true,
+                &format!("egress-policy: configuration refused: {why}"),
+            );
+            return ptr::null();
+        }
         match NetworkConfig::new(bytes) {
             Ok(config) => Box::into_raw(Box::new(Arc::new(config)))
                 .cast_const()
