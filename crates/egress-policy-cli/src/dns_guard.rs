@@ -73,9 +73,7 @@ fn serve(args: &Args) -> Result<(), String> {
     };
     // Its lines are a stream of the policy log like the filter's: chained, and signed with the
     // same key when one is set.
-    let key = process_signing_key()
-        .clone()
-        .map_err(|why| format!("{why}"))?;
+    let key = process_signing_key().clone()?;
     let stream = LogChain::random_stream_name().ok_or("no randomness for the log stream's name")?;
     let mut more = Vec::new();
     for entry in &args.allow {
