@@ -7,7 +7,9 @@
 //!
 //! PHASE: `flow` (headers, decision, reply, response, counters, log entry: everything the
 //! filter does for a request), or one part of it: `decide` (`Policy::decide`, from the facts),
-//! `count` (the counters' names), `log` (the log entry). REQUEST: `sport` (allowed, logged
+//! `count` (the counters' names), `log` (the log entry), `seal` (the entry sealed into the
+//! log's hash chain), `checkpoint` (one line and a signed checkpoint after it: the signature a
+//! stream makes every `checkpointLines` lines). REQUEST: `sport` (allowed, logged
 //! info) or `politics` (denied, logged error and info), both from `ns/default/sa/sleep` over
 //! mTLS; `sport-plain` is the plain-HTTP listener's request, without identity.
 //! `--calls` prints, instead, the host calls one request makes, by kind, as JSON.
@@ -189,6 +191,23 @@ fn main() {
         ..Default::default()
     };
     drop(filter);
+    let rendered = active
+        .log
+        .render(&active.policy, &decision, &canonical, &response);
+    // A key made for this measurement only (`openssl genpkey -algorithm ed25519`).
+    let key = egress_policy::core::evidence::SigningKey::from_pem(
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIHeR2tq8pWlfvWj3bOTAN7xzOaSrIGPY4G7jEbmWbS3V\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let mut signing_chain =
+        egress_policy::core::evidence::LogChain::new("0123456789abcdef".into(), Some(key));
+    let every_line = egress_policy::core::evidence::Sealing {
+        every: egress_policy::core::evidence::CheckpointEvery {
+            lines: 1,
+            micros: i64::MAX,
+        },
+        ..active.log.sealing.clone()
+    };
     for _ in 0..iterations {
         match phase.as_str() {
             "flow" => {
@@ -208,6 +227,16 @@ fn main() {
                         .log
                         .render(&active.policy, &decision, &canonical, &response),
                 );
+            }
+            "seal" => {
+                black_box(egress_policy::core::evidence::seal_on_this_thread(
+                    black_box(&rendered),
+                    Some(0),
+                    &active.log.sealing,
+                ));
+            }
+            "checkpoint" => {
+                black_box(signing_chain.seal(black_box(&rendered), Some(0), &every_line));
             }
             other => panic!("unknown phase {other}"),
         }

@@ -108,13 +108,16 @@ thread_local! {
     static THREAD_CHAIN: RefCell<Option<LogChain>> = const { RefCell::new(None) };
 }
 
-/// `entries` sealed into this thread's stream (started on first use, with the process's key).
-pub fn seal_on_this_thread(entries: &str, now_micros: Option<i64>, sealing: &Sealing) -> String {
+/// Runs `work` with this thread's stream (started on first use, with the process's key);
+/// `None` only if `work` is already running on this thread, which nothing does: its lines
+/// then go unsealed and fail verification visibly rather than break the chain.
+pub fn with_thread_chain<R>(
+    now_micros: Option<i64>,
+    work: impl FnOnce(Option<&mut LogChain>) -> R,
+) -> R {
     THREAD_CHAIN.with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
-            // Cannot happen (nothing seals from inside a seal); unsealed lines fail verification
-            // visibly rather than break the chain.
-            return entries.to_owned();
+            return work(None);
         };
         let chain = slot.get_or_insert_with(|| {
             let key = process_signing_key().as_ref().ok().and_then(Option::clone);
@@ -122,7 +125,15 @@ pub fn seal_on_this_thread(entries: &str, now_micros: Option<i64>, sealing: &Sea
                 .unwrap_or_else(|| format!("t{:x}", now_micros.unwrap_or(0)));
             LogChain::new(name, key)
         });
-        chain.seal(entries, now_micros, sealing)
+        work(Some(chain))
+    })
+}
+
+/// `entries` sealed into this thread's stream.
+pub fn seal_on_this_thread(entries: &str, now_micros: Option<i64>, sealing: &Sealing) -> String {
+    with_thread_chain(now_micros, |chain| match chain {
+        Some(chain) => chain.seal(entries, now_micros, sealing),
+        None => entries.to_owned(),
     })
 }
 
@@ -331,23 +342,17 @@ impl LogChain {
             if !out.is_empty() {
                 out.push('\n');
             }
-            self.seal_line(&mut out, line.strip_suffix('}').unwrap_or(line));
+            let start = out.len();
+            out.push_str(line.strip_suffix('}').unwrap_or(line));
+            self.close_line(&mut out, start);
         }
-        let now = now_micros.unwrap_or(0);
-        let started = *self.last_checkpoint.get_or_insert(now);
-        let due = self.since_checkpoint >= sealing.every.lines.max(1)
-            || now.saturating_sub(started) >= sealing.every.micros;
-        if due && self.since_checkpoint > 0 && self.key.is_some() {
-            self.checkpoint(&mut out, now_micros, sealing);
-        }
+        self.finish(&mut out, now_micros, sealing);
         out
     }
 
-    /// Appends the open object `line` (its closing brace left off) with the stream, the
-    /// sequence number and the chain value.
-    fn seal_line(&mut self, out: &mut String, line: &str) {
-        let start = out.len();
-        out.push_str(line);
+    /// Closes the line that starts at `start` in `out`, an object whose closing brace is still
+    /// to come, with the stream, the sequence number and the chain value.
+    pub fn close_line(&mut self, out: &mut String, start: usize) {
         out.push_str(",\"stream\":\"");
         out.push_str(&self.stream);
         out.push_str("\",\"seq\":");
@@ -358,6 +363,17 @@ impl LogChain {
         out.push_str("\"}");
         self.next_seq += 1;
         self.since_checkpoint += 1;
+    }
+
+    /// After the lines of one request or connection: a checkpoint line when one is due.
+    pub fn finish(&mut self, out: &mut String, now_micros: Option<i64>, sealing: &Sealing) {
+        let now = now_micros.unwrap_or(0);
+        let started = *self.last_checkpoint.get_or_insert(now);
+        let due = self.since_checkpoint >= sealing.every.lines.max(1)
+            || now.saturating_sub(started) >= sealing.every.micros;
+        if due && self.since_checkpoint > 0 && self.key.is_some() {
+            self.checkpoint(out, now_micros, sealing);
+        }
     }
 
     fn checkpoint(&mut self, out: &mut String, now_micros: Option<i64>, sealing: &Sealing) {
@@ -390,7 +406,9 @@ impl LogChain {
         if !out.is_empty() {
             out.push('\n');
         }
-        self.seal_line(out, &line);
+        let start = out.len();
+        out.push_str(&line);
+        self.close_line(out, start);
         self.since_checkpoint = 0;
         self.last_checkpoint = now_micros.or(self.last_checkpoint);
     }
@@ -628,10 +646,18 @@ fn write_canonical(out: &mut String, value: &serde_json::Value) {
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    let digit = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 });
-    for &b in bytes {
-        out.push(digit(b >> 4));
-        out.push(digit(b & 0xf));
+    let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
+    // Through a buffer on the stack: one copy into the string, not a push per digit.
+    let mut buffer = [0u8; 128];
+    for chunk in bytes.chunks(64) {
+        for (pair, &b) in buffer.chunks_exact_mut(2).zip(chunk) {
+            if let [high, low] = pair {
+                *high = digit(b >> 4);
+                *low = digit(b & 0xf);
+            }
+        }
+        let digits = buffer.get(..chunk.len() * 2).unwrap_or_default();
+        out.push_str(std::str::from_utf8(digits).unwrap_or_default());
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::decision::Decision;
-use crate::evidence::Sealing;
+use crate::evidence::{LogChain, Sealing};
 use crate::expr::{Env, Value};
 use crate::policy::Policy;
 use crate::policy::provider::RemoteLists;
@@ -115,8 +115,16 @@ impl LogTemplate {
         response: &Response,
         lists: &RemoteLists,
     ) -> String {
-        let entries = self.render_with(policy, decision, request, response, lists.log_fragment());
-        crate::evidence::seal_on_this_thread(&entries, request.time_micros, &self.sealing)
+        crate::evidence::with_thread_chain(request.time_micros, |chain| {
+            self.render_with(
+                policy,
+                decision,
+                request,
+                response,
+                lists.log_fragment(),
+                chain,
+            )
+        })
     }
 
     /// The entries of [`render`], for the policy this template was compiled from.
@@ -127,10 +135,11 @@ impl LogTemplate {
         request: &Request,
         response: &Response,
     ) -> String {
-        self.render_with(policy, decision, request, response, "")
+        self.render_with(policy, decision, request, response, "", None)
     }
 
-    /// [`Self::render`], every line also carrying `lists` (the remote lists' versions).
+    /// [`Self::render`], every line also carrying `lists` (the remote lists' versions), and
+    /// sealed into `chain` as it is written, when one is given.
     fn render_with(
         &self,
         policy: &Policy,
@@ -138,6 +147,7 @@ impl LogTemplate {
         request: &Request,
         response: &Response,
         lists: &str,
+        mut chain: Option<&mut LogChain>,
     ) -> String {
         let denied_by = match (&decision.rejected, &decision.denied) {
             (Some(problem), _) => Some(Policy::rejection_details(*problem)),
@@ -149,12 +159,13 @@ impl LogTemplate {
             response: Some(response),
             outcome: Some((decision.outcome().as_str(), denied_by.as_deref())),
         };
-        // One allocation for the usual entry (a few hundred bytes).
-        let mut out = String::with_capacity(512);
+        // One allocation for the usual entry (a few hundred bytes, and its seal).
+        let mut out = String::with_capacity(640);
         for (level, extra) in entries(policy, decision, request) {
             if !out.is_empty() {
                 out.push('\n');
             }
+            let start = out.len();
             // Levels and the extra fields' keys are ASCII words: nothing to escape.
             out.push_str("{\"level\":\"");
             out.push_str(level);
@@ -195,7 +206,15 @@ impl LogTemplate {
             }
             out.push_str(&self.sealing.policy_version);
             out.push_str(lists);
-            out.push('}');
+            match chain.as_deref_mut() {
+                Some(chain) => chain.close_line(&mut out, start),
+                None => out.push('}'),
+            }
+        }
+        if let Some(chain) = chain
+            && !out.is_empty()
+        {
+            chain.finish(&mut out, request.time_micros, &self.sealing);
         }
         out
     }
