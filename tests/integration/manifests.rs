@@ -297,8 +297,8 @@ fn traffic_extensions_carry_the_wasm_plugins_policies() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "manifests/trafficextension.yaml (TrafficExtension/egress-policy): valid (2 rules, 1 lists, 0 routes)\n\
-         manifests/trafficextension.yaml (TrafficExtension/egress-policy-tcp): valid (5 rules, 1 lists, 0 routes)\n"
+        "manifests/trafficextension.yaml (TrafficExtension/egress-policy): valid (2 rules, 1 lists, 0 routes), policyVersion c512b6f5933afd90\n\
+         manifests/trafficextension.yaml (TrafficExtension/egress-policy-tcp): valid (5 rules, 1 lists, 0 routes), policyVersion d36582b6273bd5cf\n"
     );
 }
 

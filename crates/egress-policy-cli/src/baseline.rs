@@ -148,18 +148,12 @@ impl Report {
         report
     }
 
+    /// What is new first, then the counts it was drawn from.
     fn render(&self, old: &Traffic, new: &Traffic) -> String {
         let mut out = format!(
-            "baseline: {} entries, {} requests and connections; new: {} entries, {}\n",
-            old.entries,
-            old.seen.len(),
-            new.entries,
-            new.seen.len()
-        );
-        out.push_str(&format!(
             "new (source, destination) pairs: {}\n",
             self.new_pairs.len()
-        ));
+        );
         for ((source, destination), (count, first)) in &self.new_pairs {
             out.push_str(&format!(
                 "  {source} -> {destination}  {count} time(s), first {first}\n"
@@ -179,6 +173,13 @@ impl Report {
         for (destination, (first, source)) in &self.new_destinations {
             out.push_str(&format!("  {destination}  first {first} by {source}\n"));
         }
+        out.push_str(&format!(
+            "baseline: {} entries, {} requests and connections; new: {} entries, {}\n",
+            old.entries,
+            old.seen.len(),
+            new.entries,
+            new.seen.len()
+        ));
         out
     }
 

@@ -1,7 +1,7 @@
 //! `egress-policy audit --verify --public-key KEY LOG...`: proves that the lines of the logs are
 //! those the gateway wrote, in the order it wrote them (README: Security, "Logs as evidence").
 //! Exit 0: every stream verifies; 1: a stream breaks, named with the file, line, stream and
-//! sequence; 2: a key or a file could not be read.
+//! sequence, or the logs hold no line at all; 2: a key or a file could not be read.
 
 use std::process::ExitCode;
 
@@ -45,16 +45,47 @@ pub fn run(files: &[String], key_files: &[String], as_json: bool) -> ExitCode {
     } else {
         print!("{}", report(&verifier));
     }
-    if verifier.problems.is_empty() {
+    // An empty log proves nothing: a log emptied on its way must not pass for a verified one.
+    if verifier.problems.is_empty() && verifier.lines > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DENIED)
     }
 }
 
+/// The verdict first (a script reads the first line), then where each stream breaks, then
+/// each stream: what it holds, and the last checkpoint a verifier should keep.
 fn report(verifier: &Verifier) -> String {
     let streams = verifier.streams();
-    let mut out = format!("lines: {}, streams: {}\n", verifier.lines, streams.len());
+    let unvouched: u64 = streams
+        .values()
+        .filter(|s| !s.broken)
+        .map(|s| s.unvouched)
+        .sum();
+    let mut out = if verifier.lines == 0 {
+        "NOTHING VERIFIED: the logs hold no line\n".to_owned()
+    } else if verifier.problems.is_empty() {
+        "every stream verifies: no line was removed, edited, reordered or inserted\n".to_owned()
+    } else {
+        let mut out = format!(
+            "VERIFICATION FAILED: {} stream(s) break\n",
+            verifier.problems.len()
+        );
+        for problem in &verifier.problems {
+            out.push_str(&format!("  {problem}\n"));
+        }
+        out
+    };
+    if unvouched > 0 {
+        out.push_str(&format!(
+            "{unvouched} line(s) after the last checkpoints cannot be vouched for yet (the next checkpoint of their stream will)\n"
+        ));
+    }
+    out.push_str(&format!(
+        "lines: {}, streams: {}\n",
+        verifier.lines,
+        streams.len()
+    ));
     for (name, stream) in streams {
         let state = if stream.broken { "BROKEN" } else { "verified" };
         out.push_str(&format!(
@@ -64,40 +95,16 @@ fn report(verifier: &Verifier) -> String {
         ));
         if !stream.key_ids.is_empty() {
             let keys: Vec<&str> = stream.key_ids.iter().map(String::as_str).collect();
-            out.push_str(&format!(" signed by {}", keys.join(", ")));
+            out.push_str(&format!(" signed by key {}", keys.join(", ")));
+        }
+        if stream.unvouched > 0 && !stream.broken {
+            out.push_str(&format!(", {} line(s) not vouched for yet", stream.unvouched));
         }
         out.push('\n');
         if let Some((seq, chain)) = &stream.last_checkpoint {
             out.push_str(&format!(
-                "    last checkpoint vouches for seq {seq}, chain {chain} (keep it: a later log must still hold it)\n"
+                "    last checkpoint: seq {seq} chain {chain} (keep it: a later copy of the log must still hold it)\n"
             ));
-        }
-        if stream.unvouched > 0 && !stream.broken {
-            out.push_str(&format!(
-                "    {} line(s) after the last checkpoint cannot be vouched for yet (the next checkpoint will)\n",
-                stream.unvouched
-            ));
-        }
-    }
-    if verifier.lines == 0 {
-        out.push_str("NOTHING VERIFIED: the logs hold no line\n");
-    } else if verifier.problems.is_empty() {
-        let unvouched: u64 = streams.values().map(|s| s.unvouched).sum();
-        out.push_str(&format!(
-            "every stream verifies: no line was removed, edited, reordered or inserted{}\n",
-            if unvouched > 0 {
-                format!(" ({unvouched} line(s) after the last checkpoints are not vouched for yet)")
-            } else {
-                String::new()
-            }
-        ));
-    } else {
-        out.push_str(&format!(
-            "VERIFICATION FAILED: {} stream(s) break\n",
-            verifier.problems.len()
-        ));
-        for problem in &verifier.problems {
-            out.push_str(&format!("  {problem}\n"));
         }
     }
     out
