@@ -98,7 +98,10 @@ fn report(verifier: &Verifier) -> String {
             out.push_str(&format!(" signed by key {}", keys.join(", ")));
         }
         if stream.unvouched > 0 && !stream.broken {
-            out.push_str(&format!(", {} line(s) not vouched for yet", stream.unvouched));
+            out.push_str(&format!(
+                ", {} line(s) not vouched for yet",
+                stream.unvouched
+            ));
         }
         out.push('\n');
         if let Some((seq, chain)) = &stream.last_checkpoint {
