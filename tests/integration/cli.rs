@@ -433,3 +433,57 @@ fn explain_takes_the_filter_that_decides_what_is_asked() {
         );
     }
 }
+
+/// `audit --verify` and `--baseline` given bad input: each names what is wrong; nothing
+/// unreadable passes for verified.
+#[test]
+fn audit_verify_and_baseline_name_bad_input() {
+    let public = crate::support::signing_public_key().display().to_string();
+    let gateway_cert = crate::support::certs()
+        .join("gateway.crt")
+        .display()
+        .to_string();
+    let cases: [(&[&str], Option<&str>, i32, &str); 7] = [
+        (&["audit", "--verify", "x.log"], None, 2, "--public-key"),
+        (
+            &["audit", "--verify", "--public-key", "/no/such.pub", "-"],
+            Some(""),
+            2,
+            "--public-key /no/such.pub: cannot read",
+        ),
+        (
+            &["audit", "--verify", "--public-key", &gateway_cert, "-"],
+            Some(""),
+            2,
+            "no '-----BEGIN PUBLIC KEY-----' line",
+        ),
+        (
+            &["audit", "--verify", "--public-key", &public, "-"],
+            Some(""),
+            1,
+            "NOTHING VERIFIED",
+        ),
+        (
+            &["audit", "--verify", "--public-key", &public, "-"],
+            Some("{\"level\":\"info\",\"path\":\"/politics\"}\n"),
+            1,
+            "stdin:1: not sealed",
+        ),
+        (
+            &["audit", "--baseline", "/no/such.log", "-"],
+            Some(""),
+            2,
+            "/no/such.log: cannot read",
+        ),
+        (&["audit", "--json", "-"], Some(""), 2, "--json is for"),
+    ];
+    for (args, input, code, says) in cases {
+        let output = match input {
+            Some(input) => cli_stdin(args, input),
+            None => cli(args),
+        };
+        let text = format!("{}{}", stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+}

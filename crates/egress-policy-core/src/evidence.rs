@@ -29,7 +29,7 @@ use blake2::digest::consts::U32;
 use ed25519_dalek::{Signer as _, Verifier as _};
 
 use crate::telemetry::log_entry::{push_int, push_json_string};
-use crate::telemetry::time::push_rfc3339_micros;
+use crate::telemetry::time::push_time_field;
 
 /// The environment variable holding the signing key (PEM, PKCS#8, as `openssl genpkey
 /// -algorithm ed25519` writes it); Kubernetes fills it from a Secret.
@@ -393,15 +393,7 @@ impl LogChain {
         let signature = key.sign(message.as_bytes());
         let mut line = String::with_capacity(400);
         line.push_str("{\"level\":\"info\"");
-        if let Some(micros) = now_micros {
-            let mark = line.len();
-            line.push_str(",\"time\":\"");
-            if push_rfc3339_micros(&mut line, micros) {
-                line.push('"');
-            } else {
-                line.truncate(mark);
-            }
-        }
+        push_time_field(&mut line, now_micros);
         line.push_str(&sealing.instance);
         line.push_str(",\"checkpoint\":{\"seq\":");
         push_int(&mut line, i64::try_from(vouched).unwrap_or(i64::MAX));

@@ -12,7 +12,7 @@ use crate::expr::{Env, Value};
 use crate::policy::Policy;
 use crate::policy::provider::RemoteLists;
 use crate::request::{Request, Response};
-use crate::telemetry::time::push_rfc3339_micros;
+use crate::telemetry::time::push_time_field;
 
 /// Whether the request has any entry to write; lets the adapter skip reading the response.
 pub fn has_entries(policy: &Policy, decision: &Decision, request: &Request) -> bool {
@@ -170,15 +170,7 @@ impl LogTemplate {
             out.push_str("{\"level\":\"");
             out.push_str(level);
             out.push('"');
-            if let Some(micros) = request.time_micros {
-                let mark = out.len();
-                out.push_str(",\"time\":\"");
-                if push_rfc3339_micros(&mut out, micros) {
-                    out.push('"');
-                } else {
-                    out.truncate(mark);
-                }
-            }
+            push_time_field(&mut out, request.time_micros);
             out.push_str(&self.sealing.instance);
             for (field, key) in policy.log_fields.iter().zip(&self.keys) {
                 out.push_str(key);

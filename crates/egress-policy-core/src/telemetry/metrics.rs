@@ -584,4 +584,18 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_version_stays_in_force_while_any_configuration_serves_it() {
+        let mut versions = VersionsInForce::default();
+        let one = |v: &str, n: u64| (v.to_owned(), n);
+        assert_eq!(versions.set(1, Some("a")), [one("a", 1)]);
+        assert_eq!(versions.set(2, Some("a")), [one("a", 1)]);
+        // The HTTP filter reloads to b; the network filter still serves a.
+        assert_eq!(versions.set(1, Some("b")), [one("b", 1)]);
+        assert_eq!(versions.set(2, Some("b")), [one("b", 1), one("a", 0)]);
+        // A configuration replaced by the same version keeps it at 1.
+        assert_eq!(versions.set(2, None), []);
+        assert_eq!(versions.set(1, None), [one("b", 0)]);
+    }
 }

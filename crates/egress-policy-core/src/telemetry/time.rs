@@ -7,6 +7,20 @@ pub fn rfc3339_micros(micros: i64) -> Option<String> {
     push_rfc3339_micros(&mut out, micros).then_some(out)
 }
 
+/// Appends `,"time":"…"` to an entry being written; nothing without a time, or for one that
+/// has no timestamp.
+pub fn push_time_field(out: &mut String, micros: Option<i64>) {
+    if let Some(micros) = micros {
+        let mark = out.len();
+        out.push_str(",\"time\":\"");
+        if push_rfc3339_micros(out, micros) {
+            out.push('"');
+        } else {
+            out.truncate(mark);
+        }
+    }
+}
+
 /// Appends the timestamp of [`rfc3339_micros`] to `out`; `false` (and nothing written) when it
 /// has none. Written per log entry, so without the formatting machinery: the civil date from the
 /// day number by Hinnant's `civil_from_days`, then fixed-width digits.
