@@ -315,6 +315,19 @@ fn client_hellos_over_16_kib_are_decided_and_every_refusal_leaves_a_policy_line(
         gateway.metric("connections", &[("decision", "reject")]) == 1
     });
     assert_eq!(gateway.counter("tls_inspector.client_hello_too_large"), 1);
+    // Envoy's own refusal is outside every stream: the log verifies, and says so.
+    let verified = crate::support::cli_command()
+        .args(["audit", "--verify", "--public-key"])
+        .arg(crate::support::signing_public_key())
+        .arg(gateway.dir.path("egress.log"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("1 refusal(s) written by Envoy itself, outside every stream"),
+        "{report}"
+    );
 }
 
 /// The gateway relays a connection to the name the policy decided on, or says that nothing went

@@ -76,6 +76,12 @@ fn report(verifier: &Verifier) -> String {
         }
         out
     };
+    if verifier.envoy_refusals > 0 {
+        out.push_str(&format!(
+            "{} refusal(s) written by Envoy itself, outside every stream (a connection it closed before any filter ran): not vouched for\n",
+            verifier.envoy_refusals
+        ));
+    }
     if unvouched > 0 {
         out.push_str(&format!(
             "{unvouched} line(s) after the last checkpoints cannot be vouched for yet (the next checkpoint of their stream will)\n"
@@ -132,6 +138,7 @@ fn report_json(verifier: &Verifier) -> serde_json::Value {
     json!({
         "verified": verifier.problems.is_empty() && verifier.lines > 0,
         "lines": verifier.lines,
+        "envoyRefusals": verifier.envoy_refusals,
         "streams": streams,
         "problems": verifier.problems,
     })

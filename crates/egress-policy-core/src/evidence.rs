@@ -424,6 +424,30 @@ pub struct Verifier {
     /// `where: what`, in the order found.
     pub problems: Vec<String>,
     pub lines: u64,
+    /// Lines Envoy writes itself when it closes a connection before any filter ran
+    /// (`client_hello_unreadable`): outside every stream, so not vouched for; they can only
+    /// say that something was refused.
+    pub envoy_refusals: u64,
+}
+
+/// The instance of the lines Envoy writes into the policy log itself (`envoy/gateway.yaml`).
+pub const ENVOY_INSTANCE: &str = "egress-gateway";
+
+/// Whether `line` is one of Envoy's own refusals: a JSON object of instance
+/// [`ENVOY_INSTANCE`] that says `"decision":"reject"` and `"relayed":false`, and claims no place
+/// in a stream. Anything else without a chain is a line the gateway did not write.
+fn is_envoy_refusal(line: &str) -> bool {
+    let Ok(serde_json::Value::Object(entry)) = serde_json::from_str::<serde_json::Value>(line)
+    else {
+        return false;
+    };
+    let text = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+    text("instance") == Some(ENVOY_INSTANCE)
+        && text("decision") == Some("reject")
+        && entry.get("relayed") == Some(&serde_json::Value::Bool(false))
+        && ["stream", "seq", "chain", "checkpoint"]
+            .iter()
+            .all(|field| !entry.contains_key(*field))
 }
 
 /// What a verifier knows of one stream so far.
@@ -467,6 +491,10 @@ impl Verifier {
         }
         self.lines += 1;
         let Some((body, claimed)) = split_sealed(line) else {
+            if is_envoy_refusal(line) {
+                self.envoy_refusals += 1;
+                return;
+            }
             self.problems.push(format!(
                 "{at}: not sealed (it does not end with a chain value): a line the gateway did not write, or one cut or edited"
             ));
@@ -997,5 +1025,25 @@ mod tests {
             "{:?}",
             verifier.problems
         );
+    }
+
+    #[test]
+    fn envoys_own_refusals_are_counted_apart_and_nothing_else_passes_unsealed() {
+        let (lines, public) = sealed_log();
+        let envoy = r#"{"level":"error","instance":"egress-gateway","decision":"reject","relayed":false,"policyVersion":"none"}"#;
+        let mut log = lines.clone();
+        log.insert(2, envoy.to_owned());
+        let verifier = verify(&log, &public);
+        assert!(verifier.problems.is_empty(), "{:?}", verifier.problems);
+        assert_eq!(verifier.envoy_refusals, 1);
+        for forged in [
+            envoy.replace("reject", "allow"),
+            envoy.replace("false", "true"),
+            envoy.replace("egress-gateway", "egress-access"),
+        ] {
+            let mut log = lines.clone();
+            log.insert(2, forged.clone());
+            assert!(!verify(&log, &public).problems.is_empty(), "{forged}");
+        }
     }
 }
