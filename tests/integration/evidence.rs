@@ -125,6 +125,58 @@ fn lines_from_envoy_verify_and_removing_editing_moving_or_inserting_any_one_is_n
         }
     }
 
+    // What a verifier keeps: the report's last checkpoints. A later copy cut before one of them
+    // verifies on its own, but not against what was kept.
+    let report = dir.path("verified.json");
+    let json = cli_command()
+        .args(["audit", "--verify", "--json", "--public-key"])
+        .arg(signing_public_key())
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(0));
+    std::fs::write(&report, &json.stdout).unwrap();
+    let last_checkpoint = lines
+        .iter()
+        .rposition(|l| l.contains("\"checkpoint\":"))
+        .unwrap();
+    std::fs::write(&tampered, lines[..last_checkpoint].join("\n") + "\n").unwrap();
+    let cut = verify(&[&tampered], &signing_public_key());
+    assert_eq!(
+        cut.status.code(),
+        Some(0),
+        "cut at a stream's end: {}",
+        text(&cut)
+    );
+    let against_kept = cli_command()
+        .args(["audit", "--verify", "--public-key"])
+        .arg(signing_public_key())
+        .arg("--kept-checkpoints")
+        .arg(&report)
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    assert_eq!(
+        against_kept.status.code(),
+        Some(1),
+        "{}",
+        text(&against_kept)
+    );
+    assert!(
+        text(&against_kept).contains("is not in these logs"),
+        "{}",
+        text(&against_kept)
+    );
+    let whole = cli_command()
+        .args(["audit", "--verify", "--public-key"])
+        .arg(signing_public_key())
+        .arg("--kept-checkpoints")
+        .arg(&report)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(whole.status.code(), Some(0), "{}", text(&whole));
+
     // A key that did not sign the log vouches for nothing.
     let other = dir.path("other.key");
     let other_pub = dir.path("other.pub");

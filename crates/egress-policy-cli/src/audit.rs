@@ -30,6 +30,11 @@ pub struct Args {
     /// A public key (PEM) the checkpoints may be signed with; repeatable (keys being rotated).
     #[arg(long = "public-key", value_name = "FILE")]
     public_keys: Vec<String>,
+    /// With --verify: the report of an earlier `audit --verify --json` of this log; every
+    /// stream's last checkpoint in it must still be there (nothing cut from the end, no stream
+    /// dropped).
+    #[arg(long = "kept-checkpoints", value_name = "REPORT", requires = "verify")]
+    kept_checkpoints: Option<String>,
     /// A log of before, repeatable: report what the LOGFILEs hold that these do not (new
     /// source and destination pairs, denied sources, first contacts). Exits 0 whatever it finds.
     #[arg(long = "baseline", value_name = "OLD_LOG")]
@@ -47,7 +52,12 @@ pub fn run(args: &Args) -> ExitCode {
         &args.logs[..]
     };
     if args.verify {
-        return crate::verify::run(files, &args.public_keys, args.json);
+        return crate::verify::run(
+            files,
+            &args.public_keys,
+            args.kept_checkpoints.as_deref(),
+            args.json,
+        );
     }
     if !args.public_keys.is_empty() {
         eprintln!("egress-policy: --public-key is for --verify");

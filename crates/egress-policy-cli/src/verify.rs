@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::load::read;
 use crate::{EXIT_DENIED, EXIT_INVALID};
 
-pub fn run(files: &[String], key_files: &[String], as_json: bool) -> ExitCode {
+pub fn run(files: &[String], key_files: &[String], kept: Option<&str>, as_json: bool) -> ExitCode {
     let mut keys = Vec::new();
     for file in key_files {
         match read(file)
@@ -36,6 +36,19 @@ pub fn run(files: &[String], key_files: &[String], as_json: bool) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("egress-policy: {file}: cannot read: {e}; nothing is verified");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+    }
+    if let Some(report) = kept {
+        match kept_checkpoints(report) {
+            Ok(kept) => {
+                for (stream, seq, chain) in kept {
+                    verifier.expect_checkpoint(&stream, seq, &chain);
+                }
+            }
+            Err(why) => {
+                eprintln!("egress-policy: --kept-checkpoints {report}: {why}");
                 return ExitCode::from(EXIT_INVALID);
             }
         }
@@ -142,4 +155,35 @@ fn report_json(verifier: &Verifier) -> serde_json::Value {
         "streams": streams,
         "problems": verifier.problems,
     })
+}
+
+/// Each stream's last checkpoint in an earlier `audit --verify --json` report.
+fn kept_checkpoints(file: &str) -> Result<Vec<(String, u64, String)>, String> {
+    let text = read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("not an audit --verify --json report: {e}"))?;
+    let streams = report
+        .get("streams")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("not an audit --verify --json report: no \"streams\"")?;
+    let mut kept = Vec::new();
+    for stream in streams {
+        let name = stream.get("stream").and_then(serde_json::Value::as_str);
+        let checkpoint = stream.get("lastCheckpoint").filter(|c| !c.is_null());
+        match (name, checkpoint) {
+            (Some(name), Some(checkpoint)) => {
+                let seq = checkpoint.get("seq").and_then(serde_json::Value::as_u64);
+                let chain = checkpoint.get("chain").and_then(serde_json::Value::as_str);
+                let (Some(seq), Some(chain)) = (seq, chain) else {
+                    return Err(format!(
+                        "stream {name}: lastCheckpoint without seq and chain"
+                    ));
+                };
+                kept.push((name.to_owned(), seq, chain.to_owned()));
+            }
+            (Some(_), None) => {}
+            (None, _) => return Err("a stream without its name".into()),
+        }
+    }
+    Ok(kept)
 }

@@ -461,6 +461,8 @@ pub struct StreamState {
     /// The last good checkpoint: the seq and chain it vouches for (what a verifier keeps).
     pub last_checkpoint: Option<(u64, String)>,
     pub key_ids: BTreeSet<String>,
+    /// Every good checkpoint: the seq it vouches for, and that line's chain value.
+    pub vouched: BTreeMap<u64, String>,
     /// Where the stream stopped verifying; nothing after it is checked.
     pub broken: bool,
 }
@@ -527,6 +529,7 @@ impl Verifier {
                 checkpoints: 0,
                 last_checkpoint: None,
                 key_ids: BTreeSet::new(),
+                vouched: BTreeMap::new(),
                 broken: false,
             });
         if state.broken {
@@ -566,7 +569,9 @@ impl Verifier {
                 Ok(key_id) => {
                     state.checkpoints += 1;
                     state.unvouched = 0;
-                    state.last_checkpoint = Some((seq.saturating_sub(1), hex(&state.head)));
+                    let vouched = (seq.saturating_sub(1), hex(&state.head));
+                    state.vouched.insert(vouched.0, vouched.1.clone());
+                    state.last_checkpoint = Some(vouched);
                     state.key_ids.insert(key_id);
                 }
                 Err(problem) => {
@@ -582,6 +587,31 @@ impl Verifier {
         }
         state.head = claimed;
         state.next_seq += 1;
+    }
+}
+
+impl Verifier {
+    /// After the lines: a checkpoint a verifier kept from an earlier copy of the log (stream,
+    /// seq, chain) must be among those verified now, or lines were cut from the end of the
+    /// stream, or the stream dropped.
+    pub fn expect_checkpoint(&mut self, stream: &str, seq: u64, chain: &str) {
+        let found = self
+            .streams
+            .get(stream)
+            .and_then(|state| state.vouched.get(&seq));
+        let problem = match found {
+            Some(seen) if seen.eq_ignore_ascii_case(chain) => return,
+            Some(seen) => format!(
+                "stream {stream}: the checkpoint kept for seq {seq} vouched for chain {chain}, these logs for {seen}: the stream was rewritten"
+            ),
+            None if self.streams.contains_key(stream) => format!(
+                "stream {stream}: the checkpoint kept for seq {seq} is not in these logs: lines were cut from the stream's end"
+            ),
+            None => format!(
+                "stream {stream}: a checkpoint was kept for it (seq {seq}), but these logs hold none of its lines: the stream was dropped"
+            ),
+        };
+        self.problems.push(problem);
     }
 }
 
@@ -1045,5 +1075,31 @@ mod tests {
             log.insert(2, forged.clone());
             assert!(!verify(&log, &public).problems.is_empty(), "{forged}");
         }
+    }
+
+    #[test]
+    fn a_kept_checkpoint_catches_a_cut_end_and_a_dropped_stream() {
+        let (lines, public) = sealed_log();
+        let whole = verify(&lines, &public);
+        let (seq, chain) = whole.streams()["s1"].last_checkpoint.clone().unwrap();
+        let mut again = verify(&lines, &public);
+        again.expect_checkpoint("s1", seq, &chain);
+        assert!(again.problems.is_empty(), "{:?}", again.problems);
+        // Cut after the first checkpoint: consistent, but the kept one is gone.
+        let mut cut = verify(&lines[..4], &public);
+        assert!(cut.problems.is_empty());
+        cut.expect_checkpoint("s1", seq, &chain);
+        assert!(
+            cut.problems[0].contains("cut from the stream's end"),
+            "{:?}",
+            cut.problems
+        );
+        let mut dropped = verify(&[], &public);
+        dropped.expect_checkpoint("s1", seq, &chain);
+        assert!(
+            dropped.problems[0].contains("dropped"),
+            "{:?}",
+            dropped.problems
+        );
     }
 }
