@@ -147,6 +147,61 @@ fn istio_stats_config() -> Value {
     })
 }
 
+/// A real Prometheus on loopback scraping one gateway as job `egress-gateway`, the README's
+/// relabelling applied, with `rule_files` loaded.
+struct Prometheus {
+    _process: Guard,
+    _dir: TempDir,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(admin_port: u16, rule_files: &[&std::path::Path]) -> Self {
+        let dir = TempDir::new("prometheus");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|f| format!("'{}'", f.display()))
+            .collect();
+        let prometheus_config = dir.path("prometheus.yml");
+        std::fs::write(
+            &prometheus_config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n- job_name: egress-gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n{}",
+                rules.join(", "),
+                admin_port,
+                // The native build's families carry Envoy's `envoy_` prefix; the README's
+                // relabelling gives the dashboard and the alerts the names they query, for both
+                // builds.
+                native_metric_relabelling()
+            ),
+        )
+        .unwrap();
+        let process = Guard(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", prometheus_config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path("prometheus.log")).unwrap())
+                .spawn()
+                .expect("prometheus (scripts/setup installs Debian's package)"),
+        );
+        Prometheus {
+            _process: process,
+            _dir: dir,
+            port,
+        }
+    }
+}
+
 /// The bundled gateway (`envoy/gateway.yaml`'s stats tags), as `scripts/run` serves it.
 #[test]
 fn every_dashboard_query_returns_the_expected_series_on_the_bundled_gateway() {
@@ -217,37 +272,8 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
         gateway.metric("requests", &[]) == 9
     });
 
-    let dir = TempDir::new("prometheus");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let prometheus_config = dir.path("prometheus.yml");
-    std::fs::write(
-        &prometheus_config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: egress-gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n{}",
-            gateway.admin_port,
-            // The native build's families carry Envoy's `envoy_` prefix; the README's relabelling
-            // gives the dashboard the names it queries, for both builds.
-            native_metric_relabelling()
-        ),
-    )
-    .unwrap();
-    let _prometheus = Guard(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", prometheus_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus (scripts/setup installs Debian's package)"),
-    );
+    let prometheus = Prometheus::start(gateway.admin_port, &[]);
+    let port = prometheus.port;
     wait_until(
         "Prometheus to scrape the gateway twice",
         Duration::from_secs(60),
@@ -331,4 +357,120 @@ fn dashboard_after_s3_and_s4_traffic(stats_config: Option<Value>) {
     }
     assert!(checked >= 13, "{checked} queries");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The alerting rules (`manifests/prometheus-alerts.yaml`) in a real Prometheus scraping a real
+/// gateway: every rule loads and evaluates without error on its series, every metric they name
+/// is one the gateway exports, and the ones its traffic calls for fire: the logging policy lets
+/// politics through (a violation), and a broken configuration is refused at a reload.
+#[test]
+fn the_alerts_load_evaluate_and_fire_on_a_real_gateway() {
+    // Politics logged as error and let through (a violation), a path the remote list lacks
+    // refused, the list fetched: every family the alerts name has a series.
+    let config = json!({
+        "lists": {"path-checker": {"value": "request.url_path", "entries": ["/health", "/politics"],
+            "provider": {"cluster": "egress_policy_lists", "path": "/paths.txt",
+                         "refreshInterval": "200ms", "ttl": "60s"}}},
+        "rules": [
+            {"name": "handle-politics", "log": "error",
+             "match": "request.host.endsWith(\"cnn.com\") && request.path.startsWith(\"/politics\")"},
+            {"name": "handle-cnn-access", "log": "info", "check": ["path-checker"],
+             "match": "request.host.endsWith(\".cnn.com\")"}
+        ]
+    });
+    let gateway =
+        Gateway::with_config_and_lists("alerts", &config.to_string(), &[("paths.txt", "/sport\n")]);
+    wait_until("the list", Duration::from_secs(20), || {
+        gateway.status(CNN, "/sport") == 200
+    });
+    assert_eq!(gateway.status(CNN, "/politics"), 200);
+    assert_eq!(gateway.status(CNN, "/elsewhere"), 404);
+    let dir = TempDir::new("alerts");
+    let bad = dir.path("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"rules": [{"name": "r", "match": "request.host ==", "log": "info"}]}"#,
+    )
+    .unwrap();
+    assert!(
+        !gateway.reload(&bad),
+        "Envoy refuses the broken configuration"
+    );
+    wait_until(
+        "the violation to be counted",
+        Duration::from_secs(10),
+        || gateway.metric("violations", &[("rule", "handle-politics")]) == 1,
+    );
+
+    let (_, exported) = http_get(gateway.admin_port, "/stats/prometheus").unwrap();
+    let exported: String = exported.replace(gateway.build.metric_family_prefix(), "");
+    let rules_file = repo().join("manifests/prometheus-alerts.yaml");
+    let rules: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&rules_file).unwrap()).unwrap();
+    let families: Vec<&str> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let metric_name = regex::Regex::new(r#"\b((?:egress_policy|envoy)_[a-z_]+[a-z])\b"#).unwrap();
+    let name_pattern = regex::Regex::new(r#"__name__=~"([^"]+)""#).unwrap();
+    for rule in rules["groups"][0]["rules"].as_array().unwrap() {
+        let expr = rule["expr"].as_str().unwrap();
+        for name in metric_name.captures_iter(expr).map(|c| c[1].to_owned()) {
+            assert!(
+                families.contains(&name.as_str()),
+                "{}: the gateway exports no {name}",
+                rule["alert"]
+            );
+        }
+        // The wasm VMs' own stats, by pattern: only the wasm build has them.
+        for pattern in name_pattern.captures_iter(expr).map(|c| c[1].to_owned()) {
+            let pattern = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            let matched = families.iter().filter(|f| pattern.is_match(f)).count();
+            let expected = if gateway.build == crate::support::Build::Wasm {
+                2
+            } else {
+                0
+            };
+            assert_eq!(
+                matched, expected,
+                "{}: {pattern} matches {matched} families",
+                rule["alert"]
+            );
+        }
+    }
+
+    let prometheus = Prometheus::start(gateway.admin_port, &[&rules_file]);
+    let firing = || -> Vec<String> {
+        let Some((200, body)) = http_get(prometheus.port, "/api/v1/alerts") else {
+            return Vec::new();
+        };
+        let body: Value = serde_json::from_str(&body).unwrap();
+        body["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_until("the two alerts to fire", Duration::from_secs(60), || {
+        let firing = firing();
+        firing.contains(&"EgressPolicyViolation".to_owned())
+            && firing.contains(&"EgressPolicyConfigRefused".to_owned())
+    });
+    let mut names = firing();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["EgressPolicyConfigRefused", "EgressPolicyViolation"]
+    );
+    let (_, body) = http_get(prometheus.port, "/api/v1/rules").unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let rules = body["data"]["groups"][0]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 7);
+    for rule in rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
 }

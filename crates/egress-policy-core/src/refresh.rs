@@ -259,6 +259,10 @@ fn report(host: &impl Host, loaded: &Loaded, outcome: &FetchOutcome, list_name: 
         FetchOutcome::Updated { list, .. } | FetchOutcome::Failed { list, .. } => *list,
     };
     let metrics = &loaded.metrics;
+    if let Some((_, provider)) = loaded.policy.provider(list) {
+        let ttl = u64::try_from(provider.ttl_micros / 1_000_000).unwrap_or(0);
+        host.set_gauge(&metrics.list_gauge(Gauge::ListTtlSeconds, list, ttl));
+    }
     match outcome {
         FetchOutcome::Updated { entries, .. } => {
             let entries = u64::try_from(*entries).unwrap_or(u64::MAX);

@@ -89,6 +89,9 @@ pub enum Counter {
     DryRunDenied,
     /// Rules whose condition held, by rule and the request's decision.
     RuleMatches,
+    /// `error` entries whose request or connection was let through (what `audit` calls a
+    /// violation), by rule and caller.
+    Violations,
     /// Remote-list fetches by list and result.
     ListFetches,
     /// Configuration loads by result.
@@ -96,12 +99,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Self::Requests,
         Self::Connections,
         Self::Denied,
         Self::DryRunDenied,
         Self::RuleMatches,
+        Self::Violations,
         Self::ListFetches,
         Self::ConfigLoads,
     ];
@@ -114,6 +118,7 @@ impl Counter {
             Self::Denied => "denied",
             Self::DryRunDenied => "dry_run_denied",
             Self::RuleMatches => "rule_matches",
+            Self::Violations => "violations",
             Self::ListFetches => "list_fetches",
             Self::ConfigLoads => "config_loads",
         }
@@ -129,6 +134,7 @@ impl Counter {
             Self::Denied => &[Rule, List, SourceNamespace, SourceApp],
             Self::DryRunDenied => &[Rule, List],
             Self::RuleMatches => &[Rule, Decision],
+            Self::Violations => &[Rule, SourceNamespace, SourceApp],
             Self::ListFetches => &[List, Result],
             Self::ConfigLoads => &[Result],
         }
@@ -142,6 +148,8 @@ pub enum Gauge {
     ListEntries,
     /// Age of a remote list's last good fetch, in seconds.
     ListAgeSeconds,
+    /// A remote list's `ttl`, in seconds: how old its last good fetch may grow.
+    ListTtlSeconds,
     /// The fingerprint of the configuration in force ([`crate::config::fingerprint`]).
     ConfigFingerprint,
     /// 1 for each `policyVersion` in force, 0 for one replaced (an info metric).
@@ -149,9 +157,10 @@ pub enum Gauge {
 }
 
 impl Gauge {
-    pub const ALL: [Gauge; 4] = [
+    pub const ALL: [Gauge; 5] = [
         Self::ListEntries,
         Self::ListAgeSeconds,
+        Self::ListTtlSeconds,
         Self::ConfigFingerprint,
         Self::ConfigInfo,
     ];
@@ -160,6 +169,7 @@ impl Gauge {
         match self {
             Self::ListEntries => "list_entries",
             Self::ListAgeSeconds => "list_age_seconds",
+            Self::ListTtlSeconds => "list_ttl_seconds",
             Self::ConfigFingerprint => "config_fingerprint",
             Self::ConfigInfo => "config_info",
         }
@@ -167,7 +177,7 @@ impl Gauge {
 
     pub fn labels(self) -> &'static [Label] {
         match self {
-            Self::ListEntries | Self::ListAgeSeconds => &[Label::List],
+            Self::ListEntries | Self::ListAgeSeconds | Self::ListTtlSeconds => &[Label::List],
             Self::ConfigFingerprint => &[],
             Self::ConfigInfo => &[Label::PolicyVersion],
         }
@@ -300,6 +310,8 @@ pub struct Metrics {
     destination_names: Vec<Box<str>>,
     /// Per rule, per route and per list: its name as a label value.
     rules: Vec<Box<str>>,
+    /// Per rule: whether it logs at `error`, so that a request it let through is a violation.
+    error_rules: Vec<bool>,
     routes: Vec<Box<str>>,
     lists: Vec<Box<str>>,
     /// Per [`Rejection`], in [`Rejection::ALL`] order: `rejected_<code>`, the rule label of a
@@ -329,6 +341,11 @@ impl Metrics {
             destinations,
             destination_names: names.into_iter().map(String::into_boxed_str).collect(),
             rules: labels(&mut policy.rules.iter().map(|r| r.name.as_str())),
+            error_rules: policy
+                .rules
+                .iter()
+                .map(|r| r.log == Some(crate::config::LogLevel::Error))
+                .collect(),
             routes: labels(&mut routes.into_iter()),
             lists: labels(&mut policy.lists.iter().map(|l| l.name.as_str())),
             rejections: Rejection::ALL
@@ -414,9 +431,17 @@ impl Metrics {
                 emit(CounterEvent::new(Counter::DryRunDenied, &[rule, list]));
             }
         }
+        let forwarded = decision.outcome().forwarded();
         for &index in &decision.fired {
-            if let Some(rule) = usize::try_from(index).ok().and_then(|i| self.rules.get(i)) {
+            let index = usize::try_from(index).unwrap_or(usize::MAX);
+            if let Some(rule) = self.rules.get(index) {
                 emit(CounterEvent::new(Counter::RuleMatches, &[rule, outcome]));
+                if forwarded && self.error_rules.get(index) == Some(&true) {
+                    emit(CounterEvent::new(
+                        Counter::Violations,
+                        &[rule, &namespace, &app],
+                    ));
+                }
             }
         }
     }
@@ -597,5 +622,35 @@ mod tests {
         // A configuration replaced by the same version keeps it at 1.
         assert_eq!(versions.set(2, None), []);
         assert_eq!(versions.set(1, None), [one("b", 0)]);
+    }
+
+    /// An `error` rule's request let through is a violation; the same request refused is not.
+    #[test]
+    fn politics_let_through_by_the_logging_policy_is_a_violation_and_refused_is_not() {
+        let violations = |config: &[u8]| -> Vec<Vec<String>> {
+            let policy = Policy::from_json(config).unwrap();
+            let mut request = crate::cases::request_with_path("/politics");
+            request.set_host("edition.cnn.com");
+            request.source.namespace = Some("default".into());
+            request.source.service_account = Some("sleep".into());
+            let decision = policy.evaluate(&request);
+            let mut found = Vec::new();
+            Metrics::compile(&policy).count_request(&decision, &request, Some(200), |event| {
+                if event.counter == Counter::Violations {
+                    found.push(event.values().iter().map(|v| v.to_string()).collect());
+                }
+            });
+            found
+        };
+        assert_eq!(
+            violations(include_bytes!("../../../../envoy/examples/s1-logging.json")),
+            [["handle-politics", "default", "sleep"]]
+        );
+        assert!(
+            violations(include_bytes!(
+                "../../../../envoy/examples/s3-listcheck.json"
+            ))
+            .is_empty()
+        );
     }
 }
