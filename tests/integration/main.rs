@@ -21,6 +21,7 @@ mod hardening;
 mod list_refresher;
 mod lists;
 mod manifests;
+mod manual;
 mod native;
 mod package;
 mod parity;

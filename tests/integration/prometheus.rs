@@ -56,7 +56,7 @@ fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 /// a stats matcher that keeps only the prefixes it is told to and its own.
 /// The scrape job's `metric_relabel_configs` of README: Which build?, read from the README.
 fn native_metric_relabelling() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = crate::support::manual_text();
     let start = readme
         .find("  metric_relabel_configs:")
         .expect("README: Which build? shows the relabelling");

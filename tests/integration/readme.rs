@@ -160,6 +160,7 @@ impl Session {
             .replace("127.0.0.1:10000", &format!("127.0.0.1:{}", self.http_port))
             .replace("127.0.0.1:10443", &format!("127.0.0.1:{}", self.mtls_port))
             .replace("127.0.0.1:3128", &format!("127.0.0.1:{}", self.proxy_port))
+            .replace("127.0.0.1:9901", &format!("127.0.0.1:{}", self.admin_port))
             .replace("--port 10444", &format!("--port {}", self.tls_port))
             .replace("--port 10445", &format!("--port {}", self.passthrough_port))
             .replace(".cache/run/", &format!("{}/", self.run_dir.0.display()))
@@ -182,7 +183,8 @@ fn run(command: &str, environment: &[(&'static str, String)]) -> (i32, String) {
 
 #[test]
 fn readme_console_commands_produce_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    // The README's tour, then every chapter of the book, in reading order: one session.
+    let readme = crate::support::manual_text();
     let steps = console_steps(&readme);
     assert!(steps.len() >= 8, "README console blocks: {}", steps.len());
     let mut session = Session {
@@ -211,6 +213,7 @@ fn readme_console_commands_produce_what_the_readme_shows() {
             "jq ",
             "tail ",
             "cat ",
+            "curl -s 127.0.0.1:9901/",
             "target/release/egress-policy audit ",
         ]
         .iter()

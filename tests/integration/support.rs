@@ -89,6 +89,27 @@ pub fn certs() -> &'static Path {
     })
 }
 
+/// The manual's files in reading order: the README, then the book's chapters in the order of
+/// `docs/src/SUMMARY.md`.
+pub fn manual_files() -> Vec<PathBuf> {
+    let summary = std::fs::read_to_string(repo().join("docs/src/SUMMARY.md")).unwrap();
+    std::iter::once(repo().join("README.md"))
+        .chain(summary.lines().filter_map(|line| {
+            let chapter = line.split("](").nth(1)?.strip_suffix(')')?;
+            Some(repo().join("docs/src").join(chapter))
+        }))
+        .collect()
+}
+
+/// The manual as one text, in reading order.
+pub fn manual_text() -> String {
+    manual_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The variable the gateway reads its log-signing key from.
 pub const SIGNING_KEY_ENV: &str = "EGRESS_LOG_SIGNING_KEY";
 

@@ -206,7 +206,7 @@ pub const UPSTREAM_LOCAL_ADDRESS: &[&str] = &["upstream", "local_address"];
 pub const ATTRIBUTES: &[Attribute] = &[
     row("request.host", Scalar(Attr::RequestHost), Str, Request, Source::Header(":authority"), "lower case, port and trailing dot removed; absent when unusable (userinfo, characters no host has, bytes that are not UTF-8)"),
     row("request.port", Scalar(Attr::RequestPort), Int, Request, Source::Header(":authority"), "the port a forward proxy's `CONNECT host:port` names; absent for other requests (the gateway chooses their destination port: 443, TLS originated)"),
-    row("request.path", Scalar(Attr::RequestPath), Str, Request, Source::Header(":path"), "the path, percent-decoded once (see [Security](#security)), with the query string as received"),
+    row("request.path", Scalar(Attr::RequestPath), Str, Request, Source::Header(":path"), "the path, percent-decoded once (see [Security](security.md#security)), with the query string as received"),
     row("request.url_path", Scalar(Attr::RequestUrlPath), Str, Request, Source::Header(":path"), "the decoded path without query string"),
     row("request.method", Scalar(Attr::RequestMethod), Str, Request, Source::Header(":method"), "HTTP method"),
     row("request.scheme", Scalar(Attr::RequestScheme), Str, Request, Source::Header(":scheme"), "`http` or `https`"),
@@ -313,9 +313,7 @@ mod tests {
 
     #[test]
     fn readme_attribute_table_is_this_table() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .unwrap();
+        let readme = crate::stripped::manual_text();
         assert!(
             readme.contains(&readme_table()),
             "README's attribute table differs; it should read:\n{}",

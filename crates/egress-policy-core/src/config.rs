@@ -40,10 +40,10 @@ pub struct PluginConfig {
     pub identity: IdentityConfig,
     /// Host names or wildcards (`*.es.example.com`) to which GET, HEAD, OPTIONS and TRACE may carry a
     /// body (Elasticsearch's `GET _search` needs it); to every other host such a request is refused
-    /// with 400 (see [Security](#security)): a destination that ignores the body would read it as a
+    /// with 400 (see [Security](security.md#security)): a destination that ignores the body would read it as a
     /// second request the policy never saw. Default: none.
     pub allow_safe_method_bodies: Vec<String>,
-    /// The SSRF guard (see [Security](#security)): the addresses the gateway never connects to,
+    /// The SSRF guard (see [Security](security.md#security)): the addresses the gateway never connects to,
     /// whatever name leads there. Default: the internal ranges (loopback, RFC 1918, link-local,
     /// CGNAT, unique-local, IPv4-mapped and -compatible IPv6, NAT64, multicast, broadcast,
     /// reserved) refused, no exception, IP literal hosts refused.

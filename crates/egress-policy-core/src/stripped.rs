@@ -74,11 +74,26 @@ pub fn is_stripped_header(name: &[u8]) -> bool {
 /// in `allowSafeMethodBodies`.
 pub const BODILESS_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE"];
 
-/// The rows of the README's table under `heading`.
+/// The manual as one text: the README, then the book's chapters in the order of
+/// `docs/src/SUMMARY.md`.
+#[cfg(test)]
+pub(crate) fn manual_text() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let read = |path: &str| std::fs::read_to_string(format!("{root}/{path}")).unwrap();
+    let mut text = read("README.md");
+    for line in read("docs/src/SUMMARY.md").lines() {
+        if let Some(chapter) = line.split("](").nth(1).and_then(|r| r.strip_suffix(')')) {
+            text.push('\n');
+            text.push_str(&read(&format!("docs/src/{chapter}")));
+        }
+    }
+    text
+}
+
+/// The rows of the manual's table under `heading`.
 #[cfg(test)]
 pub(crate) fn readme_table_rows(heading: &str) -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let readme = manual_text();
     let section = readme.split(heading).nth(1).unwrap();
     section
         .lines()
