@@ -123,7 +123,15 @@ fn read_labels(message: &[u8], mut at: usize) -> Result<(Vec<&[u8]>, usize), Dns
     let mut total = 0usize;
     let mut after = None;
     let mut jumps = 0;
+    // A pointer leads to a prior occurrence of the name's end (RFC 1035 4.1.4): past the
+    // header, and every byte read through it lies before the pointer. So no name reads the
+    // header, or a record that comes after it, which another part of the message may rewrite.
+    let mut limit: Option<usize> = None;
+    let beyond = |position: usize, limit: Option<usize>| limit.is_some_and(|l| position > l);
     loop {
+        if beyond(at + 1, limit) {
+            return Err(DnsError::BadName);
+        }
         let length = *message.get(at).ok_or(DnsError::Truncated)?;
         match length {
             0 => return Ok((labels, after.unwrap_or(at + 1))),
@@ -134,13 +142,19 @@ fn read_labels(message: &[u8], mut at: usize) -> Result<(Vec<&[u8]>, usize), Dns
                 if jumps > MAX_POINTERS {
                     return Err(DnsError::BadName);
                 }
+                limit = Some(limit.map_or(at, |l| l.min(at)));
                 at = usize::from(u16::from_be_bytes([length & 0x3F, low]));
+                if at < HEADER {
+                    return Err(DnsError::BadName);
+                }
             }
             1..=63 => {
                 let start = at + 1;
-                let label = message
-                    .get(start..start + usize::from(length))
-                    .ok_or(DnsError::Truncated)?;
+                let end = start + usize::from(length);
+                let label = message.get(start..end).ok_or(DnsError::Truncated)?;
+                if beyond(end, limit) {
+                    return Err(DnsError::BadName);
+                }
                 total += label.len() + 1;
                 if total > 255 {
                     return Err(DnsError::BadName);
@@ -265,5 +279,23 @@ mod tests {
             ]
         );
         assert_eq!(blank_addresses(&message, |_| false).unwrap().0, message);
+    }
+
+    /// Found by the `dns_answer` fuzz target: a question name whose pointer leads into the header
+    /// (offset 1) read on, through a label length taken from the header, into the answers'
+    /// addresses, so blanking an address changed the name read. Pointers lead back past the
+    /// header, and nothing read through one lies after it.
+    #[test]
+    fn a_name_cannot_read_the_header_or_what_follows_its_pointer() {
+        let crash = [
+            18, 52, 129, 128, 0, 1, 0, 2, 0, 0, 0, 0, 5, 99, 108, 111, 117, 100, 3, 105, 98, 109,
+            3, 99, 111, 12, 192, 1, 109, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 127, 0, 0, 1,
+            192, 12, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 127, 0, 0, 1,
+        ];
+        assert_eq!(read_answer(&crash), Err(DnsError::BadName));
+        // A pointer forward, past itself, to a label there.
+        let mut message = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        message.extend_from_slice(&[0xC0, 14, 1, b'a', 0, 0, 1, 0, 1]);
+        assert_eq!(read_answer(&message), Err(DnsError::BadName));
     }
 }
