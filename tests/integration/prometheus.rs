@@ -397,9 +397,17 @@ fn the_alerts_load_evaluate_and_fire_on_a_real_gateway() {
         "Envoy refuses the broken configuration"
     );
     wait_until(
-        "the violation to be counted",
+        "the violation, the refusal and the refused load counted",
         Duration::from_secs(10),
-        || gateway.metric("violations", &[("rule", "handle-politics")]) == 1,
+        || {
+            let counts = (
+                gateway.metric("violations", &[("rule", "handle-politics")]),
+                gateway.metric("denied", &[("rule", "handle-cnn-access")]),
+                gateway.metric("config_loads", &[("result", "failure")]),
+            );
+            // /sport is refused until the list loads: at least the one refusal.
+            counts.0 == 1 && counts.1 >= 1 && counts.2 >= 1
+        },
     );
 
     let (_, exported) = http_get(gateway.admin_port, "/stats/prometheus").unwrap();
@@ -454,11 +462,17 @@ fn the_alerts_load_evaluate_and_fire_on_a_real_gateway() {
             .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
             .collect()
     };
-    wait_until("the two alerts to fire", Duration::from_secs(60), || {
-        let firing = firing();
-        firing.contains(&"EgressPolicyViolation".to_owned())
-            && firing.contains(&"EgressPolicyConfigRefused".to_owned())
-    });
+    let fired =
+        crate::support::try_wait_until("the two alerts to fire", Duration::from_secs(120), || {
+            let firing = firing();
+            Ok(firing.contains(&"EgressPolicyViolation".to_owned())
+                && firing.contains(&"EgressPolicyConfigRefused".to_owned()))
+        });
+    if let Err(why) = fired {
+        let alerts = http_get(prometheus.port, "/api/v1/alerts");
+        let rules = http_get(prometheus.port, "/api/v1/rules");
+        panic!("{why}\nalerts: {alerts:?}\nrules: {rules:?}");
+    }
     let mut names = firing();
     names.sort();
     names.dedup();

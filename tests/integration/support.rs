@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use egress_policy_testkit::envoy::{
-    Guard, STARTUP_TIMEOUT, TempDir, http_agent, http_get, http_post, wait_until,
+    Guard, STARTUP_TIMEOUT, TempDir, http_agent, http_get, http_post, try_wait_until, wait_until,
 };
 pub use egress_policy_testkit::repo;
 
